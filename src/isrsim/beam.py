@@ -1,0 +1,155 @@
+"""Beams: energies, crossing angle, the CM 4-vector and the CMS -> lab transformation.
+
+Convention (Belle II / basf2 and BEPCII): z is the solenoid axis, x horizontal (the
+crossing plane). The e- beam travels along (sin a, 0, cos a) and the e+ beam along
+(sin(pi - a), 0, cos(pi - a)) = (sin a, 0, -cos a), with a the crossing *half* angle, so
+both beams have p_x > 0 and the e+e- system moves along +x (and along +z when the beams
+are asymmetric). Generators work in the CM frame ("cms") with +z along the e- beam;
+:meth:`Beam.cms_to_lab` is the single 4x4 Lorentz transformation (rotation, then boost)
+that takes CM-frame 4-vectors (px, py, pz, E) to the lab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .constants import M_E
+from .exceptions import ConfigError
+
+__all__ = ["Beam"]
+
+
+def _finite(name: str, value: float, *, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        msg = f"{name} = {value!r} must be a number"
+        raise ConfigError(msg) from None
+    if not math.isfinite(v):
+        msg = f"{name} = {value!r} must be finite"
+        raise ConfigError(msg)
+    if lo is not None and (v < lo or (lo_open and v <= lo)):
+        rng = f"> {lo}" if lo_open else f">= {lo}"
+        msg = f"{name} = {value!r} out of range: must be {rng}" + (f" and <= {hi}" if hi is not None else "")
+        raise ConfigError(msg)
+    if hi is not None and v > hi:
+        msg = f"{name} = {value!r} out of range: must be <= {hi}"
+        raise ConfigError(msg)
+    return v
+
+
+@dataclass(frozen=True)
+class Beam:
+    """Colliding e-/e+ beams.
+
+    Parameters
+    ----------
+    e_minus_GeV, e_plus_GeV
+        Beam energies in the lab [GeV].
+    crossing_half_angle_rad
+        Angle of each beam to the z axis in the x-z plane [rad] (BEPCII 0.011, SuperKEKB 0.0415).
+    sqrt_s_spread_GeV
+        Gaussian spread of sqrt(s) [GeV] (recorded; generation uses the nominal sqrt(s)).
+    sigma_xyz_cm
+        Gaussian sizes of the luminous region in the lab [cm]; the primary vertex is drawn
+        from it. Zeros put every event at the origin.
+    """
+
+    e_minus_GeV: float
+    e_plus_GeV: float
+    crossing_half_angle_rad: float = 0.0
+    sqrt_s_spread_GeV: float = 0.0
+    sigma_xyz_cm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    _matrix: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _finite("beam.e_minus_GeV", self.e_minus_GeV, lo=2 * M_E, lo_open=True)
+        _finite("beam.e_plus_GeV", self.e_plus_GeV, lo=2 * M_E, lo_open=True)
+        _finite("beam.crossing_half_angle_rad", self.crossing_half_angle_rad, lo=0.0, hi=0.5)
+        _finite("beam.sqrt_s_spread_GeV", self.sqrt_s_spread_GeV, lo=0.0)
+        if len(self.sigma_xyz_cm) != 3:
+            msg = f"luminous_region sigma_xyz_cm = {self.sigma_xyz_cm!r} must have 3 entries"
+            raise ConfigError(msg)
+        for name, v in zip("xyz", self.sigma_xyz_cm):
+            _finite(f"luminous_region.sigma_{name}_cm", v, lo=0.0)
+        object.__setattr__(self, "_matrix", self._build_matrix())
+
+    @classmethod
+    def symmetric(cls, sqrt_s: float, **kwargs: float) -> Beam:
+        """Head-on (unless a crossing angle is given) beams of sqrt(s)/2 each."""
+        s = _finite("sqrt_s", sqrt_s, lo=2 * M_E, lo_open=True)
+        return cls(e_minus_GeV=s / 2, e_plus_GeV=s / 2, **kwargs)
+
+    # -- 4-vectors --------------------------------------------------------------------
+    def p4_e_minus(self) -> np.ndarray:
+        """Lab 4-momentum (px, py, pz, E) of the e- beam (electron mass kept)."""
+        a = self.crossing_half_angle_rad
+        p = math.sqrt(self.e_minus_GeV**2 - M_E**2)
+        return np.array([p * math.sin(a), 0.0, p * math.cos(a), self.e_minus_GeV])
+
+    def p4_e_plus(self) -> np.ndarray:
+        """Lab 4-momentum (px, py, pz, E) of the e+ beam."""
+        a = self.crossing_half_angle_rad
+        p = math.sqrt(self.e_plus_GeV**2 - M_E**2)
+        return np.array([p * math.sin(a), 0.0, -p * math.cos(a), self.e_plus_GeV])
+
+    def p4_total_lab(self) -> np.ndarray:
+        """Lab 4-momentum of the e+e- system: the beam 4-vector of kinematic fits."""
+        return self.p4_e_minus() + self.p4_e_plus()
+
+    @property
+    def sqrt_s(self) -> float:
+        """Nominal CM energy [GeV]."""
+        p = self.p4_total_lab()
+        return math.sqrt(p[3] ** 2 - p[0] ** 2 - p[1] ** 2 - p[2] ** 2)
+
+    @property
+    def s(self) -> float:
+        return self.sqrt_s**2
+
+    @property
+    def boost_beta(self) -> np.ndarray:
+        """Velocity of the CM frame in the lab."""
+        p = self.p4_total_lab()
+        return p[:3] / p[3]
+
+    @property
+    def boost_betagamma(self) -> float:
+        p = self.p4_total_lab()
+        return float(np.linalg.norm(p[:3]) / self.sqrt_s)
+
+    def cms_to_lab(self) -> np.ndarray:
+        """4x4 matrix L with p_lab = L @ p_cms for 4-vectors (px, py, pz, E); the CM frame
+        has +z along the e- beam and y along the lab y axis."""
+        return self._matrix.copy()
+
+    def lab_to_cms(self) -> np.ndarray:
+        return np.linalg.inv(self._matrix)
+
+    def _build_matrix(self) -> np.ndarray:
+        P = self.p4_total_lab()
+        beta = P[:3] / P[3]
+        boost_to_cms = _boost_matrix(-beta)
+        d = (boost_to_cms @ self.p4_e_minus())[:3]
+        angle = math.atan2(d[0], d[2])  # rotation about y taking +z to d
+        c, s = math.cos(angle), math.sin(angle)
+        rot = np.array([[c, 0, s, 0], [0, 1, 0, 0], [-s, 0, c, 0], [0, 0, 0, 1.0]])
+        return _boost_matrix(beta) @ rot
+
+
+def _boost_matrix(beta: np.ndarray) -> np.ndarray:
+    """Pure boost (4x4, on (px, py, pz, E)) by velocity ``beta``."""
+    b2 = float(beta @ beta)
+    out = np.eye(4)
+    if b2 == 0.0:
+        return out
+    g = 1.0 / math.sqrt(1.0 - b2)
+    out[:3, :3] += (g - 1.0) * np.outer(beta, beta) / b2
+    out[:3, 3] = g * beta
+    out[3, :3] = g * beta
+    out[3, 3] = g
+    return out

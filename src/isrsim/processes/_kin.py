@@ -1,0 +1,118 @@
+"""Kinematics kernels shared by the generators (CM frame, +z along the e- beam).
+
+* :func:`boost_by` — boost a 4-vector by a velocity (rest frame -> moving frame).
+* :func:`apply_matrix` — apply a 4x4 Lorentz matrix (e.g. ``Beam.cms_to_lab()``).
+* :func:`sample_photon_cos` — cos(theta_gamma) from the O(alpha) ISR angular distribution
+  with electron-mass terms, physics.md eq. (1.6), restricted to a union of intervals
+  (recipe of physics.md 1.6 item 4: exact sampling of b/(1 - b^2 c^2) by c = tanh(y)/b, y
+  uniform, then accept/reject with the ratio of (1.6) to it, which is <= 1).
+* :func:`sample_gamma_star_decay` — direction of the final-state particle in the gamma* rest
+  frame from the exact LO ISR matrix element, physics.md eq. (1.8), extended to massive final
+  states (see its docstring).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .._numba import kernel
+from ..physics.radiator import dw_dc
+
+__all__ = ["apply_matrix", "boost_by", "sample_gamma_star_decay", "sample_photon_cos"]
+
+
+@kernel
+def boost_by(bx, by, bz, px, py, pz, e):
+    """Boost (px, py, pz, E) from a frame to one in which that frame moves with velocity b."""
+    b2 = bx * bx + by * by + bz * bz
+    if b2 <= 0.0:
+        return px, py, pz, e
+    g = 1.0 / math.sqrt(1.0 - b2)
+    bp = bx * px + by * py + bz * pz
+    f = (g - 1.0) * bp / b2 + g * e
+    return px + f * bx, py + f * by, pz + f * bz, g * (e + bp)
+
+
+@kernel
+def apply_matrix(m, px, py, pz, e):
+    """(px, py, pz, E) -> m @ (px, py, pz, E) for a 4x4 Lorentz matrix ``m``."""
+    return (m[0, 0] * px + m[0, 1] * py + m[0, 2] * pz + m[0, 3] * e,
+            m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + m[1, 3] * e,
+            m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + m[2, 3] * e,
+            m[3, 0] * px + m[3, 1] * py + m[3, 2] * pz + m[3, 3] * e)
+
+
+@kernel
+def sample_photon_cos(rng, s, x, y_lo, y_hi, b_e):
+    """cos(theta_gamma) (CM) from eq. (1.6) inside the intervals with y = atanh(b_e c) in
+    [y_lo[i], y_hi[i]]. Proposal b/(1 - b^2 c^2) is uniform in y; acceptance ratio <= 1."""
+    total = 0.0
+    for i in range(y_lo.shape[0]):
+        total += y_hi[i] - y_lo[i]
+    a = 1.0 - b_e * b_e
+    f0 = (2.0 - 2.0 * x + x * x)
+    pref = 0.0072973525693 / (math.pi * x)  # alpha/(pi x): cancels in the ratio below
+    while True:
+        r = rng.random() * total
+        y = 0.0
+        for i in range(y_lo.shape[0]):
+            width = y_hi[i] - y_lo[i]
+            if r <= width or i == y_lo.shape[0] - 1:
+                y = y_lo[i] + min(r, width)
+                break
+            r -= width
+        c = math.tanh(y) / b_e
+        d = a + b_e * b_e * (1.0 - c) * (1.0 + c)
+        ratio = dw_dc(s, x, c) / (pref * f0 * b_e / d)
+        if rng.random() < ratio:
+            return c
+
+
+@kernel
+def sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, spin):
+    """Unit vector n of the negative final-state particle in the gamma* rest frame (axes
+    parallel to the CM axes) for e+e- -> gamma* gamma, gamma* -> f fbar.
+
+    Massless leptons: |M|^2 ∝ t^2 + t'^2 + u^2 + u'^2 (physics.md eq. 1.8), which in the gamma*
+    frame equals F(n) = 2M^2 [E+^2 + E-^2 + (p+.n)^2 + (p-.n)^2] with p+- the beam momenta in
+    that frame. The lepton tensor of a gamma* at rest is ∝ delta_ij - beta_f^2 n_i n_j for
+    spin-1/2 (and ∝ n_i n_j for scalars) for any final-state mass, so with <F> the average of F
+    over directions: massive fermions F_m = (1 - beta_f^2) (3/2)<F> + beta_f^2 F(n); pions
+    F_pi = (3/2)<F> - F(n). Collinear limit: 1 + cos^2 + (4m^2/M^2) sin^2 and sin^2 (eq. 1.9).
+    Sampled by accept/reject from the uniform sphere (efficiency >= 1/2).
+
+    Parameters: ebeam = sqrt(s)/2; (kx, ky, kz) the photon momentum (CM); m the gamma* mass;
+    m_f the final-state mass; spin = 1 (leptons) or 0 (pions).
+    """
+    eg = math.sqrt(kx * kx + ky * ky + kz * kz)
+    q0 = 2.0 * ebeam - eg
+    bx, by, bz = -kx / q0, -ky / q0, -kz / q0
+    # beams (massless) into the gamma* rest frame: boost by -b
+    pmx, pmy, pmz, em = boost_by(-bx, -by, -bz, 0.0, 0.0, ebeam, ebeam)
+    ppx, ppy, ppz, ep = boost_by(-bx, -by, -bz, 0.0, 0.0, -ebeam, ebeam)
+    pp2 = ppx * ppx + ppy * ppy + ppz * ppz
+    pm2 = pmx * pmx + pmy * pmy + pmz * pmz
+    e2 = ep * ep + em * em
+    fmean = e2 + (pp2 + pm2) / 3.0
+    fmax = e2 + pp2 + pm2
+    beta2 = 1.0 - 4.0 * m_f * m_f / (m * m)
+    if beta2 < 0.0:
+        beta2 = 0.0
+    if spin == 1:
+        bound = (1.0 - beta2) * 1.5 * fmean + beta2 * fmax
+    else:
+        bound = 1.5 * fmean - e2
+    while True:
+        ct = 2.0 * rng.random() - 1.0
+        phi = 2.0 * math.pi * rng.random()
+        st = math.sqrt(max(0.0, 1.0 - ct * ct))
+        nx, ny, nz = st * math.cos(phi), st * math.sin(phi), ct
+        dp = ppx * nx + ppy * ny + ppz * nz
+        dm = pmx * nx + pmy * ny + pmz * nz
+        f = e2 + dp * dp + dm * dm
+        if spin == 1:
+            fm = (1.0 - beta2) * 1.5 * fmean + beta2 * f
+        else:
+            fm = 1.5 * fmean - f
+        if rng.random() * bound < fm:
+            return nx, ny, nz

@@ -1,0 +1,302 @@
+"""ISR QED processes e+e- -> gamma* gamma_ISR -> X gamma, X = mu+mu-, e+e- (s-channel), pi+pi-.
+
+Physics (all CM frame, physics.md sections 1-3):
+
+* rate and mass spectrum: dsigma/dM = (2M/s) W(s, x) sigma_0(M^2) A(x), eq. (1.1), with the
+  Kuraev-Fadin radiator eq. (1.3) (``radiator="kf"``, default) or the LO eq. (1.2) (``"lo"``),
+  and A(x) the fraction of photons inside the photon-angle cut, from eq. (1.6);
+* photon polar angle at fixed x: eq. (1.6) with electron-mass terms; azimuth uniform;
+* gamma* -> X decay: exact LO ISR matrix element eq. (1.8), with final-state mass terms
+  (see :func:`isrsim.processes._kin.sample_gamma_star_decay`).
+
+Sampling (physics.md 1.6 recipe 1): dsigma/dM is tabulated once per process on a grid that is
+dense in ln M, in M, in x^beta (the soft-photon end) and near threshold / the rho-omega region;
+the proposal is the piecewise-constant majorant q (the larger end-point value in each bin, plus
+0.05 %), so w = f/q <= 1 and unweighted events are obtained by accept/reject with unit bound at
+efficiency sigma/sigma_prop (~99.9 %). Weighted events carry w sigma_prop. The cross section
+inside the cuts and its MC error follow from the weights (:class:`SampleStats`).
+All particles are then transformed once to the lab with ``beam.cms_to_lab()``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .._numba import kernel
+from ..beam import Beam
+from ..constants import M_E, PDG_GAMMA
+from ..events import TruthChunk
+from ..exceptions import ConfigError
+from ..physics.born import FINAL_STATES, FS_PIPI, dsigma_dm_isr_nb
+from ..physics.radiator import RADIATORS, beta_isr
+from ._kin import apply_matrix, boost_by, sample_gamma_star_decay, sample_photon_cos
+from .base import Process, SampleStats, check_number, check_range_pair
+
+__all__ = ["X_MIN", "IsrEE", "IsrMuMu", "IsrPiPi", "IsrProcess", "PhotonCut"]
+
+#: Smallest photon energy fraction generated (physics.md 1.6 item 5): M_max^2 <= s (1 - X_MIN).
+X_MIN = 1e-4
+
+
+class PhotonCut:
+    """Generator cut on the ISR photon polar angle in the CM frame (theta to the e- beam).
+
+    ``mode="all"``: no cut; ``"untagged"``: photon within ``theta_max`` [rad] of either beam;
+    ``"tagged"``: ``theta_min < theta < theta_max`` [rad]. Represented as disjoint intervals
+    in c = cos(theta).
+    """
+
+    MODES = ("all", "untagged", "tagged")
+
+    def __init__(self, mode: str = "all", theta_min: float | None = None,
+                 theta_max: float | None = None) -> None:
+        if mode not in self.MODES:
+            msg = f"photon_cut.mode = {mode!r} is unknown: allowed {', '.join(self.MODES)}"
+            raise ConfigError(msg)
+        self.mode, self.theta_min, self.theta_max = mode, theta_min, theta_max
+        if mode == "all":
+            self.intervals = [(-1.0, 1.0)]
+        elif mode == "untagged":
+            t = check_number("photon_cut.theta_max", theta_max, lo=0.0, hi=math.pi / 2,
+                             lo_open=True, hi_open=True, allowed="0 < theta_max < pi/2 rad")
+            self.intervals = [(-1.0, -math.cos(t)), (math.cos(t), 1.0)]
+        else:
+            t1 = check_number("photon_cut.theta_min", theta_min, lo=0.0, hi=math.pi, hi_open=True,
+                              allowed="0 <= theta_min < theta_max <= pi rad")
+            t2 = check_number("photon_cut.theta_max", theta_max, lo=t1, hi=math.pi, lo_open=True,
+                              allowed="0 <= theta_min < theta_max <= pi rad")
+            self.intervals = [(math.cos(t2), math.cos(t1))]
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PhotonCut:
+        if cfg is None or isinstance(cfg, PhotonCut):
+            return cfg or cls()
+        if isinstance(cfg, str):
+            return cls(cfg)
+        if not isinstance(cfg, dict):
+            msg = f"photon_cut = {cfg!r} must be a table with mode/theta_min/theta_max"
+            raise ConfigError(msg)
+        unknown = set(cfg) - {"mode", "theta_min", "theta_max"}
+        if unknown:
+            msg = f"photon_cut has unknown keys {sorted(unknown)}: allowed mode, theta_min, theta_max"
+            raise ConfigError(msg)
+        return cls(cfg.get("mode", "all"), cfg.get("theta_min"), cfg.get("theta_max"))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.array([a for a, _ in self.intervals])
+        hi = np.array([b for _, b in self.intervals])
+        return lo, hi
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mode": self.mode}
+        if self.theta_min is not None:
+            d["theta_min"] = float(self.theta_min)
+        if self.theta_max is not None:
+            d["theta_max"] = float(self.theta_max)
+        return d
+
+
+@kernel
+def _tabulate(s, nodes, code, rad_code, c_lo, c_hi):
+    out = np.empty(nodes.shape[0])
+    for i in range(nodes.shape[0]):
+        out[i] = dsigma_dm_isr_nb(s, nodes[i], code, rad_code, c_lo, c_hi)
+    return out
+
+
+@kernel
+def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
+               c_lo, c_hi, y_lo, y_hi, b_e, edges, cdf, qdens, sigma_prop, lab,
+               npart, pdg, p4, weight, x_out, m_out, cg_out, cs_out):
+    """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight)."""
+    sqrt_s = math.sqrt(s)
+    ebeam = 0.5 * sqrt_s
+    nbins = qdens.shape[0]
+    n_trials = 0
+    sum_w = 0.0
+    sum_w2 = 0.0
+    n_over = 0
+    i = 0
+    while i < n:
+        # --- mass from the piecewise-constant majorant (inverse CDF, one uniform) ---
+        u = rng.random()
+        j = np.searchsorted(cdf, u, side="right") - 1
+        if j < 0:
+            j = 0
+        elif j >= nbins:
+            j = nbins - 1
+        frac = (u - cdf[j]) / (cdf[j + 1] - cdf[j])
+        m = edges[j] + frac * (edges[j + 1] - edges[j])
+        w = dsigma_dm_isr_nb(s, m, code, rad_code, c_lo, c_hi) / qdens[j]
+        n_trials += 1
+        sum_w += w
+        sum_w2 += w * w
+        if w > 1.0:
+            n_over += 1
+        if not weighted and rng.random() >= w:
+            continue
+        # --- photon (CM) ---
+        x = 1.0 - m * m / s
+        eg = x * ebeam
+        c = sample_photon_cos(rng, s, x, y_lo, y_hi, b_e)
+        phi = 2.0 * math.pi * rng.random()
+        st = math.sqrt(max(0.0, (1.0 - c) * (1.0 + c)))
+        kx, ky, kz = eg * st * math.cos(phi), eg * st * math.sin(phi), eg * c
+        # --- gamma* -> f fbar ---
+        nx, ny, nz = sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, spin)
+        q0 = sqrt_s - eg
+        bx, by, bz = -kx / q0, -ky / q0, -kz / q0
+        pstar = 0.5 * math.sqrt(max(0.0, m * m - 4.0 * m_f * m_f))
+        estar = 0.5 * m
+        ax, ay, az, ae = boost_by(bx, by, bz, pstar * nx, pstar * ny, pstar * nz, estar)
+        # momentum conservation: the positive particle is Q - (negative); exact to rounding
+        cx, cy, cz, ce = -kx - ax, -ky - ay, -kz - az, q0 - ae
+        # --- to the lab ---
+        p4[i, 0, 0], p4[i, 0, 1], p4[i, 0, 2], p4[i, 0, 3] = apply_matrix(lab, ax, ay, az, ae)
+        p4[i, 1, 0], p4[i, 1, 1], p4[i, 1, 2], p4[i, 1, 3] = apply_matrix(lab, cx, cy, cz, ce)
+        p4[i, 2, 0], p4[i, 2, 1], p4[i, 2, 2], p4[i, 2, 3] = apply_matrix(lab, kx, ky, kz, eg)
+        npart[i] = 3
+        pdg[i, 0] = pdg_neg
+        pdg[i, 1] = -pdg_neg
+        pdg[i, 2] = 22
+        weight[i] = w * sigma_prop if weighted else 1.0
+        x_out[i] = x
+        m_out[i] = m
+        cg_out[i] = c
+        cs_out[i] = nz
+        i += 1
+    return n_trials, sum_w, sum_w2, n_over
+
+
+class IsrProcess(Process):
+    """e+e- -> X gamma_ISR for X in {"mumu", "ee", "pipi"}.
+
+    Parameters
+    ----------
+    beam
+        Beams (any energies and crossing angle); generation in the CM frame, boosted once.
+    final_state
+        "mumu", "ee" (s-channel radiative-return part only, physics.md 2.1) or "pipi".
+    mass_range
+        [M_min, M_max] of the X system [GeV]; 2 m_X < M_min < M_max <= sqrt(s (1 - X_MIN)).
+    photon_cut
+        :class:`PhotonCut` or its dict form (CM-frame polar-angle cut on the ISR photon).
+    radiator
+        "kf" (Kuraev-Fadin eq. 1.3, default) or "lo" (eq. 1.2).
+    grid_points
+        Number of tabulation nodes per sub-grid (default 2048; 4 sub-grids are merged).
+    """
+
+    k = 3
+    extra_fields = ("x_cms", "m_true", "cos_gamma_cms", "cos_star")
+    final_state = ""
+
+    def __init__(self, beam: Beam, *, mass_range: Any, photon_cut: Any = None,
+                 radiator: str = "kf", grid_points: int = 2048, **unknown: Any) -> None:
+        super().__init__(beam)
+        if unknown:
+            msg = (f"{self.name}: unknown parameter(s) {sorted(unknown)}; allowed mass_range, "
+                   "photon_cut, radiator, grid_points")
+            raise ConfigError(msg)
+        self.code, self.m_f, self.pdg_neg = FINAL_STATES[self.final_state]
+        self.spin = 0 if self.code == FS_PIPI else 1
+        s = beam.s
+        m_hi = math.sqrt(s * (1.0 - X_MIN))
+        self.mass_range = check_range_pair("mass_range", mass_range, 2.0 * self.m_f, m_hi)
+        if radiator not in RADIATORS:
+            msg = f"radiator = {radiator!r} is unknown: allowed {', '.join(RADIATORS)}"
+            raise ConfigError(msg)
+        self.radiator = radiator
+        self.grid_points = int(check_number("grid_points", grid_points, lo=64, hi=1_000_000))
+        self.photon_cut = PhotonCut.from_config(photon_cut)
+        self._prepare()
+
+    # -- tabulation ----------------------------------------------------------------------
+    def _nodes(self) -> np.ndarray:
+        s = self.beam.s
+        m1, m2 = self.mass_range
+        n = self.grid_points
+        beta = beta_isr(s)
+        x_lo, x_hi = 1.0 - m2 * m2 / s, 1.0 - m1 * m1 / s
+        u = np.linspace(x_lo**beta, x_hi**beta, n)
+        m_soft = np.sqrt(s * (1.0 - u ** (1.0 / beta)))
+        thr = 2.0 * self.m_f
+        m_thr = thr + np.geomspace(max(m1 - thr, 1e-9 * m1), m2 - thr, n)
+        parts = [np.geomspace(m1, m2, n), np.linspace(m1, m2, n), m_soft, m_thr]
+        if self.code == FS_PIPI:  # rho-omega interference: omega width 8.4 MeV
+            lo, hi = max(m1, 0.70), min(m2, 0.87)
+            if lo < hi:
+                parts.append(np.linspace(lo, hi, n))
+        nodes = np.unique(np.clip(np.concatenate(parts), m1, m2))
+        nodes[0], nodes[-1] = m1, m2
+        return nodes[np.concatenate([[True], np.diff(nodes) > 1e-12 * m2])]
+
+    def _prepare(self) -> None:
+        s = self.beam.s
+        self._c_lo, self._c_hi = self.photon_cut.arrays()
+        self._rad_code = RADIATORS[self.radiator]
+        self._b_e = math.sqrt(1.0 - 4.0 * M_E * M_E / s)
+        self._y_lo = np.arctanh(self._b_e * self._c_lo)
+        self._y_hi = np.arctanh(self._b_e * self._c_hi)
+        nodes = self._nodes()
+        g = _tabulate(s, nodes, self.code, self._rad_code, self._c_lo, self._c_hi)
+        if not np.all(np.isfinite(g)) or g.max() <= 0.0:
+            msg = f"{self.name}: dsigma/dM vanishes in mass_range = {list(self.mass_range)}"
+            raise ConfigError(msg)
+        qdens = np.maximum(g[:-1], g[1:]) * 1.0005
+        qdens = np.where(qdens > 0, qdens, 1e-300)
+        integ = qdens * np.diff(nodes)
+        self._edges = nodes
+        self._qdens = qdens
+        self.sigma_prop_nb = float(integ.sum())
+        cdf = np.concatenate([[0.0], np.cumsum(integ)])
+        self._cdf = cdf / cdf[-1]
+        self._lab = np.ascontiguousarray(self.beam.cms_to_lab())
+
+    # -- public API ----------------------------------------------------------------------
+    def sample(self, rng: np.random.Generator, n: int, *, weighted: bool = False
+               ) -> tuple[TruthChunk, SampleStats]:
+        """Generate exactly ``n`` events (lab frame, vertices at the origin)."""
+        out = TruthChunk.empty(n, self.k, self.extra_fields)
+        ex = out.extra
+        res = _isr_block(
+            rng, n, weighted, self.beam.s, self.code, self._rad_code, self.m_f, self.spin,
+            self.pdg_neg, self._c_lo, self._c_hi, self._y_lo, self._y_hi, self._b_e,
+            self._edges, self._cdf, self._qdens, self.sigma_prop_nb, self._lab,
+            out.npart, out.pdg, out.p4, out.weight,
+            ex["x_cms"], ex["m_true"], ex["cos_gamma_cms"], ex["cos_star"],
+        )
+        stats = SampleStats(int(res[0]), float(res[1]), float(res[2]), int(res[3]), self.sigma_prop_nb)
+        return out, stats
+
+    def dsigma_dm_nb(self, m: np.ndarray) -> np.ndarray:
+        """The exact dsigma/dM [nb/GeV] inside the photon cut that the sampler follows."""
+        m = np.atleast_1d(np.asarray(m, dtype=float))
+        return _tabulate(self.beam.s, m, self.code, self._rad_code, self._c_lo, self._c_hi)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "final_state": self.final_state,
+            "mass_range": list(self.mass_range),
+            "photon_cut": self.photon_cut.to_dict(),
+            "radiator": self.radiator,
+            "grid_points": self.grid_points,
+        }
+
+
+class IsrMuMu(IsrProcess):
+    name = "isr_mumu"
+    final_state = "mumu"
+
+
+class IsrEE(IsrProcess):
+    name = "isr_ee"
+    final_state = "ee"
+
+
+class IsrPiPi(IsrProcess):
+    name = "isr_pipi"
+    final_state = "pipi"

@@ -1,0 +1,533 @@
+"""Kinematic fits: the 1C fit with a missing massless photon and the energy-constrained fit.
+
+Both are least-squares fits with Lagrange multipliers, linearised and iterated
+(physics.md 7.4; P. Avery, "Applied fitting theory VI: formulas for kinematic fitting",
+CBX 98-37): with measured parameters ``a0`` (covariance ``V``) and constraints ``g(a) = 0``
+linearised at the current point ``a_k`` (``D = dg/da``),
+
+    r = g(a_k) + D (a0 - a_k),   S = D V D^T,   a_{k+1} = a0 - V D^T S^-1 r,
+    chi2 = r^T S^-1 r,           V_fit = V - V D^T S^-1 D V,
+
+repeated until chi2 changes by less than ``tol`` (default 1e-3, physics.md 7.4).
+
+* :func:`fit_1c_missing_photon` -- two tracks (helix parameters, 10 x 10 block-diagonal
+  covariance) and the lab beam 4-vector ``P`` (including the crossing angle, physics.md 0)
+  with the single constraint ``(P - p1 - p2)^2 = 0`` (massless unseen ISR photon, 1 dof).
+* :func:`fit_energy_constrained` -- two tracks given by their momenta at the fitted vertex
+  (from :func:`isrsim.reco.vertexfit.fit_vertex`) plus one calorimeter photon ``(E, theta,
+  phi)`` against the beam: either the full 4C fit ``P = p1 + p2 + k`` (default) or the
+  energy constraint alone ``E_beam = E1 + E2 + E_gamma`` (1C).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from .._numba import kernel
+from ..constants import K_CURV
+from ..exceptions import ConfigError
+from ..helix import wrap_angle
+from ._checks import as_beam4, as_helices, as_positive, same_length
+from ._linalg import chol_factor, chol_solve, pack_sym, unpack_sym
+
+__all__ = [
+    "EnergyFitResult",
+    "OneCFitResult",
+    "fit_1c_missing_photon",
+    "fit_energy_constrained",
+]
+
+
+# --------------------------------------------------------------------------------------
+# 1C fit with a missing photon
+# --------------------------------------------------------------------------------------
+@kernel
+def _track_p4(a, off, bz, m, p):
+    """4-momentum of the track whose helix parameters start at ``a[off]``; also returns pT."""
+    phi = a[off + 1]
+    om = a[off + 2]
+    tl = a[off + 4]
+    pt = K_CURV * bz / abs(om)
+    p[0] = pt * math.cos(phi)
+    p[1] = pt * math.sin(phi)
+    p[2] = pt * tl
+    p[3] = math.sqrt(pt * pt * (1.0 + tl * tl) + m * m)
+    return pt
+
+
+@kernel
+def _fit1c_one(a0, vmat, bz, beam, m1, m2, max_iter, tol, a, vfit, kout):
+    """Fit one event. ``a0`` (10), ``vmat`` (10x10); fills ``a``, ``vfit``, ``kout`` (4).
+
+    Returns (chi2, n_iter, converged).
+    """
+    n = 10
+    p1 = np.empty(4)
+    p2 = np.empty(4)
+    dvec = np.zeros(n)
+    vd = np.zeros(n)
+    for i in range(n):
+        a[i] = a0[i]
+    chi2 = np.inf
+    converged = False
+    it = 0
+    s = 1.0
+    for it in range(1, max_iter + 1):
+        pt1 = _track_p4(a, 0, bz, m1, p1)
+        pt2 = _track_p4(a, 5, bz, m2, p2)
+        k0 = beam[3] - p1[3] - p2[3]
+        kx = beam[0] - p1[0] - p2[0]
+        ky = beam[1] - p1[1] - p2[1]
+        kz = beam[2] - p1[2] - p2[2]
+        g = k0 * k0 - kx * kx - ky * ky - kz * kz
+        # D = dg/da = -2 (k0 dE/da - k . dp/da) for each track's (phi0, omega, tanl)
+        for t in range(2):
+            off = 5 * t
+            p = p1 if t == 0 else p2
+            pt = pt1 if t == 0 else pt2
+            om = a[off + 2]
+            # dp/dphi0 = (-py, px, 0); dp/domega = -p/omega; dp/dtanl = (0, 0, pT)
+            dpx_phi, dpy_phi = -p[1], p[0]
+            de_phi = 0.0
+            kdp_phi = kx * dpx_phi + ky * dpy_phi
+            # dE/domega = (p . dp/domega)/E = -|p|^2/(omega E)
+            de_om = -(p[0] ** 2 + p[1] ** 2 + p[2] ** 2) / (om * p[3])
+            kdp_om = -(kx * p[0] + ky * p[1] + kz * p[2]) / om
+            de_tl = p[2] * pt / p[3]
+            kdp_tl = kz * pt
+            dvec[off + 0] = 0.0
+            dvec[off + 1] = -2.0 * (k0 * de_phi - kdp_phi)
+            dvec[off + 2] = -2.0 * (k0 * de_om - kdp_om)
+            dvec[off + 3] = 0.0
+            dvec[off + 4] = -2.0 * (k0 * de_tl - kdp_tl)
+        r = g
+        for i in range(n):
+            da = a0[i] - a[i]
+            if i == 1 or i == 6:
+                da = wrap_angle(da)
+            r += dvec[i] * da
+        s = 0.0
+        for i in range(n):
+            acc = 0.0
+            for j in range(n):
+                acc += vmat[i, j] * dvec[j]
+            vd[i] = acc
+            s += dvec[i] * acc
+        if not (s > 0.0) or not math.isfinite(s):
+            return np.nan, it, False
+        lam = r / s
+        for i in range(n):
+            a[i] = a0[i] - vd[i] * lam
+        chi2_new = r * lam
+        if abs(chi2_new - chi2) < tol:
+            chi2 = chi2_new
+            converged = True
+            break
+        chi2 = chi2_new
+    for i in range(n):
+        for j in range(n):
+            vfit[i, j] = vmat[i, j] - vd[i] * vd[j] / s
+    a[1] = wrap_angle(a[1])
+    a[6] = wrap_angle(a[6])
+    _track_p4(a, 0, bz, m1, p1)
+    _track_p4(a, 5, bz, m2, p2)
+    for i in range(4):
+        kout[i] = beam[i] - p1[i] - p2[i]
+    return chi2, it, converged
+
+
+@kernel
+def _fit1c_kernel(h1, c1, h2, c2, bz, beam, m1, m2, max_iter, tol,
+                  hfit1, hfit2, cfit1, cfit2, chi2, niter, conv, kmiss, mll, mll_raw):
+    n = h1.shape[0]
+    a0 = np.empty(10)
+    a = np.empty(10)
+    vmat = np.zeros((10, 10))
+    vfit = np.zeros((10, 10))
+    blk = np.zeros((5, 5))
+    k = np.empty(4)
+    p1 = np.empty(4)
+    p2 = np.empty(4)
+    for ev in range(n):
+        for i in range(10):
+            for j in range(10):
+                vmat[i, j] = 0.0
+        for i in range(5):
+            a0[i] = h1[ev, i]
+            a0[5 + i] = h2[ev, i]
+        unpack_sym(c1[ev], 5, blk)
+        for i in range(5):
+            for j in range(5):
+                vmat[i, j] = blk[i, j]
+        unpack_sym(c2[ev], 5, blk)
+        for i in range(5):
+            for j in range(5):
+                vmat[5 + i, 5 + j] = blk[i, j]
+        _track_p4(a0, 0, bz, m1, p1)
+        _track_p4(a0, 5, bz, m2, p2)
+        mll_raw[ev] = _mass(p1, p2)
+        c, it, ok = _fit1c_one(a0, vmat, bz, beam, m1, m2, max_iter, tol, a, vfit, k)
+        chi2[ev] = c
+        niter[ev] = it
+        conv[ev] = ok
+        for i in range(5):
+            hfit1[ev, i] = a[i]
+            hfit2[ev, i] = a[5 + i]
+        for i in range(5):
+            for j in range(5):
+                blk[i, j] = vfit[i, j]
+        pack_sym(blk, 5, cfit1[ev])
+        for i in range(5):
+            for j in range(5):
+                blk[i, j] = vfit[5 + i, 5 + j]
+        pack_sym(blk, 5, cfit2[ev])
+        for i in range(4):
+            kmiss[ev, i] = k[i]
+        _track_p4(a, 0, bz, m1, p1)
+        _track_p4(a, 5, bz, m2, p2)
+        mll[ev] = _mass(p1, p2)
+
+
+@kernel
+def _mass(p1, p2):
+    e = p1[3] + p2[3]
+    x = p1[0] + p2[0]
+    y = p1[1] + p2[1]
+    z = p1[2] + p2[2]
+    m2 = e * e - x * x - y * y - z * z
+    return math.sqrt(m2) if m2 > 0.0 else 0.0
+
+
+@dataclass(frozen=True)
+class OneCFitResult:
+    """Output of :func:`fit_1c_missing_photon` (arrays over events, lab frame).
+
+    Attributes
+    ----------
+    helix1, helix2 : float64[n, 5]
+        Fitted helix parameters.
+    cov1, cov2 : float64[n, 15]
+        Packed covariance of the fitted parameters (``V - V D^T S^-1 D V``; the 10x10
+        fitted covariance also has track1-track2 correlations, not returned).
+    chi2, prob : float64[n]
+        Fit chi2 (1 dof) and its upper-tail probability; NaN when the fit failed.
+    n_iter : int32[n]; converged : bool[n]
+    k_miss : float64[n, 4]
+        Fitted missing 4-momentum (px, py, pz, E) [GeV]: the unseen photon.
+    theta_gamma_miss : float64[n]
+        Polar angle of ``k_miss`` to the +z (solenoid / beam) axis [rad], in [0, pi].
+    m_ll, m_ll_raw : float64[n]
+        Lepton-pair mass [GeV] from the fitted / measured momenta (at the perigee).
+    """
+
+    helix1: np.ndarray
+    helix2: np.ndarray
+    cov1: np.ndarray
+    cov2: np.ndarray
+    chi2: np.ndarray
+    prob: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    k_miss: np.ndarray
+    theta_gamma_miss: np.ndarray
+    m_ll: np.ndarray
+    m_ll_raw: np.ndarray
+
+
+def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
+                          mass: float | tuple[float, float], max_iter: int = 20,
+                          tol: float = 1e-3) -> OneCFitResult:
+    """1C kinematic fit of two tracks with a missing massless photon (physics.md 7.4).
+
+    Constraint ``(P - p1 - p2)^2 = 0`` with ``P`` the lab beam 4-vector
+    (``Beam.p4_total_lab()``, crossing angle included). All ten helix parameters enter the
+    fit with their full covariance; only (phi0, omega, tanl) appear in the constraint, so
+    d0 and z0 move only through their correlations.
+
+    Parameters
+    ----------
+    helix1, helix2 : array [n, 5]
+        Perigee helix parameters (d0, phi0, omega, z0, tanl) of the two tracks (contracts.md).
+    cov1, cov2 : array [n, 15]
+        Packed upper-triangle 5x5 covariances.
+    bz : float
+        Solenoid field [T].
+    p4_beam : array [4]
+        Beam 4-vector (px, py, pz, E) [GeV], lab frame.
+    mass : float or (float, float)
+        Mass hypothesis [GeV] of the tracks (e.g. ``M_MU``).
+    max_iter : int
+        Iteration cap; events that hit it have ``converged = False``.
+    tol : float
+        Convergence: chi2 change below ``tol`` (physics.md 7.4: 1e-3).
+
+    Returns
+    -------
+    OneCFitResult
+    """
+    h1, c1 = as_helices("track1", helix1, cov1)
+    h2, c2 = as_helices("track2", helix2, cov2)
+    n = same_length(track1=h1, track2=h2)
+    bz = as_positive("bz", bz)
+    beam = as_beam4(p4_beam)
+    m1, m2 = (mass, mass) if np.ndim(mass) == 0 else tuple(mass)
+    m1 = as_positive("mass", m1, allow_zero=True)
+    m2 = as_positive("mass", m2, allow_zero=True)
+    tol = as_positive("tol", tol)
+    if int(max_iter) < 1:
+        msg = f"max_iter = {max_iter!r} out of range: must be >= 1"
+        raise ConfigError(msg)
+    hf1 = np.empty((n, 5))
+    hf2 = np.empty((n, 5))
+    cf1 = np.empty((n, 15))
+    cf2 = np.empty((n, 15))
+    chi2 = np.empty(n)
+    niter = np.empty(n, np.int32)
+    conv = np.empty(n, np.bool_)
+    kmiss = np.empty((n, 4))
+    mll = np.empty(n)
+    mraw = np.empty(n)
+    if n:
+        _fit1c_kernel(h1, c1, h2, c2, bz, beam, m1, m2, int(max_iter), tol,
+                      hf1, hf2, cf1, cf2, chi2, niter, conv, kmiss, mll, mraw)
+    pk = np.hypot(kmiss[:, 0], kmiss[:, 1])
+    theta = np.arctan2(pk, kmiss[:, 2])
+    prob = stats.chi2.sf(chi2, 1)
+    return OneCFitResult(hf1, hf2, cf1, cf2, chi2, prob, niter, conv, kmiss, theta, mll, mraw)
+
+
+# --------------------------------------------------------------------------------------
+# Energy-constrained fit: two tracks at the vertex + one photon against the beam
+# --------------------------------------------------------------------------------------
+@kernel
+def _ecfit_one(a0, vmat, beam, m1, m2, ncon, max_iter, tol, a, out4):
+    """Parameters a = (p1x, p1y, p1z, p2x, p2y, p2z, E, theta, phi); ``ncon`` = 4 or 1 (E only).
+
+    Returns (chi2, n_iter, converged); ``out4`` = fitted pair 4-momentum.
+    """
+    n = 9
+    dmat = np.zeros((4, n))
+    r = np.zeros(4)
+    vd = np.zeros((n, 4))
+    smat = np.zeros((4, 4))
+    low = np.zeros((4, 4))
+    lam = np.zeros(4)
+    for i in range(n):
+        a[i] = a0[i]
+    chi2 = np.inf
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        e1 = math.sqrt(a[0] ** 2 + a[1] ** 2 + a[2] ** 2 + m1 * m1)
+        e2 = math.sqrt(a[3] ** 2 + a[4] ** 2 + a[5] ** 2 + m2 * m2)
+        eg = a[6]
+        st = math.sin(a[7])
+        ct = math.cos(a[7])
+        sp = math.sin(a[8])
+        cp = math.cos(a[8])
+        # g = (sum p) - P, ordered (E, px, py, pz) so that ncon = 1 keeps the energy row
+        g0 = e1 + e2 + eg - beam[3]
+        g1 = a[0] + a[3] + eg * st * cp - beam[0]
+        g2 = a[1] + a[4] + eg * st * sp - beam[1]
+        g3 = a[2] + a[5] + eg * ct - beam[2]
+        for i in range(4):
+            for j in range(n):
+                dmat[i, j] = 0.0
+        for j in range(3):
+            dmat[0, j] = a[j] / e1
+            dmat[0, 3 + j] = a[3 + j] / e2
+            dmat[1 + j, j] = 1.0
+            dmat[1 + j, 3 + j] = 1.0
+        dmat[0, 6] = 1.0
+        dmat[1, 6] = st * cp
+        dmat[1, 7] = eg * ct * cp
+        dmat[1, 8] = -eg * st * sp
+        dmat[2, 6] = st * sp
+        dmat[2, 7] = eg * ct * sp
+        dmat[2, 8] = eg * st * cp
+        dmat[3, 6] = ct
+        dmat[3, 7] = -eg * st
+        r[0] = g0
+        r[1] = g1
+        r[2] = g2
+        r[3] = g3
+        for i in range(ncon):
+            for j in range(n):
+                da = a0[j] - a[j]
+                if j == 8:
+                    da = wrap_angle(da)
+                r[i] += dmat[i, j] * da
+        for i in range(n):
+            for c in range(ncon):
+                acc = 0.0
+                for j in range(n):
+                    acc += vmat[i, j] * dmat[c, j]
+                vd[i, c] = acc
+        for c1 in range(ncon):
+            for c2 in range(ncon):
+                acc = 0.0
+                for j in range(n):
+                    acc += dmat[c1, j] * vd[j, c2]
+                smat[c1, c2] = acc
+        if not chol_factor(smat, ncon, low):
+            return np.nan, it, False
+        chol_solve(low, ncon, r, lam)
+        chi2_new = 0.0
+        for c in range(ncon):
+            chi2_new += r[c] * lam[c]
+        for i in range(n):
+            acc = 0.0
+            for c in range(ncon):
+                acc += vd[i, c] * lam[c]
+            a[i] = a0[i] - acc
+        if abs(chi2_new - chi2) < tol:
+            chi2 = chi2_new
+            converged = True
+            break
+        chi2 = chi2_new
+    e1 = math.sqrt(a[0] ** 2 + a[1] ** 2 + a[2] ** 2 + m1 * m1)
+    e2 = math.sqrt(a[3] ** 2 + a[4] ** 2 + a[5] ** 2 + m2 * m2)
+    out4[0] = a[0] + a[3]
+    out4[1] = a[1] + a[4]
+    out4[2] = a[2] + a[5]
+    out4[3] = e1 + e2
+    return chi2, it, converged
+
+
+@kernel
+def _ecfit_kernel(p1, p2, cov6, phot, sig_phot, beam, m1, m2, ncon, max_iter, tol,
+                  afit, chi2, niter, conv, m_pair, m_recoil):
+    n = p1.shape[0]
+    a0 = np.empty(9)
+    a = np.empty(9)
+    vmat = np.zeros((9, 9))
+    blk = np.zeros((6, 6))
+    q4 = np.empty(4)
+    for ev in range(n):
+        for i in range(9):
+            for j in range(9):
+                vmat[i, j] = 0.0
+        for i in range(3):
+            a0[i] = p1[ev, i]
+            a0[3 + i] = p2[ev, i]
+            a0[6 + i] = phot[ev, i]
+            vmat[6 + i, 6 + i] = sig_phot[ev, i] ** 2
+        unpack_sym(cov6[ev], 6, blk)
+        for i in range(6):
+            for j in range(6):
+                vmat[i, j] = blk[i, j]
+        c, it, ok = _ecfit_one(a0, vmat, beam, m1, m2, ncon, max_iter, tol, a, q4)
+        chi2[ev] = c
+        niter[ev] = it
+        conv[ev] = ok
+        for i in range(9):
+            afit[ev, i] = a[i]
+        mm = q4[3] ** 2 - q4[0] ** 2 - q4[1] ** 2 - q4[2] ** 2
+        m_pair[ev] = math.sqrt(mm) if mm > 0.0 else 0.0
+        # recoil mass against the fitted photon
+        st = math.sin(a[7])
+        rx = beam[0] - a[6] * st * math.cos(a[8])
+        ry = beam[1] - a[6] * st * math.sin(a[8])
+        rz = beam[2] - a[6] * math.cos(a[7])
+        re = beam[3] - a[6]
+        mm = re * re - rx * rx - ry * ry - rz * rz
+        m_recoil[ev] = math.sqrt(mm) if mm > 0.0 else -math.sqrt(-mm)
+
+
+@dataclass(frozen=True)
+class EnergyFitResult:
+    """Output of :func:`fit_energy_constrained`.
+
+    Attributes
+    ----------
+    params : float64[n, 9]
+        Fitted (p1x, p1y, p1z, p2x, p2y, p2z) [GeV] and photon (E [GeV], theta, phi [rad]).
+    chi2, prob : float64[n]
+        chi2 with ``ndf`` = number of constraints (4 or 1) and its upper-tail probability.
+    ndf : int
+    n_iter : int32[n]; converged : bool[n]
+    m_pair : float64[n]
+        Fitted lepton-pair mass [GeV].
+    m_recoil : float64[n]
+        Mass recoiling against the fitted photon [GeV] (negative when m^2 < 0).
+    """
+
+    params: np.ndarray
+    chi2: np.ndarray
+    prob: np.ndarray
+    ndf: int
+    n_iter: np.ndarray
+    converged: np.ndarray
+    m_pair: np.ndarray
+    m_recoil: np.ndarray
+
+
+def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
+                           mass: float, constraints: str = "4c", max_iter: int = 20,
+                           tol: float = 1e-3) -> EnergyFitResult:
+    """Kinematic fit of a lepton pair (momenta at its vertex) and one photon against the beam.
+
+    Parameters
+    ----------
+    p1, p2 : array [n, 3]
+        Lepton momenta [GeV] at the fitted vertex (e.g. ``VertexFitResult.p1``).
+    cov_p : array [n, 6, 6]
+        Their joint covariance, order (p1x, p1y, p1z, p2x, p2y, p2z) (the momentum block of
+        ``VertexFitResult.cov``, which keeps the p1-p2 correlation from the shared vertex).
+    photon : array [n, 3]
+        Measured photon (E [GeV], theta [rad], phi [rad]), lab frame.
+    sigma_photon : array [n, 3]
+        Its resolutions (sigma_E [GeV], sigma_theta, sigma_phi [rad]), taken uncorrelated.
+    p4_beam : array [4]
+        Lab beam 4-vector (``Beam.p4_total_lab()``).
+    mass : float
+        Lepton mass hypothesis [GeV].
+    constraints : {"4c", "energy"}
+        ``"4c"``: the four constraints ``P = p1 + p2 + k`` (4 dof, default);
+        ``"energy"``: only ``E_beam = E1 + E2 + E_gamma`` (1 dof; use when the momentum
+        balance is spoilt by unmeasured extra radiation).
+
+    Returns
+    -------
+    EnergyFitResult
+    """
+    if constraints not in ("4c", "energy"):
+        msg = f"constraints = {constraints!r}; allowed: '4c', 'energy'"
+        raise ConfigError(msg)
+    ncon = 4 if constraints == "4c" else 1
+    a1 = np.ascontiguousarray(p1, dtype=np.float64)
+    a2 = np.ascontiguousarray(p2, dtype=np.float64)
+    cp = np.ascontiguousarray(cov_p, dtype=np.float64)
+    ph = np.ascontiguousarray(photon, dtype=np.float64)
+    sp = np.ascontiguousarray(sigma_photon, dtype=np.float64)
+    n = same_length(p1=a1, p2=a2, cov_p=cp, photon=ph, sigma_photon=sp)
+    for name, arr, shape in (("p1", a1, (n, 3)), ("p2", a2, (n, 3)), ("cov_p", cp, (n, 6, 6)),
+                             ("photon", ph, (n, 3)), ("sigma_photon", sp, (n, 3))):
+        if arr.shape != shape:
+            msg = f"{name} has shape {arr.shape}; allowed: {shape}"
+            raise ConfigError(msg)
+        if not np.all(np.isfinite(arr)):
+            i = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])
+            msg = f"{name}[{i}] is not finite; allowed: finite numbers"
+            raise ConfigError(msg)
+    if n and not (np.all(sp > 0) and np.all(ph[:, 0] > 0)):
+        msg = "photon E and sigma_photon must be > 0; allowed: E > 0, sigmas > 0"
+        raise ConfigError(msg)
+    beam = as_beam4(p4_beam)
+    m = as_positive("mass", mass, allow_zero=True)
+    iu = np.triu_indices(6)
+    cov6 = np.ascontiguousarray(cp[:, iu[0], iu[1]])
+    afit = np.empty((n, 9))
+    chi2 = np.empty(n)
+    niter = np.empty(n, np.int32)
+    conv = np.empty(n, np.bool_)
+    mpair = np.empty(n)
+    mrec = np.empty(n)
+    if n:
+        _ecfit_kernel(a1, a2, cov6, ph, sp, beam, m, m, ncon, int(max_iter),
+                      as_positive("tol", tol), afit, chi2, niter, conv, mpair, mrec)
+    return EnergyFitResult(afit, chi2, stats.chi2.sf(chi2, ncon), ncon, niter, conv, mpair, mrec)

@@ -8,7 +8,7 @@ Model for the used bins i (all channels flattened into one array):
 i.e. a signal template (quadratically morphed in the standardised resolution nuisance
 theta_r), a Gaussian-constrained normalisation/efficiency nuisance theta_n, a fixed
 background part b0 and a background linear in the (unconstrained) polynomial coefficients a.
-The per-bin loss is Poisson (Baker-Cousins form, so that 2*nll is the likelihood-ratio chi2)
+The per-bin loss (flag ``poisson[i]``) is Poisson (Baker-Cousins form, so that 2*nll is the likelihood-ratio chi2)
 or Gaussian with the sum-of-weights-squared variance (weighted histograms). The constraint
 term is 0.5 * (theta - aux)**2 for both nuisances.
 
@@ -37,7 +37,7 @@ def nll_value(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux):  # pragma: no
         nu = mu * r[i] * (1.0 + sn[i] * tn) * s + b0[i]
         for j in range(npb):
             nu += D[i, j] * p[j]
-        if poisson:
+        if poisson[i]:
             if nu <= 0.0:
                 return np.inf
             if n[i] > 0.0:
@@ -97,7 +97,7 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
             jac[npb + 1] = mu * r[i] * fn * sp
             if fit_mu:
                 jac[npb + 2] = g
-            if poisson:
+            if poisson[i]:
                 l1 = 1.0 - n[i] / nu
                 l2 = n[i] / (nu * nu) if n[i] > 0.0 else 1.0 / nu
             else:

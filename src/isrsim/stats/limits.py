@@ -353,7 +353,8 @@ def _channel_arrays(ch: Channel, used: np.ndarray):
 
 def _build_problem(channels: Sequence[Channel], mass: float, *, signal: str, bkg_starts,
                    window_nsigma: float | None = None, window_order: int = 2) -> _Problem:
-    ns, vs, ps, ds_, rs, sns, s0s, dss, d2ss, designs, starts, yields = ([] for _ in range(12))
+    ns, vs, ps, sels, rs, sns, s0s, dss, d2ss, designs, starts, yields = ([] for _ in range(12))
+    offset = 0
     for ic, ch in enumerate(channels):
         _check_mass(ch, mass)
         h = ch.hist
@@ -388,6 +389,8 @@ def _build_problem(channels: Sequence[Channel], mass: float, *, signal: str, bkg
             t0, t1, t2 = _shape_templates(ch, a, b, mass, sigma)
             s0[sel], ds[sel], d2s[sel] = t0, t1, t2
         n, var, pois = _channel_arrays(ch, used)
+        sels.append(offset + np.flatnonzero(used))
+        offset += h.nbins
         d = design[used]
         if start is None:
             w = 1.0 / np.sqrt(var)
@@ -418,9 +421,11 @@ def _build_problem(channels: Sequence[Channel], mass: float, *, signal: str, bkg
         j0 += d.shape[1]
     r = np.concatenate(rs)
     rscale = float(np.max(r))
-    return _Problem(np.concatenate(ns), np.concatenate(vs), np.concatenate(ps), design, r / rscale,
+    prob = _Problem(np.concatenate(ns), np.concatenate(vs), np.concatenate(ps), design, r / rscale,
                     np.concatenate(sns), np.concatenate(s0s), np.concatenate(dss), np.concatenate(d2ss),
                     np.concatenate(starts), rscale, mass, tuple(yields))
+    prob.sel = np.concatenate(sels)
+    return prob
 
 
 # ---------------------------------------------------------------------------------------
@@ -569,10 +574,15 @@ def upper_limit(channels: Channel | Sequence[Channel], mass: float, *,
     return _run_scan(chans, _check_masses([mass]), convention, cl, signal)[0][0]
 
 
-def _run_scan(chans, masses, convention, cl, signal, *, window_nsigma=None, window_order=2):
+def _build_problems(chans, masses, signal, *, window_nsigma=None, window_order=2) -> list[_Problem]:
     starts = _bkg_starts(chans) if window_nsigma is None else None
-    problems = [_build_problem(chans, float(m), signal=signal, bkg_starts=starts,
-                               window_nsigma=window_nsigma, window_order=window_order) for m in masses]
+    return [_build_problem(chans, float(m), signal=signal, bkg_starts=starts,
+                           window_nsigma=window_nsigma, window_order=window_order) for m in masses]
+
+
+def _run_scan(chans, masses, convention, cl, signal, *, window_nsigma=None, window_order=2):
+    problems = _build_problems(chans, masses, signal, window_nsigma=window_nsigma,
+                               window_order=window_order)
     limits = [_limit_on_problem(p, convention, cl) for p in problems]
     method = ("sliding" if window_nsigma is not None else "full") + ("" if signal == "shape" else "-bin")
     return limits, method

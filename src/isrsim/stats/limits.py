@@ -51,12 +51,16 @@ __all__ = [
     "CONVENTIONS",
     "Channel",
     "LimitScan",
+    "SignalFit",
+    "SpuriousSignal",
     "UpperLimit",
     "bin_containment",
     "counting_upper_limit",
+    "fit_signal",
     "gaussian_shape",
     "scan_limits",
     "sliding_scan",
+    "spurious_signal",
     "threshold",
     "upper_limit",
 ]
@@ -362,7 +366,7 @@ def _build_problem(channels: Sequence[Channel], mass: float, *, signal: str, bkg
         used = h.mask.copy()
         if window_nsigma is None:
             design = chebyshev_bin_basis(h.edges, ch.order, h.lo, h.hi)
-            start = bkg_starts[ic]
+            start = None if bkg_starts is None else bkg_starts[ic]
         else:
             half = window_nsigma * sigma
             wlo, whi = max(h.lo, mass - half), min(h.hi, mass + half)
@@ -622,6 +626,60 @@ def sliding_scan(channels: Channel | Sequence[Channel], masses: Sequence[float] 
     limits, method = _run_scan(chans, _check_masses(masses), convention, cl, "shape",
                                window_nsigma=float(window_nsigma), window_order=int(order))
     return LimitScan.from_limits(limits, tuple(c.name for c in chans), method)
+
+
+@dataclass(frozen=True)
+class SignalFit:
+    """Unconstrained signal + background fit at one mass (POI may be negative).
+
+    Attributes: ``mass`` (GeV), ``poi_hat``, ``poi_hat_error`` (Hesse), ``z_local`` (signed
+    sqrt(2 ln L_{s+b}/L_b)), ``converged``.
+    """
+
+    mass: float
+    poi_hat: float
+    poi_hat_error: float
+    z_local: float
+    converged: bool
+
+
+def fit_signal(channels: Channel | Sequence[Channel], mass: float, *, signal: str = "shape") -> SignalFit:
+    """Fit signal + profiled polynomial at ``mass`` without computing a limit (fast)."""
+    _check_signal(signal)
+    chans = _check_channels(channels)
+    prob = _build_problem(chans, float(mass), signal=signal, bkg_starts=None)
+    f_hat, p_hat, var_mu = prob.fit(None)
+    f0, _, _ = prob.fit(0.0, p_hat)
+    mu_hat = float(p_hat[prob.npb + 2])
+    z = float(np.sign(mu_hat) * np.sqrt(max(2.0 * (f0 - f_hat), 0.0)))
+    err = float(np.sqrt(var_mu)) if var_mu > 0 else float("nan")
+    return SignalFit(float(mass), mu_hat / prob.rscale, err / prob.rscale, z, prob.ok)
+
+
+@dataclass(frozen=True)
+class SpuriousSignal:
+    """Fitted signal on a background-only spectrum vs mass (arrays of length n_mass).
+
+    ``ratio = poi_hat / poi_hat_error``; on an Asimov spectrum it measures the bias of the
+    background model (spurious signal), in units of the statistical error.
+    """
+
+    mass: np.ndarray
+    poi_hat: np.ndarray
+    poi_hat_error: np.ndarray
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """Spurious signal in units of its statistical error."""
+        return self.poi_hat / self.poi_hat_error
+
+
+def spurious_signal(channels: Channel | Sequence[Channel], masses: Sequence[float] | np.ndarray, *,
+                    signal: str = "shape") -> SpuriousSignal:
+    """Signal fitted at each mass on the given (typically Asimov, background-only) spectra."""
+    fits = [fit_signal(channels, float(m), signal=signal) for m in _check_masses(masses)]
+    return SpuriousSignal(np.array([f.mass for f in fits]), np.array([f.poi_hat for f in fits]),
+                          np.array([f.poi_hat_error for f in fits]))
 
 
 def counting_upper_limit(n_obs: float, background: float, *, convention: str = "qtilde_asymptotic",

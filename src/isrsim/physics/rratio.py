@@ -27,7 +27,8 @@ Model, piece by piece (sqrt_s = W in GeV; physics.md 6.5 "recommended parameteri
    lower) so that R is continuous at 2 GeV.
 3. ``W >= 2.0``: perturbative QCD with quark-mass threshold factors,
    R = 3 sum_q e_q^2 K_q(W) (1 + a + c2(n_R) a^2),  a = alpha_s(W)/pi,
-   c2(n) = 1.9857 - 0.1152 n [U: PDG QCD review], n_R = number of open flavours in the sum.
+   c2(n) = 1.9857 - 0.1152 n [U: PDG QCD review], n_R = 3 + K_c + K_b (the number of open
+   flavours, weighted by their threshold factor so that R stays continuous).
    u, d, s are massless (uds continuum 2.0 (1 + a + c2 a^2) ~ 2.2). Charm and beauty open at the
    physical open-flavour thresholds with K_q = v (3 - v^2)/2, v = sqrt(1 - 4 m_H^2/s), m_H = m_D0 =
    1.86484 GeV and m_B = 5.27966 GeV [U: PDG masses from memory]. That is a phenomenological
@@ -54,8 +55,9 @@ their neighbours (2.22 at 2.543, 2.19 at 3.418), inside the quoted +-5-10 % scat
 
 Two implementations of the same model: :func:`r_ratio` (numpy, evaluates every piece directly)
 and the scalar kernels :func:`r_ratio_scalar` / :func:`r_ratio_continuum_scalar`, which
-interpolate the non-resonant part linearly on a 1 MeV grid and add all Breit-Wigners
-analytically (agreement < 1e-4 relative, tested).
+interpolate the smooth non-resonant pieces (|F_pi|^2-like continuum below 2 GeV, alpha_s above)
+linearly on fine grids (0.25 MeV below 2 GeV, 1 MeV above) and evaluate the threshold factors and all Breit-Wigners analytically
+(agreement < 1e-5 relative, tested).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from scipy.interpolate import CubicSpline, PchipInterpolator
 from .._numba import kernel
 from ..constants import ALPHA, M_PI
 from ..exceptions import ConfigError
-from .formfactor import r_pipi
+from .formfactor import fpi2_array, r_pipi
 
 __all__ = [
     "ALPHA_S_MZ",
@@ -240,10 +242,6 @@ def alpha_s(mu) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # continuum (no Breit-Wigners)
 # --------------------------------------------------------------------------------------------
-def _c2(n_r: int) -> float:
-    return 1.9857 - 0.1152 * n_r
-
-
 def _threshold_factor(w: np.ndarray, m_h: float) -> np.ndarray:
     """v (3 - v^2)/2 with v = sqrt(1 - 4 m_h^2/W^2), 0 below 2 m_h."""
     v2 = np.clip(1.0 - 4.0 * m_h * m_h / np.maximum(w, 1e-300) ** 2, 0.0, None)
@@ -256,7 +254,7 @@ def _r_pqcd(w: np.ndarray) -> np.ndarray:
     a = alpha_s(w) / math.pi
     k_c = _threshold_factor(w, _M_D0)
     k_b = _threshold_factor(w, _M_B_MESON)
-    n_r = np.where(k_b > 0.0, 5, np.where(k_c > 0.0, 4, 3))
+    n_r = 3.0 + k_c + k_b  # effective flavour number: keeps c2 (and R) continuous at thresholds
     qcd = 1.0 + a + (1.9857 - 0.1152 * n_r) * a * a
     return 3.0 * (2.0 / 3.0 + 4.0 / 9.0 * k_c + 1.0 / 9.0 * k_b) * qcd
 
@@ -274,9 +272,10 @@ def _bw_sum(w: np.ndarray, res: np.ndarray) -> np.ndarray:
 def _build_low_energy_interpolator() -> PchipInterpolator:
     x = np.array([n[0] for n in LOW_ENERGY_NODES])
     y = np.array([n[1] for n in LOW_ENERGY_NODES])
-    y[0] = float(r_pipi(x[0]))
-    y[-1] = float(_r_pqcd(np.array([x[-1]]))[0])
     y_nonres = y - _bw_sum(x, _BROAD)
+    # continuity with regions 1 and 3, whose continuum carries no phi subtraction
+    y_nonres[0] = float(r_pipi(x[0]))
+    y_nonres[-1] = float(_r_pqcd(np.array([x[-1]]))[0])
     if np.any(y_nonres <= 0.0):  # pragma: no cover - guards the node table
         raise AssertionError("phi Breit-Wigner exceeds a PDG node")
     return PchipInterpolator(x, np.log(y_nonres))
@@ -360,11 +359,30 @@ def r_ratio(sqrt_s, *, include_narrow: bool = True) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# scalar kernels: 1 MeV grid of the continuum + analytic Breit-Wigners
+# scalar kernels: 1 MeV grids + analytic threshold factors and Breit-Wigners
 # --------------------------------------------------------------------------------------------
-_GRID_STEP = 1.0e-3
-_GRID_N = round(SQRT_S_MAX / _GRID_STEP) + 1
-_GRID_R = _continuum_unchecked(np.linspace(0.0, SQRT_S_MAX, _GRID_N))
+# Below 0.40 GeV a grid of |F_pi|^2/4 (= R_pipi/beta^3, smooth at threshold), 0.40-2 GeV a
+# 0.25 MeV grid of the continuum; above 2 GeV the kernel evaluates the pQCD formula with
+# alpha_s interpolated on a grid and the open-flavour threshold factors computed exactly.
+_STEP_LOW = 2.5e-4  # below 2 GeV (PCHIP curvature at the rho node)
+_STEP_HIGH = 1.0e-3  # alpha_s above 2 GeV
+_GRID_LOW_N = round(_W_PQCD_MIN / _STEP_LOW) + 1
+_GRID_PIPI_N = round(_W_LOW_MIN / _STEP_LOW) + 2
+_GRID_HIGH_N = round((SQRT_S_MAX - _W_PQCD_MIN) / _STEP_HIGH) + 1
+
+
+def _build_kernel_grids() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    w_low = np.linspace(0.0, _W_PQCD_MIN, _GRID_LOW_N)
+    r_low = _continuum_unchecked(w_low)
+    # |F_pi|^2/4 = R_pipi/beta^3 on [0, 0.40 + 1 step], smooth through the pi pi threshold
+    w_pp = np.arange(_GRID_PIPI_N) * _STEP_LOW
+    f2_4 = fpi2_array(w_pp * w_pp) / 4.0
+    w_high = np.linspace(_W_PQCD_MIN, SQRT_S_MAX, _GRID_HIGH_N)
+    return r_low, f2_4, alpha_s(w_high)
+
+
+_GRID_R_LOW, _GRID_F2_4, _GRID_AS = _build_kernel_grids()
+_MPI2_4 = 4.0 * M_PI * M_PI
 
 
 @kernel
@@ -379,36 +397,59 @@ def _bw_sum_scalar(w, res):
 
 
 @kernel
-def _grid_interp(w):
-    u = w / _GRID_STEP
+def _interp(grid, x0, step, w):
+    u = (w - x0) / step
     if u <= 0.0:
-        return _GRID_R[0]
+        return grid[0]
     i = int(u)
-    if i >= _GRID_N - 1:
-        return _GRID_R[_GRID_N - 1]
+    if i >= grid.shape[0] - 1:
+        return grid[grid.shape[0] - 1]
     f = u - i
-    return (1.0 - f) * _GRID_R[i] + f * _GRID_R[i + 1]
+    return (1.0 - f) * grid[i] + f * grid[i + 1]
+
+
+@kernel
+def _threshold_factor_scalar(w, m_h):
+    v2 = 1.0 - 4.0 * m_h * m_h / (w * w)
+    if v2 <= 0.0:
+        return 0.0
+    v = math.sqrt(v2)
+    return v * (3.0 - v2) / 2.0
+
+
+@kernel
+def _continuum_scalar(w):
+    if w <= _W_HAD_MIN:
+        return 0.0
+    if w < _W_LOW_MIN:
+        beta2 = 1.0 - _MPI2_4 / (w * w)
+        return _interp(_GRID_F2_4, 0.0, _STEP_LOW, w) * beta2 * math.sqrt(beta2)
+    if w < _W_PQCD_MIN:
+        return _interp(_GRID_R_LOW, 0.0, _STEP_LOW, w)
+    a = _interp(_GRID_AS, _W_PQCD_MIN, _STEP_HIGH, w) / math.pi
+    k_c = _threshold_factor_scalar(w, _M_D0)
+    k_b = _threshold_factor_scalar(w, _M_B_MESON)
+    qcd = 1.0 + a + (1.9857 - 0.1152 * (3.0 + k_c + k_b)) * a * a
+    return 3.0 * (2.0 / 3.0 + 4.0 / 9.0 * k_c + 1.0 / 9.0 * k_b) * qcd
 
 
 @kernel
 def r_ratio_continuum_scalar(sqrt_s):
     """R without the narrow resonances (continuum + broad Breit-Wigners), scalar kernel.
 
-    ``sqrt_s`` [GeV] must be validated by the caller (0 <= sqrt_s <= 12); outside, the grid end
-    values are used.
+    ``sqrt_s`` [GeV] must be validated by the caller (0 <= sqrt_s <= 12).
     """
     if sqrt_s <= _W_HAD_MIN:
         return 0.0
-    return _grid_interp(sqrt_s) + _bw_sum_scalar(sqrt_s, _BROAD)
+    return _continuum_scalar(sqrt_s) + _bw_sum_scalar(sqrt_s, _BROAD)
 
 
 @kernel
 def r_ratio_scalar(sqrt_s):
     """R(sqrt_s) including the narrow resonances, scalar kernel (same model as :func:`r_ratio`).
 
-    The continuum is linearly interpolated on a 1 MeV grid, the Breit-Wigners are analytic.
     ``sqrt_s`` [GeV] must be validated by the caller (0 <= sqrt_s <= 12).
     """
     if sqrt_s <= _W_HAD_MIN:
         return 0.0
-    return _grid_interp(sqrt_s) + _bw_sum_scalar(sqrt_s, _BROAD) + _bw_sum_scalar(sqrt_s, _NARROW)
+    return _continuum_scalar(sqrt_s) + _bw_sum_scalar(sqrt_s, _BROAD) + _bw_sum_scalar(sqrt_s, _NARROW)

@@ -1,0 +1,409 @@
+"""Two-track helix vertex fit (full helix measurement model, not straight lines).
+
+Fit parameters ``theta = (x, y, z, p1x, p1y, p1z, p2x, p2y, p2z)``: the common vertex [cm]
+and each track's momentum there [GeV], lab frame. Each track contributes the measurement
+model ``h_i(theta) = perigee(x, y, z, p_i, q_i, Bz)`` (exact helix propagation to the
+perigee, :func:`isrsim.helix.perigee_jacobian` with its analytic Jacobian) against its five
+measured helix parameters and their 5x5 covariance ``V_i``:
+
+    chi2(theta) = sum_i (m_i - h_i)^T V_i^-1 (m_i - h_i),    ndf = 10 - 9 = 1.
+
+It is minimised by Gauss-Newton with step halving (the global, all-parameter form of the
+Billoir-Fruhwirth-Regler fit, NIM A241 (1985) 115): iterate ``theta += N^-1 J^T W r`` with
+``N = J^T W J`` until chi2 changes by less than ``tol``; ``N^-1`` at the minimum is the
+covariance of theta.
+
+Starting point (robust for nearly parallel tracks, e.g. conversions and 17 MeV A' decays
+with a few mrad opening): the intersections of the two circles in xy, the one with the smaller z mismatch. When the circles do not
+intersect (tangent-like conversions after smearing) the midpoint of the circles' points of
+closest approach is used. When both intersections match in z within ``3 sigma(z0)`` the one
+at smaller radius is taken (a pair is measured outside its vertex). Nearly tangent helices
+(conversions) have two nearby chi2 minima, one on each side of the true vertex, so this
+choice biases r_xy of conversions low by about 1 mm (the peak stays at R; see
+validation/reco/README.md); starting from both and keeping the lower chi2 was tried and
+rejected: it moves a few percent of prompt 17 MeV pairs to a spurious minimum cm away. Refitting from the other
+intersection only when chi2 > 4 was also tried and rejected for the same reason. Known
+limitation: for ~5 % of exactly tangent pairs the inner twin minimum is a wrong one.
+
+Masses: ``m_before`` uses the momenta at the perigees (the pair assumed to come from the IP),
+``m_after`` the fitted momenta at the vertex; ``delta_m = m_after - m_before`` (physics.md
+5.4: for a conversion at radius R, ``delta_m ~ -0.2998 B R / sqrt(x(1-x))``; ~0 for a prompt
+A').
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from .._numba import kernel
+from ..exceptions import ConfigError
+from ..helix import (
+    arclength_to_point_xy,
+    momentum_at_perigee,
+    perigee_jacobian,
+    state_at_arclength,
+    wrap_angle,
+)
+from ._checks import as_helices, as_positive, same_length
+from ._linalg import chol_factor, chol_inverse, chol_solve, unpack_sym
+
+__all__ = ["VertexFitResult", "fit_vertex"]
+
+
+@kernel
+def _seed_vertex(h1, h2, out):
+    """Seed vertices from the circle intersections: fills ``out`` (2, 4) with rows
+    (x, y, z, |z mismatch|) ordered by z mismatch; returns their number (1 or 2)."""
+    cands = np.empty((2, 2))
+    nc = 0
+    c1x = (h1[0] + 1.0 / h1[2]) * math.sin(h1[1])
+    c1y = -(h1[0] + 1.0 / h1[2]) * math.cos(h1[1])
+    c2x = (h2[0] + 1.0 / h2[2]) * math.sin(h2[1])
+    c2y = -(h2[0] + 1.0 / h2[2]) * math.cos(h2[1])
+    r1 = 1.0 / abs(h1[2])
+    r2 = 1.0 / abs(h2[2])
+    dx = c2x - c1x
+    dy = c2y - c1y
+    d = math.hypot(dx, dy)
+    if d == 0.0:
+        cands[0, 0] = h1[0] * math.sin(h1[1])
+        cands[0, 1] = -h1[0] * math.cos(h1[1])
+        nc = 1
+    else:
+        ux = dx / d
+        uy = dy / d
+        if d >= r1 + r2:
+            # separate circles: midpoint of the facing points
+            cands[0, 0] = 0.5 * (c1x + r1 * ux + c2x - r2 * ux)
+            cands[0, 1] = 0.5 * (c1y + r1 * uy + c2y - r2 * uy)
+            nc = 1
+        elif d <= abs(r1 - r2):
+            # one circle inside the other: nearest points lie along +u (or -u)
+            sgn = 1.0 if r1 >= r2 else -1.0
+            cands[0, 0] = 0.5 * (c1x + sgn * r1 * ux + c2x + sgn * r2 * ux)
+            cands[0, 1] = 0.5 * (c1y + sgn * r1 * uy + c2y + sgn * r2 * uy)
+            nc = 1
+        else:
+            a = (r1 * r1 - r2 * r2 + d * d) / (2.0 * d)
+            hh = math.sqrt(max(r1 * r1 - a * a, 0.0))
+            px = c1x + a * ux
+            py = c1y + a * uy
+            cands[0, 0] = px - hh * uy
+            cands[0, 1] = py + hh * ux
+            cands[1, 0] = px + hh * uy
+            cands[1, 1] = py - hh * ux
+            nc = 2
+    for c in range(nc):
+        x = cands[c, 0]
+        y = cands[c, 1]
+        s1 = arclength_to_point_xy(h1[0], h1[1], h1[2], x, y)
+        s2 = arclength_to_point_xy(h2[0], h2[1], h2[2], x, y)
+        z1 = h1[3] + h1[4] * s1
+        z2 = h2[3] + h2[4] * s2
+        out[c, 0] = x
+        out[c, 1] = y
+        out[c, 2] = 0.5 * (z1 + z2)
+        out[c, 3] = abs(z1 - z2)
+    if nc == 2 and out[1, 3] < out[0, 3]:
+        # order by z mismatch: the better-matching intersection first
+        for k in range(4):
+            tmp = out[0, k]
+            out[0, k] = out[1, k]
+            out[1, k] = tmp
+    return nc
+
+
+@kernel
+def _chi2_at(theta, meas, wmat, q, bz, jac, resid):
+    """chi2 at ``theta``; fills ``jac`` (2, 5, 6) and wrapped residuals ``resid`` (2, 5)."""
+    chi2 = 0.0
+    for t in range(2):
+        o = 3 + 3 * t
+        h = perigee_jacobian(theta[0], theta[1], theta[2], theta[o], theta[o + 1], theta[o + 2],
+                             q[t], bz, jac[t])
+        for k in range(5):
+            resid[t, k] = meas[t, k] - h[k]
+        resid[t, 1] = wrap_angle(resid[t, 1])
+        for k in range(5):
+            for m in range(5):
+                chi2 += resid[t, k] * wmat[t, k, m] * resid[t, m]
+    return chi2
+
+
+@kernel
+def _vertex_one(meas, wmat, q, bz, sz, max_iter, tol, theta, cov):
+    """Fit one event from the preferred seed of :func:`_seed_vertex`: the intersection with
+    the smaller z mismatch, or, when both match within ``3 sz`` (``sz`` = combined z0
+    sigma), the one at smaller radius. ``meas`` (2, 5), ``wmat`` (2, 5, 5) weight matrices.
+    Returns (chi2, n_iter, converged); ``theta`` (9) and ``cov`` (9, 9) are filled."""
+    seeds = np.empty((2, 4))
+    nc = _seed_vertex(meas[0], meas[1], seeds)
+    pick = 0
+    if nc == 2 and seeds[0, 3] < 3.0 * sz and seeds[1, 3] < 3.0 * sz:
+        if math.hypot(seeds[1, 0], seeds[1, 1]) < math.hypot(seeds[0, 0], seeds[0, 1]):
+            pick = 1
+    return _gauss_newton(meas, wmat, q, bz, seeds[pick], max_iter, tol, theta, cov)
+
+
+@kernel
+def _gauss_newton(meas, wmat, q, bz, seed, max_iter, tol, theta, cov):
+    """Gauss-Newton with step halving from the vertex ``seed`` (x, y, z, .)."""
+    for i in range(3):
+        theta[i] = seed[i]
+    for t in range(2):
+        s = arclength_to_point_xy(meas[t, 0], meas[t, 1], meas[t, 2], seed[0], seed[1])
+        st = state_at_arclength(meas[t, 0], meas[t, 1], meas[t, 2], meas[t, 3], meas[t, 4], bz, s)
+        for k in range(3):
+            theta[3 + 3 * t + k] = st[3 + k]
+    jac = np.zeros((2, 5, 6))
+    resid = np.zeros((2, 5))
+    big = np.zeros((2, 5, 9))
+    nmat = np.zeros((9, 9))
+    low = np.zeros((9, 9))
+    bvec = np.zeros(9)
+    step = np.zeros(9)
+    trial = np.zeros(9)
+    wj = np.zeros(5)
+    chi2 = _chi2_at(theta, meas, wmat, q, bz, jac, resid)
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        # J (2 x 5 x 9): vertex columns shared, momentum columns per track
+        for t in range(2):
+            for k in range(5):
+                for c in range(9):
+                    big[t, k, c] = 0.0
+                for c in range(3):
+                    big[t, k, c] = jac[t, k, c]
+                    big[t, k, 3 + 3 * t + c] = jac[t, k, 3 + c]
+        for a in range(9):
+            bvec[a] = 0.0
+            for b in range(9):
+                nmat[a, b] = 0.0
+        for t in range(2):
+            for a in range(9):
+                # wj = W J[:, a]
+                for k in range(5):
+                    acc = 0.0
+                    for m in range(5):
+                        acc += wmat[t, k, m] * big[t, m, a]
+                    wj[k] = acc
+                acc_b = 0.0
+                for k in range(5):
+                    acc_b += wj[k] * resid[t, k]
+                bvec[a] += acc_b
+                for b in range(a, 9):
+                    acc = 0.0
+                    for k in range(5):
+                        acc += wj[k] * big[t, k, b]
+                    nmat[a, b] += acc
+        for a in range(9):
+            for b in range(a):
+                nmat[a, b] = nmat[b, a]
+        if not chol_factor(nmat, 9, low):
+            return np.nan, it, False
+        chol_solve(low, 9, bvec, step)
+        lam = 1.0
+        chi2_new = np.inf
+        for _half in range(12):
+            for a in range(9):
+                trial[a] = theta[a] + lam * step[a]
+            chi2_new = _chi2_at(trial, meas, wmat, q, bz, jac, resid)
+            if chi2_new <= chi2 + tol:
+                break
+            lam *= 0.5
+        for a in range(9):
+            theta[a] = trial[a]
+        dchi = abs(chi2 - chi2_new)
+        chi2 = chi2_new
+        if dchi < tol and it > 1:
+            converged = True
+            break
+    # covariance at the final point: N^-1 with the Jacobian at theta (already in jac)
+    for t in range(2):
+        for k in range(5):
+            for c in range(9):
+                big[t, k, c] = 0.0
+            for c in range(3):
+                big[t, k, c] = jac[t, k, c]
+                big[t, k, 3 + 3 * t + c] = jac[t, k, 3 + c]
+    for a in range(9):
+        for b in range(9):
+            nmat[a, b] = 0.0
+    for t in range(2):
+        for a in range(9):
+            for k in range(5):
+                acc = 0.0
+                for m in range(5):
+                    acc += wmat[t, k, m] * big[t, m, a]
+                wj[k] = acc
+            for b in range(9):
+                acc = 0.0
+                for k in range(5):
+                    acc += wj[k] * big[t, k, b]
+                nmat[a, b] += acc
+    if not chol_inverse(nmat, 9, cov, low):
+        return chi2, it, False
+    return chi2, it, converged
+
+
+@kernel
+def _pair_mass(p1, p2, m1, m2):
+    e1 = math.sqrt(p1[0] ** 2 + p1[1] ** 2 + p1[2] ** 2 + m1 * m1)
+    e2 = math.sqrt(p2[0] ** 2 + p2[1] ** 2 + p2[2] ** 2 + m2 * m2)
+    mm = (e1 + e2) ** 2 - (p1[0] + p2[0]) ** 2 - (p1[1] + p2[1]) ** 2 - (p1[2] + p2[2]) ** 2
+    return math.sqrt(mm) if mm > 0.0 else 0.0
+
+
+@kernel
+def _vertex_kernel(h1, c1, h2, c2, bz, m1, m2, max_iter, tol,
+                   theta_out, cov_out, chi2, niter, conv, m_before, m_after):
+    n = h1.shape[0]
+    meas = np.zeros((2, 5))
+    wmat = np.zeros((2, 5, 5))
+    vblk = np.zeros((5, 5))
+    work = np.zeros((5, 5))
+    q = np.zeros(2)
+    theta = np.zeros(9)
+    cov = np.zeros((9, 9))
+    pa = np.zeros(3)
+    pb = np.zeros(3)
+    for ev in range(n):
+        ok_w = True
+        for t in range(2):
+            h = h1[ev] if t == 0 else h2[ev]
+            c = c1[ev] if t == 0 else c2[ev]
+            for k in range(5):
+                meas[t, k] = h[k]
+            q[t] = 1.0 if h[2] > 0.0 else -1.0
+            unpack_sym(c, 5, vblk)
+            if not chol_inverse(vblk, 5, wmat[t], work):
+                ok_w = False
+        pp = momentum_at_perigee(h1[ev, 1], h1[ev, 2], h1[ev, 4], bz)
+        pa[0], pa[1], pa[2] = pp[0], pp[1], pp[2]
+        pp = momentum_at_perigee(h2[ev, 1], h2[ev, 2], h2[ev, 4], bz)
+        pb[0], pb[1], pb[2] = pp[0], pp[1], pp[2]
+        m_before[ev] = _pair_mass(pa, pb, m1, m2)
+        if not ok_w:
+            chi2[ev] = np.nan
+            niter[ev] = 0
+            conv[ev] = False
+            for a in range(9):
+                theta_out[ev, a] = np.nan
+                for b in range(9):
+                    cov_out[ev, a, b] = np.nan
+            m_after[ev] = np.nan
+            continue
+        sz = math.sqrt(c1[ev, 12] + c2[ev, 12])
+        ch, it, ok = _vertex_one(meas, wmat, q, bz, sz, max_iter, tol, theta, cov)
+        chi2[ev] = ch
+        niter[ev] = it
+        conv[ev] = ok
+        for a in range(9):
+            theta_out[ev, a] = theta[a]
+            for b in range(9):
+                cov_out[ev, a, b] = cov[a, b]
+        m_after[ev] = _pair_mass(theta[3:6], theta[6:9], m1, m2)
+
+
+@dataclass(frozen=True)
+class VertexFitResult:
+    """Output of :func:`fit_vertex` (arrays over events; lab frame, cm, GeV).
+
+    Attributes
+    ----------
+    vertex : float64[n, 3]
+        Fitted vertex (x, y, z) [cm].
+    vertex_cov : float64[n, 3, 3]
+        Its covariance (view into ``cov``).
+    p1, p2 : float64[n, 3]
+        Fitted momenta at the vertex [GeV].
+    cov : float64[n, 9, 9]
+        Covariance of (vertex, p1, p2).
+    chi2, prob : float64[n]
+        Fit chi2 (1 dof) and its upper-tail probability; NaN when the fit failed.
+    n_iter : int32[n]; converged : bool[n]
+    m_before, m_after, delta_m : float64[n]
+        Pair mass [GeV] from the perigee momenta (IP assumed), from the fitted momenta at
+        the vertex, and their difference ``m_after - m_before`` (physics.md 5.4).
+    r_xy, r_xy_err, r_xy_sig : float64[n]
+        Transverse vertex distance from the z axis [cm], its error (linear propagation of
+        ``vertex_cov``) and ``r_xy / r_xy_err``.
+    """
+
+    vertex: np.ndarray
+    vertex_cov: np.ndarray
+    p1: np.ndarray
+    p2: np.ndarray
+    cov: np.ndarray
+    chi2: np.ndarray
+    prob: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    m_before: np.ndarray
+    m_after: np.ndarray
+    delta_m: np.ndarray
+    r_xy: np.ndarray
+    r_xy_err: np.ndarray
+    r_xy_sig: np.ndarray
+
+
+def fit_vertex(helix1, cov1, helix2, cov2, *, bz: float, mass: float | tuple[float, float],
+               max_iter: int = 50, tol: float = 1e-3) -> VertexFitResult:
+    """Fit two helices to a common vertex (see the module docstring for the method).
+
+    Parameters
+    ----------
+    helix1, helix2 : array [n, 5]
+        Perigee helix parameters (d0, phi0, omega, z0, tanl) (contracts.md); the charge is
+        the sign of omega.
+    cov1, cov2 : array [n, 15]
+        Packed 5x5 covariances.
+    bz : float
+        Solenoid field [T].
+    mass : float or (float, float)
+        Mass hypotheses [GeV] for the pair masses (e.g. ``M_E``).
+    max_iter : int
+        Gauss-Newton iteration cap (``converged = False`` when reached).
+    tol : float
+        Convergence: chi2 change below ``tol``.
+
+    Returns
+    -------
+    VertexFitResult
+    """
+    h1, c1 = as_helices("track1", helix1, cov1)
+    h2, c2 = as_helices("track2", helix2, cov2)
+    n = same_length(track1=h1, track2=h2)
+    bz = as_positive("bz", bz)
+    m1, m2 = (mass, mass) if np.ndim(mass) == 0 else tuple(mass)
+    m1 = as_positive("mass", m1, allow_zero=True)
+    m2 = as_positive("mass", m2, allow_zero=True)
+    if int(max_iter) < 2:
+        msg = f"max_iter = {max_iter!r} out of range: must be >= 2"
+        raise ConfigError(msg)
+    theta = np.empty((n, 9))
+    cov = np.empty((n, 9, 9))
+    chi2 = np.empty(n)
+    niter = np.empty(n, np.int32)
+    conv = np.empty(n, np.bool_)
+    mb = np.empty(n)
+    ma = np.empty(n)
+    if n:
+        _vertex_kernel(h1, c1, h2, c2, bz, m1, m2, int(max_iter), as_positive("tol", tol),
+                       theta, cov, chi2, niter, conv, mb, ma)
+    x, y = theta[:, 0], theta[:, 1]
+    r = np.hypot(x, y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (x * x * cov[:, 0, 0] + 2 * x * y * cov[:, 0, 1] + y * y * cov[:, 1, 1]) / (r * r)
+        rerr = np.sqrt(var)
+        sig = r / rerr
+    return VertexFitResult(
+        vertex=theta[:, :3], vertex_cov=cov[:, :3, :3], p1=theta[:, 3:6], p2=theta[:, 6:9],
+        cov=cov, chi2=chi2, prob=stats.chi2.sf(chi2, 1), n_iter=niter, converged=conv,
+        m_before=mb, m_after=ma, delta_m=ma - mb, r_xy=r, r_xy_err=rerr, r_xy_sig=sig,
+    )

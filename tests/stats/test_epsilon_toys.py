@@ -1,0 +1,122 @@
+"""eps conversion (BESIII 2017 Eq. 1), channel combination, toys and global significance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from stats_spectra import sigma_m
+
+from isrsim.constants import ALPHA
+from isrsim.exceptions import ConfigError
+from isrsim.stats import (
+    JPSI_WINDOW,
+    Channel,
+    Histogram,
+    chebyshev_bin_basis,
+    count_upcrossings,
+    global_significance_toys,
+    gross_vitells,
+    pseudo_experiments,
+    scan_epsilon,
+    window_mask,
+    yield_per_epsilon2,
+)
+
+POLY = np.array([8000.0, 1500.0, 900.0, 300.0, -60.0])
+
+
+def _asimov(edges, name):
+    mu = chebyshev_bin_basis(edges, 4, edges[0], edges[-1]) @ POLY
+    return Histogram(edges, mu.copy(), mu.copy(), window_mask(edges, [JPSI_WINDOW]), False, name,
+                     (JPSI_WINDOW,))
+
+
+def test_yield_per_epsilon2_physics_md():
+    # physics.md 6.2: per eps^2, delta_m = 10 MeV, per QED event in the bin:
+    # 2.36e4 (1.5 GeV), 3.09e4 (2.0), 3.68e4 (2.5), 4.60e4 (3.0), 5.01e4 (3.4) with
+    # N_f ~ 4.1-4.4 (physics.md 8). Inverting Eq. (1) must give N_f inside that range.
+    m = np.array([1.5, 2.0, 2.5, 3.0, 3.4])
+    tab = np.array([2.36e4, 3.09e4, 3.68e4, 4.60e4, 5.01e4])
+    nf = yield_per_epsilon2(m, 1.0, 1.0) / tab
+    assert np.all((nf > 4.05) & (nf < 4.45))
+    # closed form of Eq. (1)
+    assert yield_per_epsilon2(2.0, 1e4, 4.2) == pytest.approx(1e4 * 3 * np.pi * 2.0 / (2 * 4.2 * ALPHA * 0.01))
+
+
+def test_combination_and_bhabha(edges):
+    masses = [1.8, 2.305]
+    mm = Channel(_asimov(edges, "mumu"), sigma_m)
+    ee = Channel(_asimov(edges, "ee"), sigma_m)
+    single = scan_epsilon(mm, masses, n_f=4.2)
+    both = scan_epsilon([mm, ee], masses, n_f=4.2)
+    # identical Asimov channels, Gaussian regime: the combined eps^2 limit is 1/sqrt(2) of
+    # one channel (polynomials are per channel, so the statistical information doubles)
+    assert both.epsilon2_ul == pytest.approx(single.epsilon2_ul / np.sqrt(2), rel=0.01)
+    # eps^2 limit = N_UL / yield_per_eps2 with N_QED(bin) from the background fit
+    n_qed = chebyshev_bin_basis(np.array([2.30, 2.31]), 4, 1.5, 3.4) @ POLY
+    ypp = yield_per_epsilon2(2.305, n_qed, 4.2)[0]
+    assert single.yield_ul[1, 0] / single.epsilon2_ul[1] == pytest.approx(ypp, rel=1e-3)
+    # a Bhabha correction c scales the QED annihilation yield, hence eps^2_UL by 1/c
+    corr = scan_epsilon(mm, masses, n_f=4.2, bhabha_correction={"mumu": 0.95})
+    assert corr.epsilon2_ul == pytest.approx(single.epsilon2_ul / 0.95, rel=1e-6)
+    # a callable N_f is evaluated at the hypothesis mass
+    nfun = scan_epsilon(mm, masses, n_f=lambda m: 4.2 * (1 + 0 * m))
+    assert nfun.epsilon2_ul == pytest.approx(single.epsilon2_ul, rel=1e-9)
+
+
+def test_epsilon_bad_input(edges):
+    mm = Channel(_asimov(edges, "mumu"), sigma_m)
+    with pytest.raises(ConfigError, match="luminosity"):
+        scan_epsilon(mm, [2.0], n_f=4.2, luminosity=-2.93e6)
+    with pytest.raises(ConfigError, match="n_f"):
+        scan_epsilon(mm, [2.0], n_f=0.5)
+    with pytest.raises(ConfigError, match="unknown channels"):
+        scan_epsilon(mm, [2.0], n_f=4.2, bhabha_correction={"ee": 0.9})
+    with pytest.raises(ConfigError, match="bhabha_correction"):
+        scan_epsilon(mm, [2.0], n_f=4.2, bhabha_correction={"mumu": 1.5})
+
+
+def test_expected_bands_and_global_significance(edges, rng):
+    mm = Channel(_asimov(edges, "mumu"), sigma_m)
+    masses = np.arange(1.6, 2.9, 0.05)
+    ex = pseudo_experiments(mm, masses, n_toys=60, rng=rng)
+    assert ex.bands.shape == (5, masses.size)
+    assert np.all(np.diff(ex.bands, axis=0) >= 0)
+    # Gaussian regime, q~_mu: median expected limit = 1.2816 sigma_S (mu_hat ~ N(0, sigma)
+    # has median 0). With 60 toys the median's error is ~1.25 sigma/sqrt(60) = 0.16 sigma,
+    # i.e. ~13 % of the limit; require 35 % per point and 10 % on the mass average.
+    ratio = ex.median / (1.2816 * _sigma_s(mm, masses))
+    assert np.all(np.abs(ratio - 1) < 0.35)
+    assert abs(np.mean(ratio) - 1) < 0.10
+    # local Z of background-only toys ~ N(0, 1) (one per toy and mass, correlated between
+    # neighbouring masses): mean within 0.1, std within 0.1
+    z = ex.z_local
+    assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1
+    # toy-based global p-value of the median toy maximum is ~0.5 (binomial error 0.065)
+    gs = global_significance_toys(np.median(ex.z_max), ex.z_max)
+    assert gs.p_global == pytest.approx(0.5, abs=0.1) and gs.method == "toys"
+    # Gross-Vitells: p_global >= p_local and the up-crossing count is consistent
+    gv = gross_vitells(3.0, ex.z_local, u0=0.5)
+    assert gv.p_global > gv.p_local == pytest.approx(stats.norm.sf(3.0))
+    assert gv.n_up == pytest.approx(np.mean(count_upcrossings(ex.z_local, 0.5)))
+
+
+def _sigma_s(ch, masses):
+    from isrsim.stats import fit_signal
+
+    return np.array([fit_signal(ch, m).poi_hat_error for m in masses])
+
+
+def test_count_upcrossings_closed_form():
+    z = np.array([0.0, 1.0, 0.2, -2.0, 1.5, 0.9, 0.1])
+    # u = max(z,0)^2 = 0, 1, .04, 0, 2.25, .81, .01 -> up-crossings of 0.5 at i = 1 and 4
+    assert count_upcrossings(z, 0.5).tolist() == [2]
+
+
+def test_toys_need_generator(edges):
+    mm = Channel(_asimov(edges, "mumu"), sigma_m)
+    with pytest.raises(ConfigError, match="rng"):
+        pseudo_experiments(mm, [2.0], n_toys=2, rng=1)
+    with pytest.raises(ConfigError, match="n_toys"):
+        pseudo_experiments(mm, [2.0], n_toys=0, rng=np.random.default_rng(1))

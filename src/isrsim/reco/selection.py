@@ -1,0 +1,308 @@
+"""Event selections and the flat candidate columns (one row per selected event and channel).
+
+* ``besiii2017`` -- the BESIII 2017 dark-photon selection exactly as in the paper
+  (arXiv:1705.04265; physics.md 10): exactly two tracks, net charge 0, |d0| < 1 cm,
+  |z0| < 10 cm, 0.4 < theta < pi - 0.4, pT > 0.3 GeV; mu mu: P(mu) > P(e) for both tracks
+  (``prob_mu > prob_e``); e e: E/p > 0.8 for both; 1C fit with a missing massless photon
+  (:func:`isrsim.reco.kinfit.fit_1c_missing_photon`) with chi2 < 20 (mu mu) / < 5 (e e) and
+  the fitted photon within 0.1 / 0.05 rad of the beam axis (theta < cut or > pi - cut, lab
+  polar angle). Both channels are evaluated; an event may give a row in each.
+* ``belle2_lowmass`` -- isrsim's Belle II low-mass e+e- selection (cut values are ours, [U]):
+  exactly two opposite-charge tracks identified as electrons (E/p > 0.8 or prob_e the
+  largest PID probability), the most energetic photon with CM energy above
+  ``photon_e_cms_min``; two-track helix vertex fit (:mod:`isrsim.reco.vertexfit`, chi2 <
+  ``chi2_vtx_max``) and the 4C energy-momentum fit of pair + photon against the beam
+  (:func:`isrsim.reco.kinfit.fit_energy_constrained`, chi2 < ``chi2_ec_max``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..beam import Beam
+from ..constants import K_CURV, M_E, M_MU
+from ..events import RecoChunk, TruthChunk
+from ..exceptions import ConfigError
+from .kinfit import fit_1c_missing_photon, fit_energy_constrained
+from .vertexfit import fit_vertex
+
+__all__ = ["SELECTIONS", "Belle2LowMassCuts", "Besiii2017Cuts", "photon_resolution",
+           "reconstruct_chunk"]
+
+SELECTIONS = ("besiii2017", "belle2_lowmass")
+
+
+@dataclass(frozen=True)
+class Besiii2017Cuts:
+    """Cut values of arXiv:1705.04265 (physics.md 10)."""
+
+    d0_max: float = 1.0
+    z0_max: float = 10.0
+    theta_min: float = 0.4
+    pt_min: float = 0.3
+    e_over_p_min: float = 0.8
+    chi2_max_mumu: float = 20.0
+    chi2_max_ee: float = 5.0
+    theta_gamma_max_mumu: float = 0.1
+    theta_gamma_max_ee: float = 0.05
+
+
+@dataclass(frozen=True)
+class Belle2LowMassCuts:
+    """isrsim's Belle II low-mass e+e- gamma selection (our choices, not from a paper)."""
+
+    e_over_p_min: float = 0.8
+    photon_e_cms_min: float = 4.0
+    chi2_vtx_max: float = 20.0
+    chi2_ec_max: float = 40.0
+    constraints: str = "4c"
+
+
+#: Candidate-table columns (flat) and their dtypes.
+COLUMNS = {
+    "event_id": np.int64, "channel": object, "m_ll": np.float64, "m_ll_raw": np.float64,
+    "chi2": np.float64, "ndf": np.int16, "prob": np.float64, "theta_gamma_miss": np.float64,
+    "chi2_vtx": np.float64, "prob_vtx": np.float64, "r_xy_cm": np.float64,
+    "r_xy_sig": np.float64, "m_before": np.float64, "m_after": np.float64,
+    "delta_m": np.float64, "vtx_x_cm": np.float64, "vtx_y_cm": np.float64,
+    "vtx_z_cm": np.float64, "e_gamma": np.float64, "truth_matched": np.bool_,
+    "truth_m": np.float64, "truth_m_gen": np.float64, "truth_r_xy_cm": np.float64,
+    "weight": np.float64,
+}
+
+
+def photon_resolution(calorimeter, e: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """(sigma_E, sigma_theta, sigma_phi) [n, 3] of photons from a ``CalorimeterModel``
+    (its region table: sigma_E/E = a/sqrt(E) (+) b/E^0.25 (+) c (+) noise/E, sigma_theta =
+    sigma_phi sin(theta) = a_ang/sqrt(E) (+) c_ang). ``None`` uses 2 % and 4 mrad/sqrt(E)
+    (detectors.md 1, Belle II)."""
+    e = np.asarray(e, dtype=np.float64)
+    theta = np.asarray(theta, dtype=np.float64)
+    out = np.empty((e.size, 3))
+    if calorimeter is None:
+        out[:, 0] = 0.02 * e
+        out[:, 1] = 4e-3 / np.sqrt(e)
+    else:
+        reg = np.asarray(calorimeter.regions)
+        idx = np.clip(np.searchsorted(reg[:, 0], theta, side="right") - 1, 0, len(reg) - 1)
+        r = reg[idx]
+        rel = np.sqrt((r[:, 3] / np.sqrt(e)) ** 2 + (r[:, 4] / e**0.25) ** 2 + r[:, 5] ** 2
+                      + (r[:, 6] / e) ** 2)
+        out[:, 0] = rel * e
+        out[:, 1] = np.hypot(r[:, 7] / np.sqrt(e), r[:, 8])
+    out[:, 0] = np.maximum(out[:, 0], 1e-6)
+    out[:, 1] = np.maximum(out[:, 1], 1e-6)
+    out[:, 2] = out[:, 1] / np.maximum(np.sin(theta), 1e-3)
+    return out
+
+
+def _empty(n: int) -> dict[str, np.ndarray]:
+    cols = {}
+    for k, dt in COLUMNS.items():
+        if dt is np.float64:
+            cols[k] = np.full(n, np.nan)
+        else:
+            cols[k] = np.zeros(n, dtype=dt)
+    return cols
+
+
+def _truth_fields(cols, rows, trk_idx, truth: TruthChunk | None):
+    if truth is None or rows.size == 0:
+        return
+    ti = trk_idx  # [m, 2] truth indices of the two tracks
+    ok = (ti >= 0).all(axis=1)
+    ti_safe = np.where(ti >= 0, ti, 0)
+    p4 = truth.p4[rows[:, None], ti_safe]  # [m, 2, 4]
+    s = p4.sum(axis=1)
+    m2 = s[:, 3] ** 2 - np.sum(s[:, :3] ** 2, axis=1)
+    cols["truth_matched"] = ok
+    cols["truth_m"] = np.where(ok, np.sqrt(np.maximum(m2, 0.0)), np.nan)
+    v = truth.vtx[rows, ti_safe[:, 0]]
+    cols["truth_r_xy_cm"] = np.where(ok, np.hypot(v[:, 0], v[:, 1]), np.nan)
+    if "m_true" in truth.extra:
+        cols["truth_m_gen"] = np.asarray(truth.extra["m_true"], dtype=np.float64)[rows]
+
+
+def _two_track_events(reco: RecoChunk) -> np.ndarray:
+    """Events with exactly two tracks of opposite charge (BESIII: 'two charged tracks with
+    net charge zero')."""
+    two = reco.ntrk == 2
+    q = reco.charge[:, :2].astype(np.int64) if reco.charge.shape[1] >= 2 else None
+    if q is None:
+        return np.zeros(reco.n, bool)
+    return two & (q[:, 0] + q[:, 1] == 0) & (q[:, 0] != 0)
+
+
+def _extra(reco: RecoChunk, name: str) -> np.ndarray:
+    try:
+        return np.asarray(reco.track_extra[name], dtype=np.float64)
+    except KeyError:
+        msg = f"reco.track_extra lacks field {name!r}; allowed: a RecoChunk from isrsim.detector.simulate"
+        raise ConfigError(msg) from None
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not parts:
+        return _empty(0)
+    return {k: np.concatenate([p[k] for p in parts]) for k in COLUMNS}
+
+
+def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selection: str,
+                      bz: float, beam: Beam, event_id: np.ndarray | None = None,
+                      weight: np.ndarray | None = None, cuts=None,
+                      calorimeter=None) -> dict[str, np.ndarray]:
+    """Run a selection on one chunk and return flat candidate columns (see ``COLUMNS``).
+
+    Parameters
+    ----------
+    reco : RecoChunk
+        Detector-level events (tracks with helix + covariance and PID fields ``prob_e``,
+        ``prob_mu``, ``e_over_p`` in ``track_extra``; photons).
+    truth : TruthChunk or None
+        Generator truth for the truth-matching columns (NaN without it).
+    selection : {"besiii2017", "belle2_lowmass"}
+    bz : float
+        Solenoid field [T].
+    beam : Beam
+        Beam 4-vector source (``p4_total_lab()``, crossing angle included) and CM boost.
+    event_id, weight : arrays [n], optional
+        Default ``arange(n)`` and ``truth.weight`` (or 1).
+    cuts : Besiii2017Cuts or Belle2LowMassCuts, optional
+    calorimeter : CalorimeterModel, optional
+        Photon resolutions for the energy-constrained fit (:func:`photon_resolution`).
+
+    Returns
+    -------
+    dict[str, numpy.ndarray]
+        One entry per candidate: ``m_ll`` is the mass after the fit that defines the
+        selection (1C for besiii2017, 4C/EC for belle2_lowmass), ``m_ll_raw`` the mass from
+        the measured perigee momenta.
+    """
+    if selection not in SELECTIONS:
+        msg = f"selection = {selection!r}; allowed: {', '.join(SELECTIONS)}"
+        raise ConfigError(msg)
+    n = reco.n
+    eid = np.arange(n, dtype=np.int64) if event_id is None else np.asarray(event_id, np.int64)
+    if weight is None:
+        weight = truth.weight if truth is not None else np.ones(n)
+    weight = np.asarray(weight, dtype=np.float64)
+    if eid.shape != (n,) or weight.shape != (n,):
+        msg = f"event_id/weight have shapes {eid.shape}/{weight.shape}; allowed: ({n},)"
+        raise ConfigError(msg)
+    if selection == "besiii2017":
+        return _besiii2017(reco, truth, bz, beam, eid, weight, cuts or Besiii2017Cuts())
+    return _belle2_lowmass(reco, truth, bz, beam, eid, weight, cuts or Belle2LowMassCuts(),
+                           calorimeter)
+
+
+def _track_quality(reco: RecoChunk, c: Besiii2017Cuts, bz: float):
+    """Per-track impact-parameter and polar-angle cuts, and pT [GeV], of the first two tracks."""
+    h = reco.helix[:, :2]
+    om = np.abs(h[..., 2])
+    pt = np.where(om > 0, K_CURV * bz / np.where(om > 0, om, 1.0), 0.0)
+    theta = 0.5 * math.pi - np.arctan(h[..., 4])
+    ok = ((np.abs(h[..., 0]) < c.d0_max) & (np.abs(h[..., 3]) < c.z0_max)
+          & (theta > c.theta_min) & (theta < math.pi - c.theta_min))
+    return ok, pt
+
+
+def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts):
+    sel = _two_track_events(reco)
+    ok, pt = _track_quality(reco, c, bz)
+    sel &= ok.all(axis=1) & (pt > c.pt_min).all(axis=1)
+    rows_all = np.flatnonzero(sel)
+    parts = []
+    for channel in ("mumu", "ee"):
+        if channel == "mumu":
+            pid = (_extra(reco, "prob_mu") > _extra(reco, "prob_e"))[:, :2].all(axis=1)
+            mass, chi2_max, th_max = M_MU, c.chi2_max_mumu, c.theta_gamma_max_mumu
+        else:
+            pid = (_extra(reco, "e_over_p") > c.e_over_p_min)[:, :2].all(axis=1)
+            mass, chi2_max, th_max = M_E, c.chi2_max_ee, c.theta_gamma_max_ee
+        rows = rows_all[pid[rows_all]]
+        if rows.size == 0:
+            continue
+        h = reco.helix[rows]
+        cv = reco.cov[rows]
+        fit = fit_1c_missing_photon(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=bz,
+                                    p4_beam=beam.p4_total_lab(), mass=mass)
+        th = np.minimum(fit.theta_gamma_miss, math.pi - fit.theta_gamma_miss)
+        keep = np.isfinite(fit.chi2) & (fit.chi2 < chi2_max) & (th < th_max)
+        r = rows[keep]
+        cols = _empty(r.size)
+        cols["event_id"] = eid[r]
+        cols["channel"] = np.full(r.size, channel, dtype=object)
+        cols["m_ll"] = fit.m_ll[keep]
+        cols["m_ll_raw"] = fit.m_ll_raw[keep]
+        cols["chi2"] = fit.chi2[keep]
+        cols["ndf"] = np.ones(r.size, np.int16)
+        cols["prob"] = fit.prob[keep]
+        cols["theta_gamma_miss"] = fit.theta_gamma_miss[keep]
+        cols["m_before"] = fit.m_ll_raw[keep]
+        cols["weight"] = weight[r]
+        _truth_fields(cols, r, reco.trk_truth[r, :2].astype(np.int64), truth)
+        parts.append(cols)
+    return _concat(parts)
+
+
+def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, calorimeter):
+    sel = _two_track_events(reco) & (reco.nphot >= 1)
+    eop = _extra(reco, "e_over_p")[:, :2]
+    pe = _extra(reco, "prob_e")[:, :2]
+    others = np.maximum(_extra(reco, "prob_mu"), _extra(reco, "prob_pi"))[:, :2]
+    sel &= ((eop > c.e_over_p_min) | (pe > others)).all(axis=1)
+    rows = np.flatnonzero(sel)
+    if rows.size == 0:
+        return _empty(0)
+    # most energetic photon (padding slots have E = 0 or are beyond nphot)
+    ph = reco.phot[rows]
+    slot = np.arange(ph.shape[1])[None, :] < reco.nphot[rows, None]
+    e_ph = np.where(slot, ph[..., 0], -np.inf)
+    best = np.argmax(e_ph, axis=1)
+    g = ph[np.arange(rows.size), best]  # (E, theta, phi)
+    st = np.sin(g[:, 1])
+    k4 = np.stack([g[:, 0] * st * np.cos(g[:, 2]), g[:, 0] * st * np.sin(g[:, 2]),
+                   g[:, 0] * np.cos(g[:, 1]), g[:, 0]], axis=1)
+    e_cms = (k4 @ beam.lab_to_cms().T)[:, 3]
+    keep = e_cms > c.photon_e_cms_min
+    rows, g = rows[keep], g[keep]
+    if rows.size == 0:
+        return _empty(0)
+    h = reco.helix[rows]
+    cv = reco.cov[rows]
+    vf = fit_vertex(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=bz, mass=M_E)
+    good = np.isfinite(vf.chi2) & (vf.chi2 < c.chi2_vtx_max)
+    rows, g = rows[good], g[good]
+    idx = np.flatnonzero(good)
+    sig = photon_resolution(calorimeter, g[:, 0], g[:, 1])
+    ec = fit_energy_constrained(vf.p1[idx], vf.p2[idx], vf.cov[idx, 3:9, 3:9], g, sig,
+                                p4_beam=beam.p4_total_lab(), mass=M_E,
+                                constraints=c.constraints)
+    k2 = np.isfinite(ec.chi2) & (ec.chi2 < c.chi2_ec_max)
+    r = rows[k2]
+    j = idx[k2]
+    cols = _empty(r.size)
+    cols["event_id"] = eid[r]
+    cols["channel"] = np.full(r.size, "ee", dtype=object)
+    cols["m_ll"] = ec.m_pair[k2]
+    cols["m_ll_raw"] = vf.m_before[j]
+    cols["chi2"] = ec.chi2[k2]
+    cols["ndf"] = np.full(r.size, ec.ndf, np.int16)
+    cols["prob"] = ec.prob[k2]
+    cols["chi2_vtx"] = vf.chi2[j]
+    cols["prob_vtx"] = vf.prob[j]
+    cols["r_xy_cm"] = vf.r_xy[j]
+    cols["r_xy_sig"] = vf.r_xy_sig[j]
+    cols["m_before"] = vf.m_before[j]
+    cols["m_after"] = vf.m_after[j]
+    cols["delta_m"] = vf.delta_m[j]
+    cols["vtx_x_cm"] = vf.vertex[j, 0]
+    cols["vtx_y_cm"] = vf.vertex[j, 1]
+    cols["vtx_z_cm"] = vf.vertex[j, 2]
+    cols["e_gamma"] = g[k2, 0]
+    cols["weight"] = weight[r]
+    _truth_fields(cols, r, reco.trk_truth[r, :2].astype(np.int64), truth)
+    return cols

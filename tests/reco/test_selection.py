@@ -1,0 +1,101 @@
+"""Tests of the selections on toy RecoChunks (BESIII 2017 and Belle II low mass)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from isrsim.beam import Beam
+from isrsim.constants import M_E, M_MU
+from isrsim.events import RecoChunk
+from isrsim.exceptions import ConfigError
+from isrsim.reco import toys
+from isrsim.reco.selection import COLUMNS, reconstruct_chunk
+
+from .conftest import BES_SIGMAS
+
+
+def _chunk(h1, c1, h2, c2, *, prob_mu, e_over_p, photons=None):
+    n = h1.shape[0]
+    helix = np.stack([h1, h2], axis=1)
+    cov = np.stack([c1, c2], axis=1)
+    charge = np.sign(helix[..., 2]).astype(np.int8)
+    kg = 1 if photons is None else photons.shape[1]
+    phot = np.zeros((n, kg, 3)) if photons is None else photons
+    extra = {"prob_mu": np.full((n, 2), prob_mu, np.float32),
+             "prob_e": np.full((n, 2), 1.0 - prob_mu, np.float32),
+             "prob_pi": np.zeros((n, 2), np.float32),
+             "e_over_p": np.full((n, 2), e_over_p, np.float32),
+             "p_lab": np.zeros((n, 2), np.float32)}
+    return RecoChunk(ntrk=np.full(n, 2, np.int16), charge=charge, helix=helix, cov=cov,
+                     trk_truth=np.tile(np.array([0, 1], np.int16), (n, 1)),
+                     nphot=np.full(n, 0 if photons is None else kg, np.int16), phot=phot,
+                     phot_truth=np.zeros((n, kg), np.int16), track_extra=extra)
+
+
+def test_besiii2017_mumu_keeps_isr_events(isr_mumu_sample, bes_beam):
+    s = isr_mumu_sample
+    reco = _chunk(s["meas1"], s["cov1"], s["meas2"], s["cov2"], prob_mu=0.9, e_over_p=0.2)
+    cols = reconstruct_chunk(reco, selection="besiii2017", bz=s["bz"], beam=bes_beam)
+    assert set(cols) == set(COLUMNS)
+    assert set(cols["channel"]) == {"mumu"}  # E/p = 0.2 fails the ee channel
+    # efficiency: chi2(1) < 20 keeps 1 - 7.7e-6; the photon cut (toys within 0.05 rad CM,
+    # lab tilt <= 11 mrad) keeps nearly all; geometric cuts (theta, pT) remove the rest.
+    h = s["meas1"]
+    th1 = 0.5 * np.pi - np.arctan(h[:, 4])
+    th2 = 0.5 * np.pi - np.arctan(s["meas2"][:, 4])
+    geo = ((th1 > 0.4) & (th1 < np.pi - 0.4) & (th2 > 0.4) & (th2 < np.pi - 0.4))
+    assert cols["event_id"].size <= geo.sum()
+    assert cols["event_id"].size > 0.97 * geo.sum()
+    assert np.all(cols["chi2"] < 20)
+    assert abs(np.median(cols["m_ll"]) - 2.0) < 0.002
+
+
+def test_besiii2017_pid_and_charge_cuts(isr_mumu_sample, bes_beam):
+    s = isr_mumu_sample
+    reco = _chunk(s["meas1"], s["cov1"], s["meas2"], s["cov2"], prob_mu=0.3, e_over_p=0.2)
+    cols = reconstruct_chunk(reco, selection="besiii2017", bz=s["bz"], beam=bes_beam)
+    assert cols["event_id"].size == 0
+    reco = _chunk(s["meas1"], s["cov1"], s["meas1"], s["cov1"], prob_mu=0.9, e_over_p=0.2)
+    cols = reconstruct_chunk(reco, selection="besiii2017", bz=s["bz"], beam=bes_beam)
+    assert cols["event_id"].size == 0  # same-sign pair: net charge != 0
+
+
+def test_belle2_lowmass_prompt_aprime(tmp_path):
+    # e+e- -> gamma A'(17 MeV) at Belle II: toy with the A' and the photon back to back in
+    # the CM frame, A' -> e+e- at the origin.
+    beam = Beam(e_minus_GeV=7.0, e_plus_GeV=4.0, crossing_half_angle_rad=0.0415)
+    rng = np.random.default_rng(5)
+    n, bz = 2000, 1.5
+    lm, lp, gam = toys.isr_pair(rng, n, beam, 0.017, M_E, theta_max=1.2)
+    h1 = toys.helices_from_states(np.zeros(3), lm[:, :3], -1.0, bz)
+    h2 = toys.helices_from_states(np.zeros(3), lp[:, :3], 1.0, bz)
+    kw = dict(sigma_d0=20e-4, sigma_phi0=5e-4, sigma_rel_pt=0.004, sigma_z0=25e-4, sigma_tanl=5e-4)
+    c1 = toys.diagonal_covariance(h1, **kw)
+    c2 = toys.diagonal_covariance(h2, **kw)
+    e = gam[:, 3]
+    theta = np.arccos(gam[:, 2] / e)
+    phi = np.arctan2(gam[:, 1], gam[:, 0])
+    photons = np.stack([e * (1 + 0.02 * rng.standard_normal(n)),
+                        theta + 4e-3 / np.sqrt(e) * rng.standard_normal(n),
+                        phi + 4e-3 / np.sqrt(e) / np.sin(theta) * rng.standard_normal(n)], axis=1)
+    reco = _chunk(toys.smear_helices(rng, h1, c1), c1, toys.smear_helices(rng, h2, c2), c2,
+                  prob_mu=0.0, e_over_p=0.95, photons=photons[:, None, :])
+    cols = reconstruct_chunk(reco, selection="belle2_lowmass", bz=bz, beam=beam)
+    assert cols["event_id"].size > 0.8 * n
+    # Delta M of a prompt 17 MeV A' centred at 0 (physics.md 5.4); median error ~1.25 s/sqrt(N)
+    dm = cols["delta_m"]
+    assert abs(np.median(dm)) < 4 * 1.25 * dm.std() / np.sqrt(dm.size)
+    assert abs(np.median(cols["m_ll"]) - 0.017) < 1e-3
+    assert np.all(cols["ndf"] == 4)
+
+
+def test_unknown_selection_one_line(isr_mumu_sample, bes_beam):
+    s = isr_mumu_sample
+    reco = _chunk(s["meas1"][:5], s["cov1"][:5], s["meas2"][:5], s["cov2"][:5], prob_mu=0.9,
+                  e_over_p=0.2)
+    with pytest.raises(ConfigError, match="selection = 'x'"):
+        reconstruct_chunk(reco, selection="x", bz=1.0, beam=bes_beam)
+    del reco.track_extra["prob_mu"]
+    with pytest.raises(ConfigError, match="prob_mu"):
+        reconstruct_chunk(reco, selection="besiii2017", bz=1.0, beam=bes_beam)

@@ -1,0 +1,164 @@
+"""Validation plots of the parameterised detectors: helix pulls, BESIII M_mumu resolution vs mass,
+the bremsstrahlung tail of a 3.1 GeV e+e- resonance, d0 resolution vs p, simulation speed.
+
+Run: ``python validation/detector/make_detector.py`` (writes PNGs + README.md next to this file).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from isrsim.constants import K_CURV, M_E, M_MU
+from isrsim.detector import load_detector, simulate
+from isrsim.detector.toys import isr_like_pairs, single_particles
+from isrsim.helix import perigee_from_state
+
+OUT = Path(__file__).resolve().parent
+NAMES = ("d0", "phi0", "omega", "z0", "tanl")
+
+
+def true_helices(truth, bz):
+    out = np.empty((truth.n, 5))
+    for i in range(truth.n):
+        px, py, pz, _ = truth.p4[i, 0]
+        code = truth.pdg[i, 0]
+        q = -1.0 if code > 0 else 1.0
+        out[i] = perigee_from_state(*truth.vtx[i, 0], px, py, pz, q, bz)
+    return out
+
+
+def masses(reco, bz, m):
+    sel = reco.ntrk == 2
+    h = reco.helix[sel][:, :2]
+    pt = K_CURV * bz / np.abs(h[..., 2])
+    px, py, pz = pt * np.cos(h[..., 1]), pt * np.sin(h[..., 1]), pt * h[..., 4]
+    e = np.sqrt(px**2 + py**2 + pz**2 + m**2)
+    return np.sqrt(e.sum(1) ** 2 - px.sum(1) ** 2 - py.sum(1) ** 2 - pz.sum(1) ** 2)
+
+
+def main() -> None:
+    rng = np.random.default_rng(2024)
+    lines = ["# Detector validation (`make_detector.py`)", "",
+             "Plots: `pulls.png`, `mmumu_resolution_besiii.png`, `mee_brems_tail.png`, `d0_resolution.png`.",
+             "Speed figures depend on the machine load (other jobs share the cores).", ""]
+
+    # ---- pulls ----------------------------------------------------------------------------
+    fig, axes = plt.subplots(2, 5, figsize=(16, 6))
+    lines += ["## Helix pulls, prompt muons (mean / width)", "",
+              "| detector | p [GeV] | " + " | ".join(NAMES) + " |", "|---|---|" + "---|" * 5]
+    for row, name in enumerate(("besiii", "belle2")):
+        det = load_detector(name)
+        for p in (0.3, 1.0, 3.0):
+            truth = single_particles(rng, 30_000, 13, p)
+            reco = simulate(truth, det, rng)
+            sel = reco.ntrk == 1
+            d = reco.helix[sel][:, 0] - true_helices(truth, det.bz_T)[sel]
+            d[:, 1] = np.arctan2(np.sin(d[:, 1]), np.cos(d[:, 1]))
+            pulls = d / np.sqrt(reco.cov[sel][:, 0, [0, 5, 9, 12, 14]])
+            cells = [f"{pulls[:, c].mean():+.3f} / {pulls[:, c].std():.3f}" for c in range(5)]
+            lines.append(f"| {name} | {p} | " + " | ".join(cells) + " |")
+            for c in range(5):
+                axes[row, c].hist(pulls[:, c], bins=80, range=(-5, 5), histtype="step", label=f"{p} GeV",
+                                  density=True)
+        x = np.linspace(-5, 5, 200)
+        for c in range(5):
+            axes[row, c].plot(x, np.exp(-x * x / 2) / math.sqrt(2 * math.pi), "k:", lw=1)
+            axes[row, c].set_title(f"{name}: pull {NAMES[c]}")
+        axes[row, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "pulls.png", dpi=90)
+    plt.close(fig)
+
+    # ---- BESIII M_mumu resolution ---------------------------------------------------------
+    det = load_detector("besiii")
+    mass_points = np.arange(1.5, 3.41, 0.1)
+    widths = []
+    for mass in mass_points:
+        reco = simulate(isr_like_pairs(rng, 30_000, det.beam, mass, 13), det, rng)
+        lo, hi = np.percentile(masses(reco, det.bz_T, M_MU), [16, 84])
+        widths.append(0.5 * (hi - lo))
+    widths = np.array(widths)
+    lines += ["", "## BESIII mu+mu- mass resolution (track level, before any kinematic fit)", "",
+              "Robust width = half the 16-84 % interval; ISR-like gamma + gamma*(M) -> mu+mu-, all tracks in",
+              "acceptance. The seed paper (arXiv:1705.04265) quotes 5 -> 12 MeV over 1.5-3.4 GeV *after* its",
+              "1C fit; our pre-fit width reaches 5 MeV at 1.5 GeV but ~14 MeV at 3.4 GeV with the [M]",
+              "pT parameterisation 0.32% pT (+) 0.37%/beta.", "",
+              "| M [GeV] | sigma_M [MeV] |", "|---|---|"]
+    lines += [f"| {m:.1f} | {w * 1e3:.2f} |" for m, w in zip(mass_points, widths)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(mass_points, widths * 1e3, "o-", label="isrsim BESIII (pre-fit)")
+    ax.plot([1.5, 3.4], [5, 12], "k--", label="arXiv:1705.04265 (5 -> 12 MeV, after 1C fit)")
+    ax.set_xlabel("M(mu mu) [GeV]")
+    ax.set_ylabel("sigma_M [MeV]")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "mmumu_resolution_besiii.png", dpi=90)
+    plt.close(fig)
+
+    # ---- brems tail -------------------------------------------------------------------------
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lines += ["", "## Bremsstrahlung tail, 3.1 GeV resonance at BESIII (1.6 % X0 before the MDC)", ""]
+    for pdg, m_f, label in ((11, M_E, "e+e-"), (13, M_MU, "mu+mu-")):
+        reco = simulate(isr_like_pairs(rng, 100_000, det.beam, 3.1, pdg), det, rng)
+        m = masses(reco, det.bz_T, m_f)
+        ax.hist(m, bins=120, range=(2.9, 3.2), histtype="step", label=label, density=True)
+        lines.append(f"* {label}: fraction below 3.05 GeV = {np.mean(m < 3.05):.4f}, "
+                     f"median = {np.median(m):.4f} GeV")
+    ax.set_yscale("log")
+    ax.set_xlabel("M [GeV]")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "mee_brems_tail.png", dpi=90)
+    plt.close(fig)
+
+    # ---- d0 resolution vs p -------------------------------------------------------------------
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lines += ["", "## d0 resolution vs p (muons, 80-100 deg)", "", "| p [GeV] | BESIII [um] | Belle II [um] |",
+              "|---|---|---|"]
+    ps = np.array([0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0])
+    res = {}
+    for name in ("besiii", "belle2"):
+        d = load_detector(name)
+        out = []
+        for p in ps:
+            truth = single_particles(rng, 10_000, 13, p, theta_range=(math.radians(80), math.radians(100)))
+            reco = simulate(truth, d, rng)
+            sel = reco.ntrk == 1
+            out.append((reco.helix[sel][:, 0, 0] - true_helices(truth, d.bz_T)[sel][:, 0]).std() * 1e4)
+        res[name] = np.array(out)
+        ax.loglog(ps, res[name], "o-", label=name)
+    for p, a, b in zip(ps, res["besiii"], res["belle2"]):
+        lines.append(f"| {p} | {a:.1f} | {b:.1f} |")
+    ax.set_xlabel("p [GeV]")
+    ax.set_ylabel("sigma(d0) [um]")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "d0_resolution.png", dpi=90)
+    plt.close(fig)
+
+    # ---- speed ----------------------------------------------------------------------------------
+    lines += ["", "## Speed (one core, gamma + mu+mu- events, 3 particles)", ""]
+    for name in ("besiii", "belle2"):
+        d = load_detector(name)
+        truth = isr_like_pairs(rng, 1_000_000, d.beam, 2.5, 13)
+        simulate(truth.slice(0, 1000), d, rng)
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            simulate(truth, d, rng)
+            best = min(best, time.perf_counter() - t0)
+        lines.append(f"* {name}: {truth.n / best / 1e6:.2f} M events/s")
+    (OUT / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

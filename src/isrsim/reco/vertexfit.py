@@ -19,7 +19,7 @@ intersect (tangent-like conversions after smearing) the midpoint of the circles'
 closest approach is used. When both intersections match in z within ``3 sigma(z0)`` the one
 at smaller radius is taken (a pair is measured outside its vertex). Nearly tangent helices
 (conversions) have two nearby chi2 minima, one on each side of the true vertex, so this
-choice biases r_xy of conversions low by about 1 mm (the peak stays at R; see
+choice biases r_xy of conversions low by about 1.5 mm (the peak stays at R; see
 validation/reco/README.md); starting from both and keeping the lower chi2 was tried and
 rejected: it moves a few percent of prompt 17 MeV pairs to a spurious minimum cm away. Refitting from the other
 intersection only when chi2 > 4 was also tried and rejected for the same reason. Known

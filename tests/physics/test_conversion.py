@@ -305,6 +305,9 @@ def test_chunk_bookkeeping():
     assert t.k == 3
     again = dc.convert_photons(out, mat, np.random.default_rng(5))
     assert np.all(again.extra["conv_n"][conv] == 0)
+    # a detector-like object is replaced by its material (the runner passes the DetectorModel)
+    via_det = dc.convert_photons(t, SimpleNamespace(material=mat), np.random.default_rng(4))
+    np.testing.assert_array_equal(via_det.p4, out.p4)
     # selection by index: -1 means no photon
     idx = np.where(np.arange(n) % 2 == 0, 2, -1)
     sel = dc.convert_photons(t, mat, np.random.default_rng(6), photons=idx)

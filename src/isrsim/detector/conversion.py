@@ -500,8 +500,9 @@ def convert_photons(truth: TruthChunk, material: Any, rng: np.random.Generator, 
     ----------
     truth : TruthChunk
         Lab-frame events. Not modified.
-    material : MaterialLayers
-        Cylindrical layers (``DetectorModel.material``), or any object with the same arrays.
+    material : MaterialLayers or DetectorModel
+        Cylindrical layers (a ``DetectorModel`` is replaced by its ``material``), or any
+        object with the same arrays.
     rng : numpy.random.Generator
     mode : {"natural", "forced"}
         Natural: every selected photon converts with its physical probability (any layer).
@@ -534,6 +535,8 @@ def convert_photons(truth: TruthChunk, material: Any, rng: np.random.Generator, 
     if not isinstance(rng, np.random.Generator):
         msg = f"rng must be a numpy.random.Generator, got {type(rng).__name__}"
         raise ConfigError(msg)
+    if not hasattr(material, "r_cm") and hasattr(material, "material"):
+        material = material.material
     arrays = _layer_arrays(material)
     forced = mode == "forced"
     fmask = resolve_layers(material, forced_layers if forced else None)

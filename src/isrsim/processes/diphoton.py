@@ -20,11 +20,11 @@ Physics (physics.md sections 4 and 5):
   kept.
 
 Bookkeeping: every proposal is one trial. Its weight w is the acceptance indicator times the
-forced-conversion factor times the preselection indicator; trials with w = 0 are counted in
-``SampleStats`` but not written (so sigma_prop_nb * sum_w / n_trials stays the exact cross
-section inside all cuts, with its MC error). Weighted events carry ``w * sigma_prop_nb``; the
-normalisation of a weighted sample is therefore sum(weight)/sum(n_trials), not divided by the
-number of written events. Unweighted events are accepted with probability w/w_max, with
+forced-conversion factor times the preselection indicator, and sigma_prop_nb * sum_w / n_trials
+is the exact cross section inside all cuts, with its MC error. Weighted mode writes *every*
+trial as an event (weight ``w * sigma_prop_nb``, possibly 0), so n_trials = n and the sample is
+normalised by the number of events as the process contract requires. Unweighted mode writes
+only accepted trials: a trial is accepted with probability w/w_max, with
 w_max = 1 without forced conversions and, with forced conversions, the geometric bound
 2 sum_j f_j (1 - exp(-(7/9) t_j,max)) (t_j,max: thickness of layer j along the most oblique
 ray from the origin that still hits it); trials above it (impossible for vertices at the
@@ -189,9 +189,7 @@ def _diphoton_block(rng, n, weighted, s, b_e, c_lo, c_hi, lab, sigma_prop,
         sum_w2 += w * w
         if w > w_max:
             n_over += 1
-        if w <= 0.0:
-            continue
-        if not weighted and rng.random() * w_max >= w:
+        if not weighted and (w <= 0.0 or rng.random() * w_max >= w):
             continue
         # --- write the event ---
         for j in range(2):
@@ -363,8 +361,9 @@ class DiPhoton(Process):
     # -- public API ----------------------------------------------------------------------
     def sample(self, rng: np.random.Generator, n: int, *, weighted: bool = False
                ) -> tuple[TruthChunk, SampleStats]:
-        """Generate exactly ``n`` events with non-zero weight (lab frame, vertices at the origin;
-        conversion pairs at their conversion points). Rejected trials are counted in the stats."""
+        """Generate exactly ``n`` events (lab frame, vertices at the origin; conversion pairs at
+        their conversion points). Unweighted: accepted events only, rejected trials are counted
+        in the stats. Weighted: one event per trial, rejected trials with weight 0."""
         if not isinstance(rng, np.random.Generator):
             msg = f"rng must be a numpy.random.Generator, got {type(rng).__name__}"
             raise ConfigError(msg)

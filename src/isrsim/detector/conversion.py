@@ -65,6 +65,7 @@ __all__ = [
     "MODES",
     "convert_photons",
     "layer_path_segments",
+    "material_arrays",
     "pair_mass_at_pca",
     "resolve_layers",
     "transport_photon",
@@ -138,12 +139,7 @@ def layer_path_segments(vx, vy, vz, ux, uy, uz, r_cm, dr_cm, z_min_cm, z_max_cm,
     bq = vx * ux + vy * uy
     r0sq = vx * vx + vy * vy
     # z slab in s
-    if uz > 0.0:
-        inv = 1.0 / uz
-    elif uz < 0.0:
-        inv = 1.0 / uz
-    else:
-        inv = 0.0
+    inv = 1.0 / uz if uz != 0.0 else 0.0
     nseg = 0
     for i in range(r_cm.shape[0]):
         if uz != 0.0:
@@ -414,7 +410,10 @@ def _convert_chunk(rng, select, forced, forced_mask,
     return n_conv_total
 
 
-def _layer_arrays(material: Any) -> tuple[np.ndarray, ...]:
+def material_arrays(material: Any) -> tuple[np.ndarray, ...]:
+    """Validated contiguous float64 layer arrays (r_cm, dr_cm, z_min_cm, z_max_cm, x_over_x0,
+    z_eff, phi_fraction) of a ``MaterialLayers``-like object, in the order the kernels take them;
+    ConfigError naming the first invalid entry."""
     names = ("r_cm", "dr_cm", "z_min_cm", "z_max_cm", "x_over_x0", "z_eff", "phi_fraction")
     try:
         arrays = tuple(np.ascontiguousarray(getattr(material, nm), dtype=np.float64) for nm in names)
@@ -537,7 +536,7 @@ def convert_photons(truth: TruthChunk, material: Any, rng: np.random.Generator, 
         raise ConfigError(msg)
     if not hasattr(material, "r_cm") and hasattr(material, "material"):
         material = material.material
-    arrays = _layer_arrays(material)
+    arrays = material_arrays(material)
     forced = mode == "forced"
     fmask = resolve_layers(material, forced_layers if forced else None)
 

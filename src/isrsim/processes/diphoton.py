@@ -42,7 +42,7 @@ from .._numba import kernel
 from ..beam import Beam
 from ..constants import M_E
 from ..detector.conversion import (
-    _layer_arrays,
+    material_arrays,
     pair_mass_at_pca,
     resolve_layers,
     transport_photon,
@@ -315,7 +315,7 @@ class DiPhoton(Process):
             self.detector = self._load_detector(detector)
             self._detector_name = getattr(self.detector, "name", str(detector))
             material = self.detector.material
-            self._layers = _layer_arrays(material)
+            self._layers = material_arrays(material)
             self._forced_mask = resolve_layers(
                 material, self.conversion_layers if conversion == "forced" else None)
             self._bz = check_number("detector.bz_T", self.detector.bz_T, lo=0.0, lo_open=True)

@@ -211,8 +211,8 @@ def test_conversion_vertices_at_layer_radii(belle2, besiii):
 
 def test_belle2_mpca_peaks_per_layer(belle2):
     # physics.md 5.4, eq. (5.3): M_PCA ~ 0.2998 B R/sqrt(x(1-x)), i.e. 2 * 0.2998 B R at the
-    # Jacobian peak x = 1/2. The mode of each layer's M_PCA distribution (2 % bins in
-    # M/M_pred) must lie within 10 % of the prediction.
+    # Jacobian peak x = 1/2. The mode of each layer's M_PCA distribution (in M/M_pred)
+    # must lie within 10 % of the prediction.
     proc = DiPhoton(belle2.beam, theta_lab_deg=(17.0, 150.0), conversion="forced", detector=belle2,
                     m_pca_max=None)
     chunk, _ = proc.sample(np.random.default_rng(10), 150000, weighted=True)
@@ -224,8 +224,10 @@ def test_belle2_mpca_peaks_per_layer(belle2):
         if sel.sum() < 2000:
             continue
         pred = 0.299792458 * belle2.bz_T * m.r_cm[j] * 1e-2 / 0.5
-        h, e = np.histogram(chunk.extra["m_pca"][sel] / pred, bins=np.arange(0.5, 2.0, 0.02))
-        mode = e[h.argmax()] + 0.01
+        # mode of the distribution: 1 % bins smoothed with a 7-bin moving average (bin-to-bin
+        # noise of a few % would otherwise move the arg-max by several bins)
+        h, e = np.histogram(chunk.extra["m_pca"][sel] / pred, bins=np.arange(0.5, 2.0, 0.01))
+        mode = e[np.convolve(h, np.ones(7) / 7, mode="same").argmax()] + 0.005
         assert abs(mode - 1.0) < 0.10, (m.names[j], mode)
         checked.append(m.names[j])
     assert any(nm.startswith("beam pipe") for nm in checked)

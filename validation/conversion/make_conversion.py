@@ -198,7 +198,8 @@ solenoid field), i.e. the "before vertex fit" mass of physics.md 5.4. Dashed lin
 at x = 1/2, 2 x 0.2998 B R. The distribution of each layer has a Jacobian peak at that value
 (x = 1/2 is the minimum of 1/sqrt(x(1-x))), smeared upwards by the energy sharing and in both
 directions by the intrinsic opening angle (5.3). Mode of each layer (1 % bins in M/M_pred,
-7-bin moving average):
+7-bin moving average; on this sharp-edged, right-skewed peak the smoothing itself moves the
+mode up by about 1.5 %, which is the +2.5 % seen for the outer layers):
 
 | detector | layer | R [cm] | eq. (5.3) [MeV] | mode [MeV] | mode/pred - 1 |
 |---|---|---|---|---|---|

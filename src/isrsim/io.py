@@ -1,0 +1,354 @@
+"""Parquet I/O: the event schema, atomic writers and readers.
+
+Event schema (one row per event; everything lab frame, GeV / cm):
+
+* ``event_id`` int64, ``process`` string (dictionary-encoded), ``weight`` float64
+  (nb per event for weighted runs, 1 for unweighted runs: the cross section is in the metadata);
+* ``truth``: list of {pdg int32, px, py, pz, E, vx, vy, vz float64, parent int16};
+* ``gen``: struct of process-specific event-level truth (float64), e.g. ``x_cms``, ``m_true``;
+* after detector simulation, ``tracks``: list of {charge int8, d0, phi0, omega, z0, tanl float64,
+  cov (list of 15 float64: upper triangle of the 5x5 helix covariance, row-major), truth int16,
+  plus PID fields} and ``photons``: list of {E, theta, phi float64, truth int16, ...}.
+
+Run metadata (JSON under the key ``isrsim`` of the Parquet key-value metadata): isrsim and schema
+version, run card, process configuration, beam, detector name and sha256, seed entropy, block size,
+events, cross section and MC error, sum of weights and of squared weights, equivalent luminosity.
+
+A dataset is either one file or a directory of ``part-NNNNN.parquet`` files with a
+``_manifest.json`` listing the complete parts (Dask and resumable runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import SCHEMA_VERSION
+from .events import RecoChunk, TruthChunk
+from .exceptions import InputFileError, OutputError
+
+__all__ = [
+    "METADATA_KEY",
+    "EventWriter",
+    "chunk_to_table",
+    "content_hash",
+    "read_events",
+    "read_metadata",
+    "write_table_atomic",
+]
+
+METADATA_KEY = b"isrsim"
+_MANIFEST = "_manifest.json"
+
+
+# ---------------------------------------------------------------------------------------
+# flat kernel arrays -> Arrow
+# ---------------------------------------------------------------------------------------
+def _list_of_struct(counts: np.ndarray, fields: dict[str, np.ndarray], k: int) -> pa.Array:
+    """Jagged list<struct> from [n, k, ...] slot arrays and per-event counts."""
+    counts = counts.astype(np.int32, copy=False)
+    offsets = np.zeros(counts.shape[0] + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    full = bool(counts.shape[0]) and int(counts.min()) == k
+    mask = None if full else (np.arange(k)[None, :] < counts[:, None])
+    children, names = [], []
+    for name, arr in fields.items():
+        if arr.ndim == 3:  # fixed-size vector per object (e.g. cov[15])
+            flat = arr.reshape(-1, arr.shape[2]) if full else arr[mask]
+            child = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), arr.shape[2])
+        else:
+            flat = arr.reshape(-1) if full else arr[mask]
+            child = pa.array(flat)
+        children.append(child)
+        names.append(name)
+    struct = pa.StructArray.from_arrays(children, names=names)
+    return pa.ListArray.from_arrays(pa.array(offsets), struct)
+
+
+def chunk_to_table(truth: TruthChunk, event_id_start: int, process: str,
+                   reco: RecoChunk | None = None) -> pa.Table:
+    """Convert one chunk to an Arrow table with the isrsim event schema."""
+    n = truth.n
+    check_finite(truth, reco)
+    cols: dict[str, pa.Array] = {
+        "event_id": pa.array(np.arange(event_id_start, event_id_start + n, dtype=np.int64)),
+        "process": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([process])),
+        "weight": pa.array(truth.weight),
+    }
+    p4, vtx = truth.p4, truth.vtx
+    cols["truth"] = _list_of_struct(truth.npart, {
+        "pdg": truth.pdg, "px": p4[..., 0], "py": p4[..., 1], "pz": p4[..., 2], "E": p4[..., 3],
+        "vx": vtx[..., 0], "vy": vtx[..., 1], "vz": vtx[..., 2], "parent": truth.parent,
+    }, truth.k)
+    if truth.extra:
+        cols["gen"] = pa.StructArray.from_arrays([pa.array(v) for v in truth.extra.values()],
+                                                 names=list(truth.extra))
+    if reco is not None:
+        h = reco.helix
+        tfields = {"charge": reco.charge, "d0": h[..., 0], "phi0": h[..., 1], "omega": h[..., 2],
+                   "z0": h[..., 3], "tanl": h[..., 4], "cov": reco.cov, "truth": reco.trk_truth}
+        tfields.update(reco.track_extra)
+        cols["tracks"] = _list_of_struct(reco.ntrk, tfields, reco.charge.shape[1])
+        ph = reco.phot
+        pfields = {"E": ph[..., 0], "theta": ph[..., 1], "phi": ph[..., 2], "truth": reco.phot_truth}
+        pfields.update(reco.photon_extra)
+        cols["photons"] = _list_of_struct(reco.nphot, pfields, ph.shape[1])
+    return pa.table(cols)
+
+
+def check_finite(truth: TruthChunk, reco: RecoChunk | None = None) -> None:
+    """Refuse NaN/inf values and negative or non-finite weights before they reach a file."""
+    bad = []
+    if not np.all(np.isfinite(truth.p4)):
+        bad.append("truth momenta")
+    if not np.all(np.isfinite(truth.vtx)):
+        bad.append("truth vertices")
+    w = truth.weight
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+        bad.append("weights (must be finite and >= 0)")
+    for key, v in truth.extra.items():
+        if not np.all(np.isfinite(v)):
+            bad.append(f"gen.{key}")
+    if reco is not None:
+        for name, arr in (("track helices", reco.helix), ("track covariances", reco.cov),
+                          ("photons", reco.phot)):
+            if not np.all(np.isfinite(arr)):
+                bad.append(name)
+    if bad:
+        msg = f"internal error: non-finite values in {', '.join(bad)}; nothing was written"
+        raise RuntimeError(msg)
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Fail early (OutputError) if ``path`` cannot be created; returns it as a Path."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path()
+    if not parent.is_dir():
+        msg = f"output = {str(p)!r}: directory {str(parent)!r} does not exist"
+        raise OutputError(msg)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        msg = f"output = {str(p)!r}: directory {str(parent)!r} is not writable"
+        raise OutputError(msg)
+    if p.is_dir() and not (p / _MANIFEST).exists() and any(p.iterdir()):
+        msg = f"output = {str(p)!r} is a non-empty directory that is not an isrsim dataset"
+        raise OutputError(msg)
+    return p
+
+
+class EventWriter:
+    """Streams row groups into ``path`` atomically: a hidden temporary file is written,
+    fsync'ed and renamed on :meth:`close`; :meth:`abort` (or an exception inside a ``with``
+    block) removes it, so a failed or interrupted run never leaves a file that looks complete.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, compression: str = "zstd",
+                 compression_level: int | None = 1) -> None:
+        self.path = check_writable(path)
+        self.tmp = _tmp_name(self.path)
+        self.compression = compression
+        self.compression_level = compression_level if compression == "zstd" else None
+        self._writer: pq.ParquetWriter | None = None
+        self.n_rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self.tmp, table.schema, compression=self.compression,
+                compression_level=self.compression_level, use_dictionary=["process"],
+                write_statistics=["event_id"],
+            )
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.n_rows += table.num_rows
+
+    def close(self, metadata: dict[str, Any], *, empty_schema: pa.Schema | None = None) -> Path:
+        if self._writer is None:
+            schema = empty_schema or pa.schema([("event_id", pa.int64())])
+            self._writer = pq.ParquetWriter(self.tmp, schema)
+        self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+        self._writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        _fsync_dir(self.path.parent)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - best effort clean-up of a failed run
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *args: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def write_table_atomic(table: pa.Table, path: str | os.PathLike[str], metadata: dict[str, Any],
+                       *, compression: str = "zstd") -> Path:
+    """Write one Arrow table (e.g. a candidate table) atomically with isrsim metadata."""
+    with EventWriter(path, compression=compression) as w:
+        w.write(table)
+        return w.close(metadata, empty_schema=table.schema)
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+def _parts(path: Path) -> list[Path]:
+    if path.is_dir():
+        manifest = path / _MANIFEST
+        if not manifest.exists():
+            msg = f"{str(path)!r} is a directory without {_MANIFEST}: not an isrsim dataset"
+            raise InputFileError(msg)
+        try:
+            info = json.loads(manifest.read_text())
+        except (OSError, ValueError) as exc:
+            msg = f"{str(manifest)!r} is corrupt ({exc})"
+            raise InputFileError(msg) from None
+        if not info.get("complete", False):
+            msg = (f"dataset {str(path)!r} is incomplete ({len(info.get('parts', []))} of "
+                   f"{info.get('n_parts', '?')} parts); finish it with --resume")
+            raise InputFileError(msg)
+        return [path / p["file"] for p in info["parts"]]
+    if not path.exists():
+        msg = f"input file {str(path)!r} does not exist"
+        raise InputFileError(msg)
+    return [path]
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        msg = f"{str(path)!r} is not a readable Parquet file (corrupt or truncated: {exc})"
+        raise InputFileError(msg) from None
+
+
+def read_metadata(path: str | os.PathLike[str], *, require_process: str | tuple[str, ...] | None = None
+                  ) -> dict[str, Any]:
+    """The isrsim run metadata of a file or dataset, validated (schema version, process)."""
+    p = Path(path)
+    parts = _parts(p)
+    pf = _open(parts[0])
+    kv = pf.metadata.metadata or {}
+    if METADATA_KEY not in kv:
+        msg = f"{str(parts[0])!r} has no isrsim metadata: not written by isrsim"
+        raise InputFileError(msg)
+    try:
+        meta = json.loads(kv[METADATA_KEY])
+    except ValueError as exc:
+        msg = f"{str(parts[0])!r}: isrsim metadata is corrupt ({exc})"
+        raise InputFileError(msg) from None
+    if p.is_dir():
+        meta = json.loads((p / _MANIFEST).read_text()).get("metadata", meta)
+    file_major = str(meta.get("schema_version", "0")).split(".")[0]
+    if int(file_major) > int(SCHEMA_VERSION.split(".")[0]):
+        msg = (f"{str(path)!r} has event schema {meta.get('schema_version')}, newer than this "
+               f"isrsim's {SCHEMA_VERSION}: upgrade isrsim to read it")
+        raise InputFileError(msg)
+    if require_process is not None:
+        wanted = (require_process,) if isinstance(require_process, str) else require_process
+        if meta.get("process") not in wanted:
+            msg = (f"{str(path)!r} holds process {meta.get('process')!r}; required: "
+                   f"{', '.join(wanted)}")
+            raise InputFileError(msg)
+    return meta
+
+
+def iter_tables(path: str | os.PathLike[str], columns: list[str] | None = None) -> Iterable[pa.Table]:
+    """Row groups of a file or dataset, in order, as Arrow tables (bounded memory)."""
+    for part in _parts(Path(path)):
+        pf = _open(part)
+        for i in range(pf.num_row_groups):
+            try:
+                yield pf.read_row_group(i, columns=columns)
+            except (OSError, pa.ArrowException) as exc:
+                msg = f"{str(part)!r}: row group {i} is unreadable (corrupt or truncated: {exc})"
+                raise InputFileError(msg) from None
+
+
+def read_events(path: str | os.PathLike[str], *, columns: list[str] | None = None,
+                require_process: str | tuple[str, ...] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Read a file or dataset as an awkward Array plus its run metadata.
+
+    ``truth`` records are named ``Momentum4D``: after ``vector.register_awkward()`` they behave
+    as Lorentz vectors (``events.truth.mass``, sums of particles, boosts).
+    """
+    import awkward as ak
+
+    meta = read_metadata(path, require_process=require_process)
+    tables = list(iter_tables(path, columns))
+    table = pa.concat_tables(tables) if tables else pa.table({})
+    events = ak.from_arrow(table)
+    if "truth" in events.fields:
+        events = ak.with_field(events, ak.with_name(events.truth, "Momentum4D"), "truth")
+    return events, meta
+
+
+def _leaves(arr: pa.Array, path: str, out: dict[str, list[np.ndarray]]) -> None:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_struct(arr.type):
+        for field, child in zip(arr.type, arr.flatten()):
+            _leaves(child, f"{path}.{field.name}", out)
+    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        out.setdefault(path + "#len", []).append(arr.value_lengths().to_numpy(zero_copy_only=False))
+        _leaves(arr.flatten(), path + "[]", out)
+    elif pa.types.is_fixed_size_list(arr.type):
+        _leaves(arr.flatten(), path + "[]", out)
+    elif pa.types.is_string(arr.type):
+        out.setdefault(path, []).append(np.array(arr.to_pylist(), dtype=object).astype(str))
+    else:
+        out.setdefault(path, []).append(arr.to_numpy(zero_copy_only=False))
+
+
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of the event content (every leaf column, every row, in order), independent of
+    row-group layout, compression and metadata: two runs are identical iff their hashes agree."""
+    import hashlib
+
+    hashers: dict[str, Any] = {}
+    for table in iter_tables(path):
+        for batch in table.to_batches():
+            leaves: dict[str, list[np.ndarray]] = {}
+            for name, col in zip(batch.schema.names, batch.columns):
+                _leaves(col, name, leaves)
+            for key, arrays in leaves.items():
+                h = hashers.setdefault(key, hashlib.sha256())
+                for a in arrays:
+                    h.update(np.ascontiguousarray(a).tobytes() if a.dtype != object else
+                             "\x00".join(a).encode())
+    total = hashlib.sha256()
+    for key in sorted(hashers):
+        total.update(key.encode() + hashers[key].digest())
+    return total.hexdigest()

@@ -1,0 +1,402 @@
+"""Run orchestration: chunks, seeds, workers, progress and output.
+
+Reproducibility contract: events are produced in fixed **blocks** of ``BLOCK_EVENTS`` events.
+Block j draws from ``Generator(PCG64(SeedSequence(seed, spawn_key=(0, j))))`` for generation and
+from ``spawn_key=(1, j)`` for the primary vertex and the detector simulation, so the events do not
+depend on the chunk size (a multiple of the block size), on the number of workers, on Dask, or on
+whether a run was interrupted and resumed. The Poisson event count of a luminosity run uses
+``spawn_key=(9,)`` and the cross-section pilot ``(8,)``.
+
+Memory: a chunk is generated, converted and written before the next is accepted; at most
+``2 * workers`` chunks are in flight, so memory does not grow with the number of events.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import SCHEMA_VERSION, __version__
+from .beam import Beam
+from .events import TruthChunk
+from .exceptions import ConfigError, InputFileError, OutputError
+from .processes.base import SampleStats
+
+__all__ = ["BLOCK_EVENTS", "RunResult", "RunSpec", "block_rng", "run"]
+
+#: Events per random-number block (the unit of reproducibility).
+BLOCK_EVENTS = 10_000
+_PILOT_EVENTS = 100_000
+_MANIFEST = "_manifest.json"
+
+
+def block_rng(entropy: int, stream: int, block: int | None = None) -> np.random.Generator:
+    """The Generator of ``stream`` (0 generation, 1 vertex+detector, 8 pilot, 9 Poisson count)
+    for block ``block``: independent of how the run is chunked or parallelised."""
+    key = (stream,) if block is None else (stream, block)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=key)))
+
+
+@dataclass
+class RunSpec:
+    """A validated run: what to generate, how many, where to write.
+
+    Exactly one of ``n_events`` and ``luminosity_invnb`` is set. ``output`` ending in
+    ``.parquet`` is written as one file; any other path as a dataset directory of parts with a
+    manifest (needed for ``resume`` and Dask).
+    """
+
+    process: str
+    params: dict[str, Any]
+    beam: Beam
+    output: Path
+    seed: int
+    n_events: int | None = None
+    luminosity_invnb: float | None = None
+    detector: Any = None              # a DetectorModel or None
+    chunk_size: int = 100_000
+    workers: int = 1
+    weighted: bool = False
+    compression: str = "zstd"
+    conversions: dict[str, Any] | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+    resume: bool = False
+    scheduler: Any = None             # dask address or Client
+
+    def validate(self) -> None:
+        if (self.n_events is None) == (self.luminosity_invnb is None):
+            msg = "give exactly one of events and luminosity"
+            raise ConfigError(msg)
+        if self.n_events is not None and (not isinstance(self.n_events, (int, np.integer))
+                                          or self.n_events <= 0):
+            msg = f"events = {self.n_events!r} is invalid: allowed an integer >= 1"
+            raise ConfigError(msg)
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            msg = f"seed = {self.seed!r} is invalid: allowed an integer >= 0"
+            raise ConfigError(msg)
+        if (not isinstance(self.chunk_size, (int, np.integer)) or self.chunk_size <= 0
+                or self.chunk_size % BLOCK_EVENTS):
+            msg = (f"chunk_size = {self.chunk_size!r} is invalid: allowed a positive multiple of the "
+                   f"block size {BLOCK_EVENTS}")
+            raise ConfigError(msg)
+        if not isinstance(self.workers, (int, np.integer)) or not 1 <= self.workers <= 1024:
+            msg = f"workers = {self.workers!r} is invalid: allowed an integer 1..1024"
+            raise ConfigError(msg)
+        if self.compression not in ("zstd", "snappy", "lz4", "gzip", "none"):
+            msg = f"compression = {self.compression!r} is invalid: allowed zstd, snappy, lz4, gzip, none"
+            raise ConfigError(msg)
+
+    @property
+    def dataset_mode(self) -> bool:
+        return self.output.suffix != ".parquet"
+
+
+@dataclass
+class RunResult:
+    output: Path
+    n_events: int
+    stats: SampleStats
+    metadata: dict[str, Any]
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------
+# the work of one chunk (runs in a worker process or in-process)
+# ---------------------------------------------------------------------------------------
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(state: dict[str, Any]) -> None:
+    _STATE.clear()
+    _STATE.update(state)
+
+
+def apply_primary_vertex(truth: TruthChunk, beam: Beam, rng: np.random.Generator) -> None:
+    """Shift every production vertex by a primary vertex drawn from the luminous region."""
+    sig = np.asarray(beam.sigma_xyz_cm, dtype=float)
+    if not np.any(sig > 0):
+        return
+    pv = rng.standard_normal((truth.n, 3)) * sig
+    truth.vtx += pv[:, None, :]
+
+
+def _simulate_block(state: dict[str, Any], j: int, nb: int, n_total: int):
+    proc = state["process"]
+    entropy = state["entropy"]
+    truth, stats = proc.sample(block_rng(entropy, 0, j), nb, weighted=state["weighted"])
+    if state["weighted"]:
+        truth.weight /= n_total
+    reco = None
+    det = state.get("detector")
+    conv = state.get("conversions")
+    if det is not None or conv:
+        rng1 = block_rng(entropy, 1, j)
+        beam = det.beam if det is not None else proc.beam
+        apply_primary_vertex(truth, beam, rng1)
+        if conv:
+            from .detector.conversion import convert_photons
+
+            truth = convert_photons(truth, det, rng1, **conv)
+        if det is not None:
+            from .detector.simulate import simulate
+
+            reco = simulate(truth, det, rng1)
+    return truth, reco, stats
+
+
+def _run_chunk(first_block: int, n_blocks: int, n_total: int, chunk_index: int):
+    """Generate blocks [first_block, first_block + n_blocks); return an Arrow table or write a part."""
+    import pyarrow as pa
+
+    from .io import chunk_to_table, write_table_atomic
+
+    state = _STATE
+    tables = []
+    stats = SampleStats()
+    for j in range(first_block, first_block + n_blocks):
+        nb = min(BLOCK_EVENTS, n_total - j * BLOCK_EVENTS)
+        truth, reco, st = _simulate_block(state, j, nb, n_total)
+        stats += st
+        tables.append(chunk_to_table(truth, j * BLOCK_EVENTS, state["process"].name, reco))
+    table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+    part_dir = state.get("part_dir")
+    if part_dir is None:
+        return table, stats.to_dict()
+    name = f"part-{chunk_index:05d}.parquet"
+    write_table_atomic(table, Path(part_dir) / name, state["part_meta"],
+                       compression=state["compression"])
+    return {"file": name, "chunk": chunk_index, "n_events": table.num_rows}, stats.to_dict()
+
+
+# ---------------------------------------------------------------------------------------
+# orchestration
+# ---------------------------------------------------------------------------------------
+def _card_hash(card: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _poisson_count(spec: RunSpec, proc: Any) -> tuple[int, float, float]:
+    pilot, st = proc.sample(block_rng(spec.seed, 8), _PILOT_EVENTS, weighted=True)
+    del pilot
+    sigma = st.sigma_nb
+    mean = sigma * spec.luminosity_invnb
+    if mean > 1e12:
+        msg = (f"luminosity = {spec.luminosity_invnb:g}/nb gives {mean:.3g} expected events "
+               "(sigma = {sigma:.4g} nb): allowed at most 1e12")
+        raise ConfigError(msg)
+    n = int(block_rng(spec.seed, 9).poisson(mean))
+    return n, sigma, st.sigma_err_nb
+
+
+def _base_metadata(spec: RunSpec, proc: Any) -> dict[str, Any]:
+    det = spec.detector
+    return {
+        "isrsim_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "process": proc.name,
+        "process_config": proc.config(),
+        "run_card": spec.card,
+        "run_card_sha256": _card_hash(spec.card),
+        "beam": {
+            "e_minus_GeV": spec.beam.e_minus_GeV, "e_plus_GeV": spec.beam.e_plus_GeV,
+            "crossing_half_angle_rad": spec.beam.crossing_half_angle_rad,
+            "sqrt_s_GeV": spec.beam.sqrt_s, "p4_total_lab": list(spec.beam.p4_total_lab()),
+            "sigma_xyz_cm": list(spec.beam.sigma_xyz_cm),
+        },
+        "detector": None if det is None else {"name": det.name, "sha256": det.sha256,
+                                              "path": str(det.path)},
+        "conversions": spec.conversions,
+        "seed_entropy": int(spec.seed),
+        "block_events": BLOCK_EVENTS,
+        "weighted": bool(spec.weighted),
+        "units": {"energy": "GeV", "length": "cm", "cross_section": "nb", "weight": "nb/event"
+                  if spec.weighted else "1"},
+    }
+
+
+def _final_metadata(base: dict[str, Any], n: int, stats: SampleStats, spec: RunSpec,
+                    sum_w: float, sum_w2: float, extra: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(base)
+    sigma = stats.sigma_nb if stats.n_trials else float("nan")
+    meta.update({
+        "n_events": int(n),
+        "cross_section_nb": sigma,
+        "cross_section_err_nb": stats.sigma_err_nb if stats.n_trials else float("nan"),
+        "sampling": stats.to_dict(),
+        "unweighting_efficiency": stats.unweighting_efficiency if stats.n_trials else float("nan"),
+        "sum_weights": sum_w,
+        "sum_weights2": sum_w2,
+        "equivalent_luminosity_invnb": (n / sigma) if (sigma and not spec.weighted and n) else None,
+    })
+    meta.update(extra)
+    return json.loads(json.dumps(meta, default=float).replace("NaN", "null"))
+
+
+def run(spec: RunSpec) -> RunResult:
+    """Generate (and optionally simulate) a run and write it; returns a summary."""
+    from .io import EventWriter, check_writable
+    from .processes import make_process
+
+    t0 = time.perf_counter()
+    spec.validate()
+    check_writable(spec.output)
+    proc = make_process(spec.process, spec.beam, **spec.params)
+    extra: dict[str, Any] = {}
+    if spec.luminosity_invnb is not None:
+        n_total, sigma_pilot, sigma_pilot_err = _poisson_count(spec, proc)
+        extra = {"luminosity_invnb": spec.luminosity_invnb, "pilot_cross_section_nb": sigma_pilot,
+                 "pilot_cross_section_err_nb": sigma_pilot_err, "poisson_mean": sigma_pilot
+                 * spec.luminosity_invnb}
+    else:
+        n_total = int(spec.n_events)
+    n_blocks = math.ceil(n_total / BLOCK_EVENTS)
+    bpc = spec.chunk_size // BLOCK_EVENTS
+    chunks = [(b, min(bpc, n_blocks - b), n_total, i) for i, b in enumerate(range(0, n_blocks, bpc))]
+    base = _base_metadata(spec, proc)
+    state = {"process": proc, "entropy": int(spec.seed), "weighted": spec.weighted,
+             "detector": spec.detector, "conversions": spec.conversions,
+             "compression": spec.compression}
+    stats = SampleStats(sigma_prop_nb=getattr(proc, "sigma_prop_nb", 0.0))
+    sum_w = sum_w2 = 0.0
+    n_written = 0
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_total, unit="ev", unit_scale=True, disable=not (spec.progress and sys.stderr.isatty()),
+               desc=proc.name)
+    if spec.dataset_mode:
+        result = _run_dataset(spec, state, chunks, base, n_total, bar, extra)
+        bar.close()
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    writer = EventWriter(spec.output, compression=spec.compression)
+    try:
+        for table, st in _execute(spec, state, chunks):
+            stats += SampleStats.from_dict(st)
+            w = table.column("weight").to_numpy()
+            sum_w += float(w.sum())
+            sum_w2 += float((w * w).sum())
+            writer.write(table)
+            n_written += table.num_rows
+            bar.update(table.num_rows)
+        meta = _final_metadata(base, n_written, stats, spec, sum_w, sum_w2, extra)
+        writer.close(meta)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    return RunResult(spec.output, n_written, stats, meta, time.perf_counter() - t0)
+
+
+def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, int, int]]):
+    """Yield chunk results in order, with at most 2*workers chunks in flight."""
+    if spec.workers == 1 or len(chunks) == 1:
+        _init_worker(state)
+        try:
+            for c in chunks:
+                yield _run_chunk(*c)
+        finally:
+            _STATE.clear()
+        return
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_init_worker,
+                                initargs=(state,)) as pool:
+        pending: dict[int, cf.Future] = {}
+        nxt = 0
+        try:
+            for i, c in enumerate(chunks):
+                pending[i] = pool.submit(_run_chunk, *c)
+                while len(pending) >= 2 * spec.workers or (i == len(chunks) - 1 and pending):
+                    yield pending.pop(nxt).result()
+                    nxt += 1
+        except BaseException:
+            for f in pending.values():
+                f.cancel()
+            raise
+
+
+# ---------------------------------------------------------------------------------------
+# dataset directories: parts + manifest (resumable, Dask)
+# ---------------------------------------------------------------------------------------
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    tmp = path / f".{_MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, sort_keys=True, indent=1, default=float))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path / _MANIFEST)
+
+
+def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, Any], n_total: int,
+                 bar: Any, extra: dict[str, Any]) -> RunResult:
+    out = spec.output
+    manifest_path = out / _MANIFEST
+    done: dict[int, dict[str, Any]] = {}
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        if not spec.resume:
+            msg = (f"output = {str(out)!r} already holds a dataset; choose a new path or pass "
+                   "--resume to complete an interrupted run")
+            raise OutputError(msg)
+        if old.get("run_card_sha256") != base["run_card_sha256"] or old.get("n_total") != n_total:
+            msg = f"--resume: {str(out)!r} was written by a different run card or event count"
+            raise InputFileError(msg)
+        done = {p["chunk"]: p for p in old.get("parts", []) if (out / p["file"]).exists()}
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".part-*.tmp-*"):
+        stale.unlink(missing_ok=True)
+    state = dict(state, part_dir=str(out), part_meta=base)
+    todo = [c for c in chunks if c[3] not in done]
+    manifest = {"isrsim_version": __version__, "schema_version": SCHEMA_VERSION,
+                "run_card_sha256": base["run_card_sha256"], "n_total": n_total,
+                "n_parts": len(chunks), "complete": False, "parts": [], "metadata": base}
+
+    def flush() -> None:
+        manifest["parts"] = [done[i] for i in sorted(done)]
+        _write_manifest(out, manifest)
+
+    flush()
+    bar.update(sum(p["n_events"] for p in done.values()))
+    for info, st in _execute_parts(spec, state, todo):
+        info["stats"] = st
+        done[info["chunk"]] = info
+        flush()
+        bar.update(info["n_events"])
+    stats = SampleStats(sigma_prop_nb=0.0)
+    n = 0
+    sum_w = sum_w2 = 0.0
+    import pyarrow.parquet as pq
+
+    for i in sorted(done):
+        stats += SampleStats.from_dict(done[i]["stats"])
+        n += done[i]["n_events"]
+        w = pq.read_table(out / done[i]["file"], columns=["weight"]).column("weight").to_numpy()
+        sum_w += float(w.sum())
+        sum_w2 += float((w * w).sum())
+    meta = _final_metadata(base, n, stats, spec, sum_w, sum_w2, extra)
+    manifest["metadata"] = meta
+    manifest["complete"] = True
+    flush()
+    return RunResult(out, n, stats, meta, 0.0)
+
+
+def _execute_parts(spec: RunSpec, state: dict[str, Any], chunks):
+    if spec.scheduler is not None:
+        from .distributed import execute_on_dask
+
+        yield from execute_on_dask(spec.scheduler, state, chunks)
+        return
+    yield from _execute(spec, state, chunks)

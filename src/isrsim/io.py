@@ -41,6 +41,7 @@ __all__ = [
     "content_hash",
     "read_events",
     "read_metadata",
+    "table_to_truth",
     "write_table_atomic",
 ]
 
@@ -101,6 +102,36 @@ def chunk_to_table(truth: TruthChunk, event_id_start: int, process: str,
         pfields.update(reco.photon_extra)
         cols["photons"] = _list_of_struct(reco.nphot, pfields, ph.shape[1])
     return pa.table(cols)
+
+
+def table_to_truth(table: pa.Table, k: int) -> TruthChunk:
+    """Inverse of :func:`chunk_to_table` for the truth part (arrays [n, k])."""
+    n = table.num_rows
+    truth_col = table.column("truth").combine_chunks()
+    counts = truth_col.value_lengths().to_numpy(zero_copy_only=False).astype(np.int16)
+    if n and int(counts.max(initial=0)) > k:
+        msg = f"truth list longer ({int(counts.max())}) than k = {k}"
+        raise InputFileError(msg)
+    flat = truth_col.flatten()
+    out = TruthChunk.empty(n, k)
+    out.npart[:] = counts
+    mask = np.arange(k)[None, :] < counts[:, None]
+
+    def col(name: str) -> np.ndarray:
+        return flat.field(name).to_numpy(zero_copy_only=False)
+
+    out.pdg[mask] = col("pdg")
+    out.parent[mask] = col("parent")
+    for i, name in enumerate(("px", "py", "pz", "E")):
+        out.p4[..., i][mask] = col(name)
+    for i, name in enumerate(("vx", "vy", "vz")):
+        out.vtx[..., i][mask] = col(name)
+    out.weight[:] = table.column("weight").to_numpy()
+    if "gen" in table.column_names:
+        gen = table.column("gen").combine_chunks()
+        for field, child in zip(gen.type, gen.flatten()):
+            out.extra[field.name] = child.to_numpy(zero_copy_only=False).astype(np.float64)
+    return out
 
 
 def check_finite(truth: TruthChunk, reco: RecoChunk | None = None) -> None:

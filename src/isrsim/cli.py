@@ -1,0 +1,305 @@
+"""Command-line interface: ``isrsim <command> ...`` (see ``isrsim --help``).
+
+Every command validates its input before doing any work; user errors print one line
+``isrsim: error: ...`` and exit with status 2; internal errors print a short message (rerun with
+``--debug`` for the traceback) and exit with status 1. Heavy imports happen inside commands so
+that ``isrsim --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Any
+
+from . import __version__
+from .exceptions import IsrsimError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
+        self.exit(2, f"isrsim: error: {message}\n")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run options (override the card)")
+    g.add_argument("--card", help="TOML run card (flags override its values)")
+    g.add_argument("-o", "--output", help="output .parquet file, or a dataset directory")
+    g.add_argument("--events", type=int, help="number of events (unweighted unless --weighted)")
+    g.add_argument("--luminosity", help="instead of --events: N ~ Poisson(sigma L), e.g. 2.93/fb")
+    g.add_argument("--seed", type=int, help="seed entropy (default 1)")
+    g.add_argument("--chunk-size", type=int, help="events per chunk (multiple of 10000)")
+    g.add_argument("--workers", type=int, help="local worker processes (default 1)")
+    g.add_argument("--weighted", action="store_true", default=None, help="weighted events (nb/event)")
+    g.add_argument("--detector", help="simulate with this detector (bundled name or TOML path)")
+    g.add_argument("--compression", help="Parquet compression: zstd (default), lz4, snappy, gzip, none")
+    g.add_argument("--resume", action="store_true", default=None, help="complete an interrupted dataset run")
+    g.add_argument("--scheduler", help="Dask scheduler address: run chunks as Dask tasks")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_generate(sub: Any) -> None:
+    p = sub.add_parser("generate", help="generate events (optionally simulate them)",
+                       description="Generate e+e- -> X gamma events to Parquet.")
+    p.add_argument("--process", help="isr_mumu, isr_ee, isr_pipi, darkphoton, diphoton")
+    p.add_argument("--sqrt-s", type=float, help="CM energy [GeV] of symmetric head-on beams")
+    p.add_argument("--mll", nargs=2, type=float, metavar=("MIN", "MAX"),
+                   help="ISR processes: mass window of the X system [GeV]")
+    p.add_argument("--photon-cut", metavar="SPEC",
+                   help="ISR photon CM polar-angle cut: all | untagged:THETA_MAX | tagged:THETA_MIN:THETA_MAX (rad)")
+    p.add_argument("--radiator", choices=["kf", "lo"], help="ISR radiator (default kf)")
+    p.add_argument("--mass", type=float, help="darkphoton: A' mass [GeV]")
+    p.add_argument("--epsilon", type=float, help="darkphoton: kinetic mixing")
+    p.add_argument("--decay", help="darkphoton: ee, mumu or ll")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any process parameter (VALUE in TOML syntax), repeatable")
+    _add_run_options(p)
+
+
+def _toml_value(text: str) -> Any:
+    from .config import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except Exception:  # noqa: BLE001 - fall back to a plain string
+        return text
+
+
+def _photon_cut(spec: str) -> dict[str, Any]:
+    from .exceptions import ConfigError
+
+    parts = spec.split(":")
+    try:
+        if parts[0] == "all" and len(parts) == 1:
+            return {"mode": "all"}
+        if parts[0] == "untagged" and len(parts) == 2:
+            return {"mode": "untagged", "theta_max": float(parts[1])}
+        if parts[0] == "tagged" and len(parts) == 3:
+            return {"mode": "tagged", "theta_min": float(parts[1]), "theta_max": float(parts[2])}
+    except ValueError:
+        pass
+    msg = (f"--photon-cut = {spec!r} is invalid: allowed all, untagged:THETA_MAX or "
+           "tagged:THETA_MIN:THETA_MAX (radians)")
+    raise ConfigError(msg)
+
+
+def _card_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    from .config import load_card, merge
+
+    card = load_card(args.card) if getattr(args, "card", None) else {}
+    if base:
+        card = merge(base, card)
+    run: dict[str, Any] = {}
+    for key in ("process", "events", "luminosity", "seed", "chunk_size", "workers", "weighted",
+                "detector", "compression", "resume", "output"):
+        v = getattr(args, key, None)
+        if v is not None:
+            run[key] = v
+    if getattr(args, "quiet", False):
+        run["progress"] = False
+    proc: dict[str, Any] = {}
+    if getattr(args, "mll", None) is not None:
+        proc["mass_range"] = list(args.mll)
+    if getattr(args, "photon_cut", None):
+        proc["photon_cut"] = _photon_cut(args.photon_cut)
+    for key in ("radiator", "mass", "epsilon", "decay"):
+        v = getattr(args, key, None)
+        if v is not None:
+            proc[key] = v
+    for item in getattr(args, "param", []) or []:
+        if "=" not in item:
+            from .exceptions import ConfigError
+
+            msg = f"--param {item!r} is invalid: allowed KEY=VALUE"
+            raise ConfigError(msg)
+        k, v = item.split("=", 1)
+        proc[k.strip()] = _toml_value(v.strip())
+    over: dict[str, Any] = {"run": run}
+    if proc:
+        over["process"] = proc
+    if getattr(args, "sqrt_s", None) is not None:
+        over["beam"] = {"sqrt_s": args.sqrt_s}
+    return merge(card, over)
+
+
+def _print_summary(res: Any) -> None:
+    m = res.metadata
+    summary = {
+        "output": str(res.output), "process": m.get("process"), "events": res.n_events,
+        "cross_section_nb": m.get("cross_section_nb"), "cross_section_err_nb": m.get("cross_section_err_nb"),
+        "unweighting_efficiency": m.get("unweighting_efficiency"), "seconds": round(res.seconds, 3),
+        "events_per_second": round(res.n_events / res.seconds) if res.seconds else None,
+    }
+    print(json.dumps(summary, indent=1))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .config import build_spec
+    from .runner import run
+
+    spec = build_spec(_card_from_args(args))
+    if args.scheduler:
+        spec.scheduler = args.scheduler
+    _print_summary(run(spec))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .detector import load_detector
+    from .runner import simulate_file
+
+    det = load_detector(args.detector)
+    res = simulate_file(args.input, det, args.output, progress=not args.quiet)
+    print(json.dumps({"output": str(res.output), "events": res.n_events, "detector": det.name,
+                      "seconds": round(res.seconds, 3)}, indent=1))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .io import read_metadata
+
+    meta = read_metadata(args.file)
+    if not args.full:
+        meta = {k: v for k, v in meta.items() if k != "run_card"}
+    print(json.dumps(meta, indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_darkphoton(args: argparse.Namespace) -> int:
+    from .physics.darkphoton import describe
+    from .processes.base import check_number
+
+    m = check_number("--mass", args.mass, lo=0.0, lo_open=True)
+    eps = check_number("--epsilon", args.epsilon, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+                       allowed="0 < epsilon < 1")
+    sqrt_s = check_number("--sqrt-s", args.sqrt_s, lo=0.0, lo_open=True)
+    print(json.dumps(describe(m, eps, sqrt_s), indent=1))
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .reco.files import reconstruct_files
+
+    summary = reconstruct_files(args.inputs, selection=args.selection, output=args.output)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_limit(args: argparse.Namespace) -> int:
+    from .workflows.limit import run_limit
+
+    summary = run_limit(args)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_workflow(args: argparse.Namespace) -> int:
+    import importlib
+
+    mod = importlib.import_module(f"isrsim.workflows.{args.command}")
+    summary = mod.main(args)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="isrsim", description="Fast ISR / dark-photon toy MC and parameterised "
+                "BESIII / Belle II detector simulation.")
+    p.add_argument("--version", action="version", version=f"isrsim {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_generate(sub)
+
+    s = sub.add_parser("simulate", help="detector simulation of a generated file")
+    s.add_argument("input")
+    s.add_argument("--detector", required=True, help="bundled name (besiii, belle2) or TOML path")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--quiet", action="store_true")
+
+    i = sub.add_parser("info", help="print the run metadata of a file or dataset")
+    i.add_argument("file")
+    i.add_argument("--full", action="store_true", help="include the run card")
+
+    d = sub.add_parser("darkphoton", help="A' widths, branching ratios, c tau and cross section")
+    d.add_argument("--mass", type=float, required=True, help="A' mass [GeV]")
+    d.add_argument("--epsilon", type=float, required=True)
+    d.add_argument("--sqrt-s", type=float, default=10.58, help="CM energy [GeV] (default 10.58)")
+
+    r = sub.add_parser("reconstruct", help="selection and fits -> flat candidate table")
+    r.add_argument("inputs", nargs="+")
+    r.add_argument("--selection", required=True, choices=["besiii2017", "belle2_lowmass"])
+    r.add_argument("-o", "--output", required=True)
+
+    lim = sub.add_parser("limit", help="background fits and 90%% CL limits on epsilon(m)")
+    lim.add_argument("inputs", nargs="+", help="candidate tables")
+    lim.add_argument("--luminosity", help="integrated luminosity of the candidates, e.g. 2.93/fb")
+    lim.add_argument("--mass", nargs=2, type=float, metavar=("MIN", "MAX"), help="scan range [GeV]")
+    lim.add_argument("--step", type=float, help="mass step [GeV] (default: bin width)")
+    lim.add_argument("--order", type=int, help="background polynomial order (default 4)")
+    lim.add_argument("--convention", help="qtilde_asymptotic | rolke_chi2 | cls_asymptotic")
+    lim.add_argument("--toys", type=int, help="background-only pseudo-experiments for the bands")
+    lim.add_argument("--seed", type=int, default=1)
+    lim.add_argument("-o", "--output", required=True, help="CSV of limits")
+    lim.add_argument("--plot", help="PNG of epsilon vs mass")
+    lim.add_argument("--overlay", action="append", default=[], help="CSV (mass, epsilon) to draw too")
+
+    for name, text in (("project", "sensitivity projection: expected epsilon limits with bands"),
+                       ("inject", "signal injection into pseudo-data: bias, pulls, coverage"),
+                       ("sideband", "X17 2D sideband design (r_xy vs Delta M) at Belle II"),
+                       ("run", "run the bundled default job (a BESIII-style projection)")):
+        w = sub.add_parser(name, help=text)
+        w.add_argument("--card", help="TOML card (default: the bundled one)")
+        w.add_argument("-o", "--output", help="output directory")
+        w.add_argument("--detector")
+        w.add_argument("--luminosity")
+        w.add_argument("--mass", nargs="+", type=float)
+        w.add_argument("--epsilon", nargs="+", type=float)
+        w.add_argument("--events", type=int)
+        w.add_argument("--toys", type=int)
+        w.add_argument("--seed", type=int)
+        w.add_argument("--workers", type=int)
+        w.add_argument("--quiet", action="store_true")
+    return p
+
+
+_COMMANDS = {"generate": cmd_generate, "simulate": cmd_simulate, "info": cmd_info,
+             "darkphoton": cmd_darkphoton, "reconstruct": cmd_reconstruct, "limit": cmd_limit,
+             "project": cmd_workflow, "inject": cmd_workflow, "sideband": cmd_workflow,
+             "run": cmd_workflow}
+
+
+def _terminate(signum: int, frame: Any) -> None:  # SIGTERM -> clean unwinding (atomic output)
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    old = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _COMMANDS[args.command](args)
+    except IsrsimError as exc:
+        msg = str(exc).replace("\n", " ")
+        print(f"isrsim: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("isrsim: interrupted; no partial output was left (datasets: rerun with --resume)",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if args.debug:
+            raise
+        print(f"isrsim: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Run cards (TOML) -> validated :class:`isrsim.runner.RunSpec`.
+
+A run card::
+
+    [run]
+    process = "isr_mumu"        # isr_mumu | isr_ee | isr_pipi | darkphoton | diphoton
+    events = 1000000            # or: luminosity = "2.93/fb" (N ~ Poisson(sigma L), unweighted)
+    seed = 1
+    output = "out.parquet"      # a path ending in .parquet -> one file; otherwise a dataset directory
+    chunk_size = 100000         # multiple of the 10000-event block
+    workers = 1
+    weighted = false
+    detector = "besiii"         # optional: simulate in the same pass; beams from the detector file
+    compression = "zstd"
+
+    [beam]                      # without a detector: sqrt_s, or e_minus/e_plus (+ crossing_half_angle)
+    sqrt_s = 3.773
+
+    [process]                   # process parameters, e.g. for isr_*:
+    mass_range = [1.5, 3.4]
+    photon_cut = { mode = "untagged", theta_max = 0.1 }
+    radiator = "kf"
+
+    [conversions]               # optional: photon conversions in the detector material
+    mode = "natural"            # or "forced" (+ forced_layers = ["beam pipe: Au coating", ...])
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["CARD_SECTIONS", "RUN_KEYS", "build_spec", "bundled_card", "load_card", "merge"]
+
+CARD_SECTIONS = {"run", "beam", "process", "conversions", "project", "analysis"}
+RUN_KEYS = {"process", "events", "luminosity", "seed", "output", "chunk_size", "workers",
+            "weighted", "detector", "compression", "progress", "resume"}
+BEAM_KEYS = {"sqrt_s", "e_minus", "e_plus", "crossing_half_angle", "sqrt_s_spread",
+             "sigma_xyz_cm"}
+
+
+def load_card(path: str | Path) -> dict[str, Any]:
+    """Read a TOML run card; ConfigError on a missing or malformed file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        msg = f"card = {str(p)!r} cannot be read: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
+    try:
+        card = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"card = {str(p)!r} is not valid TOML: {exc}"
+        raise ConfigError(msg) from None
+    return card
+
+
+def bundled_card(name: str) -> dict[str, Any]:
+    """A run card shipped with isrsim (``src/isrsim/cards/<name>.toml``)."""
+    from importlib.resources import files
+
+    res = files("isrsim") / "cards" / f"{name}.toml"
+    if not res.is_file():
+        msg = f"bundled card {name!r} does not exist"
+        raise ConfigError(msg)
+    return tomllib.loads(res.read_text())
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: ``override`` wins (tables are merged key by key)."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        msg = f"{where}: unknown key(s) {sorted(unknown)}; allowed {sorted(allowed)}"
+        raise ConfigError(msg)
+
+
+def _int(field: str, v: Any, lo: int, hi: int | None = None) -> int:
+    ok = isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(v, float) and v.is_integer():
+        v, ok = int(v), True
+    if not ok or v < lo or (hi is not None and v > hi):
+        rng = f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+        msg = f"{field} = {v!r} is invalid: allowed {rng}"
+        raise ConfigError(msg)
+    return int(v)
+
+
+def _beam(card: dict[str, Any], detector: Any) -> Any:
+    from .beam import Beam
+
+    beam_cfg = card.get("beam", {}) or {}
+    _check_keys(beam_cfg, BEAM_KEYS, "[beam]")
+    if detector is not None:
+        if beam_cfg and set(beam_cfg) - {"sigma_xyz_cm"}:
+            msg = "[beam] and run.detector both given: the detector file defines the beams; drop [beam]"
+            raise ConfigError(msg)
+        return detector.beam
+    from .processes.base import check_number
+
+    kw: dict[str, Any] = {}
+    if "crossing_half_angle" in beam_cfg:
+        kw["crossing_half_angle_rad"] = beam_cfg["crossing_half_angle"]
+    if "sqrt_s_spread" in beam_cfg:
+        kw["sqrt_s_spread_GeV"] = beam_cfg["sqrt_s_spread"]
+    if "sigma_xyz_cm" in beam_cfg:
+        kw["sigma_xyz_cm"] = tuple(beam_cfg["sigma_xyz_cm"])
+    if "sqrt_s" in beam_cfg:
+        if "e_minus" in beam_cfg or "e_plus" in beam_cfg:
+            msg = "[beam]: give sqrt_s or e_minus/e_plus, not both"
+            raise ConfigError(msg)
+        s = check_number("sqrt_s", beam_cfg["sqrt_s"], lo=0.0, hi=1000.0, lo_open=True,
+                         allowed="0 < sqrt_s <= 1000 GeV")
+        return Beam.symmetric(s, **kw)
+    if "e_minus" in beam_cfg and "e_plus" in beam_cfg:
+        em = check_number("beam.e_minus", beam_cfg["e_minus"], lo=0.0, hi=1000.0, lo_open=True)
+        ep = check_number("beam.e_plus", beam_cfg["e_plus"], lo=0.0, hi=1000.0, lo_open=True)
+        return Beam(em, ep, **kw)
+    msg = "no beams: give run.detector, or [beam] sqrt_s (or e_minus and e_plus)"
+    raise ConfigError(msg)
+
+
+def build_spec(card: dict[str, Any]) -> Any:
+    """Validate a whole run card and build a RunSpec (nothing is generated here)."""
+    from .runner import RunSpec
+    from .units import parse_luminosity
+
+    if not isinstance(card, dict):
+        msg = "run card must be a TOML table"
+        raise ConfigError(msg)
+    _check_keys(card, CARD_SECTIONS, "run card")
+    run_cfg = card.get("run", {})
+    if not isinstance(run_cfg, dict):
+        msg = "[run] must be a table"
+        raise ConfigError(msg)
+    _check_keys(run_cfg, RUN_KEYS, "[run]")
+    process = run_cfg.get("process")
+    if process is None:
+        msg = "run.process is missing: allowed isr_mumu, isr_ee, isr_pipi, darkphoton, diphoton"
+        raise ConfigError(msg)
+    from .processes import get_process
+
+    get_process(str(process))  # unknown process -> ConfigError
+    detector = None
+    if run_cfg.get("detector"):
+        from .detector import load_detector
+
+        detector = load_detector(run_cfg["detector"])
+    beam = _beam(card, detector)
+    events = run_cfg.get("events")
+    lumi = run_cfg.get("luminosity")
+    if (events is None) == (lumi is None):
+        msg = "give exactly one of run.events (an integer >= 1) and run.luminosity (e.g. '2.93/fb')"
+        raise ConfigError(msg)
+    n_events = _int("events", events, 1, 10**13) if events is not None else None
+    lumi_invnb = parse_luminosity(lumi, field="luminosity") if lumi is not None else None
+    output = run_cfg.get("output")
+    if not output:
+        msg = "run.output is missing: give an output path (e.g. out.parquet)"
+        raise ConfigError(msg)
+    params = dict(card.get("process", {}) or {})
+    if process == "diphoton" and detector is not None:
+        params.setdefault("detector", detector)
+    conversions = card.get("conversions")
+    if conversions is not None:
+        if not isinstance(conversions, dict):
+            msg = "[conversions] must be a table"
+            raise ConfigError(msg)
+        _check_keys(conversions, {"mode", "forced_layers", "photons"}, "[conversions]")
+        if detector is None:
+            msg = "[conversions] needs run.detector (the material layers come from the detector file)"
+            raise ConfigError(msg)
+        if process == "diphoton":
+            msg = "[conversions] does not apply to diphoton: use its conversion parameter in [process]"
+            raise ConfigError(msg)
+        mode = conversions.get("mode", "natural")
+        if mode not in ("natural", "forced"):
+            msg = f"conversions.mode = {mode!r} is invalid: allowed natural, forced"
+            raise ConfigError(msg)
+    weighted = run_cfg.get("weighted", False)
+    if not isinstance(weighted, bool):
+        msg = f"weighted = {weighted!r} is invalid: allowed true or false"
+        raise ConfigError(msg)
+    if conversions and conversions.get("mode") == "forced":
+        weighted = True  # forced conversions carry the conversion probability in the weight
+    if lumi_invnb is not None and weighted:
+        msg = "luminosity (Poisson pseudo-data) needs unweighted events: drop weighted = true"
+        raise ConfigError(msg)
+    seed = _int("seed", run_cfg.get("seed", 1), 0, 2**63 - 1)
+    spec = RunSpec(
+        process=str(process), params=params, beam=beam, output=Path(str(output)), seed=seed,
+        n_events=n_events, luminosity_invnb=lumi_invnb, detector=detector,
+        chunk_size=_int("chunk_size", run_cfg.get("chunk_size", 100_000), 1),
+        workers=_int("workers", run_cfg.get("workers", 1), 1, 1024),
+        weighted=weighted, compression=str(run_cfg.get("compression", "zstd")),
+        conversions=conversions, card=_jsonable(card),
+        progress=bool(run_cfg.get("progress", True)), resume=bool(run_cfg.get("resume", False)),
+    )
+    spec.validate()
+    # build the process once here so that every parameter error surfaces before any work
+    from .processes import make_process
+
+    make_process(spec.process, spec.beam, **spec.params)
+    return spec
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)

@@ -153,7 +153,8 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selection: str,
                       bz: float, beam: Beam, event_id: np.ndarray | None = None,
                       weight: np.ndarray | None = None, cuts=None,
-                      calorimeter=None) -> dict[str, np.ndarray]:
+                      calorimeter=None, counts: dict[str, int] | None = None
+                      ) -> dict[str, np.ndarray]:
     """Run a selection on one chunk and return flat candidate columns (see ``COLUMNS``).
 
     Parameters
@@ -173,6 +174,9 @@ def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selec
     cuts : Besiii2017Cuts or Belle2LowMassCuts, optional
     calorimeter : CalorimeterModel, optional
         Photon resolutions for the energy-constrained fit (:func:`photon_resolution`).
+    counts : dict, optional
+        If given, the numbers of fits run are added to it (keys ``"fit_1c"``,
+        ``"fit_vertex"``, ``"fit_ec"``), for throughput measurements.
 
     Returns
     -------
@@ -192,10 +196,12 @@ def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selec
     if eid.shape != (n,) or weight.shape != (n,):
         msg = f"event_id/weight have shapes {eid.shape}/{weight.shape}; allowed: ({n},)"
         raise ConfigError(msg)
+    if counts is None:
+        counts = {}
     if selection == "besiii2017":
-        return _besiii2017(reco, truth, bz, beam, eid, weight, cuts or Besiii2017Cuts())
+        return _besiii2017(reco, truth, bz, beam, eid, weight, cuts or Besiii2017Cuts(), counts)
     return _belle2_lowmass(reco, truth, bz, beam, eid, weight, cuts or Belle2LowMassCuts(),
-                           calorimeter)
+                           calorimeter, counts)
 
 
 def _track_quality(reco: RecoChunk, c: Besiii2017Cuts, bz: float):
@@ -209,7 +215,11 @@ def _track_quality(reco: RecoChunk, c: Besiii2017Cuts, bz: float):
     return ok, pt
 
 
-def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts):
+def _count(counts: dict[str, int], key: str, n: int) -> None:
+    counts[key] = counts.get(key, 0) + int(n)
+
+
+def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts, counts):
     sel = _two_track_events(reco)
     ok, pt = _track_quality(reco, c, bz)
     sel &= ok.all(axis=1) & (pt > c.pt_min).all(axis=1)
@@ -227,6 +237,7 @@ def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts):
             continue
         h = reco.helix[rows]
         cv = reco.cov[rows]
+        _count(counts, "fit_1c", rows.size)
         fit = fit_1c_missing_photon(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=bz,
                                     p4_beam=beam.p4_total_lab(), mass=mass)
         th = np.minimum(fit.theta_gamma_miss, math.pi - fit.theta_gamma_miss)
@@ -248,7 +259,8 @@ def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts):
     return _concat(parts)
 
 
-def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, calorimeter):
+def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, calorimeter,
+                    counts):
     sel = _two_track_events(reco) & (reco.nphot >= 1)
     eop = _extra(reco, "e_over_p")[:, :2]
     pe = _extra(reco, "prob_e")[:, :2]
@@ -273,11 +285,13 @@ def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, ca
         return _empty(0)
     h = reco.helix[rows]
     cv = reco.cov[rows]
+    _count(counts, "fit_vertex", rows.size)
     vf = fit_vertex(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=bz, mass=M_E)
     good = np.isfinite(vf.chi2) & (vf.chi2 < c.chi2_vtx_max)
     rows, g = rows[good], g[good]
     idx = np.flatnonzero(good)
     sig = photon_resolution(calorimeter, g[:, 0], g[:, 1])
+    _count(counts, "fit_ec", idx.size)
     ec = fit_energy_constrained(vf.p1[idx], vf.p2[idx], vf.cov[idx, 3:9, 3:9], g, sig,
                                 p4_beam=beam.p4_total_lab(), mass=M_E,
                                 constraints=c.constraints)

@@ -127,7 +127,9 @@ def h_primitive(s, x, c):
     b = math.sqrt(b2)
     d = a + b2 * (1.0 - c) * (1.0 + c)
     k = x * x / (2.0 * (x * x - 2.0 * x + 2.0))
-    return (0.5 * _log_term(s) + 0.5 * a * c / d - 0.5 * math.log((1.0 + b * c) / (1.0 - b * c))
+    omb = a / (1.0 + b)  # 1 - b without cancellation
+    log_ratio = math.log(((1.0 + c) - c * omb) / ((1.0 - c) + c * omb))  # ln((1+bc)/(1-bc))
+    return (0.5 * _log_term(s) + 0.5 * a * c / d - 0.5 * log_ratio
             + k * c * (1.0 - a / d))
 
 

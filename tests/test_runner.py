@@ -1,0 +1,121 @@
+"""Runner and CLI acceptance of issue 2: Parquet output readable by awkward, metadata,
+identical events for any chunk size and worker count, Poisson pseudo-data at a luminosity."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import awkward as ak
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import vector
+
+from isrsim.cli import main
+from isrsim.io import METADATA_KEY, content_hash, read_events
+
+ARGS = ["generate", "--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1.5", "3.4", "--seed", "1",
+        "--quiet"]
+
+
+def test_generate_million_identical_for_chunks_and_workers(tmp_path, capsys):
+    outs = []
+    for chunk, workers in [(10_000, 1), (100_000, 1), (100_000, 2)]:
+        out = tmp_path / f"c{chunk}_w{workers}.parquet"
+        assert main([*ARGS, "--events", "1000000", "--chunk-size", str(chunk), "--workers",
+                     str(workers), "-o", str(out)]) == 0
+        outs.append(out)
+    capsys.readouterr()
+    hashes = {content_hash(o) for o in outs}
+    assert len(hashes) == 1
+    # awkward reads the file directly; metadata carries the cross section, seed and run card
+    arr = ak.from_parquet(outs[0])
+    assert len(arr) == 1_000_000
+    assert set(arr.fields) >= {"event_id", "process", "weight", "truth", "gen"}
+    meta = json.loads(pq.ParquetFile(outs[0]).metadata.metadata[METADATA_KEY])
+    assert meta["seed_entropy"] == 1
+    assert meta["run_card"]["process"]["mass_range"] == [1.5, 3.4]
+    assert meta["cross_section_nb"] == pytest.approx(0.957, rel=1.5e-3)  # physics.md section 3
+    assert meta["n_events"] == 1_000_000
+    # vector views the truth records as Lorentz vectors
+    vector.register_awkward()
+    ev, _ = read_events(outs[1])
+    mll = (ev.truth[:, 0] + ev.truth[:, 1]).mass
+    np.testing.assert_allclose(ak.to_numpy(mll), ak.to_numpy(ev.gen.m_true), rtol=1e-9)
+
+
+def test_different_seeds_differ(tmp_path, capsys):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    main([*ARGS, "--events", "10000", "-o", str(a)])
+    args_b = [v if v != "1" or ARGS[i - 1] != "--seed" else "2" for i, v in enumerate(ARGS)]
+    main([*args_b, "--events", "10000", "-o", str(b)])
+    capsys.readouterr()
+    assert content_hash(a) != content_hash(b)
+
+
+def test_luminosity_poisson(tmp_path, capsys):
+    out = tmp_path / "lumi.parquet"
+    # 0.957 nb x 0.2/pb = 191.4 expected events
+    assert main([*ARGS, "--luminosity", "0.2/pb", "-o", str(out)]) == 0
+    capsys.readouterr()
+    ev, meta = read_events(out)
+    mean = meta["poisson_mean"]
+    assert mean == pytest.approx(0.957 * 200, rel=2e-3)
+    assert abs(len(ev) - mean) < 5 * math.sqrt(mean)
+    assert np.all(ak.to_numpy(ev.weight) == 1.0)
+    assert meta["luminosity_invnb"] == pytest.approx(200.0)
+
+
+def test_card_equals_flags(tmp_path, capsys):
+    card = tmp_path / "card.toml"
+    out_card, out_flags = tmp_path / "card.parquet", tmp_path / "flags.parquet"
+    card.write_text(f"""
+[run]
+process = "isr_mumu"
+events = 20000
+seed = 1
+output = "{out_card}"
+[beam]
+sqrt_s = 3.773
+[process]
+mass_range = [1.5, 3.4]
+""")
+    assert main(["generate", "--card", str(card), "--quiet"]) == 0
+    assert main([*ARGS, "--events", "20000", "-o", str(out_flags)]) == 0
+    capsys.readouterr()
+    assert content_hash(out_card) == content_hash(out_flags)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        (["--process", "nope", "--sqrt-s", "3.773", "--events", "10"], "process"),
+        (["--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "2", "2", "--events", "10"], "mass_range"),
+        (["--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "3", "2", "--events", "10"], "mass_range"),
+        (["--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1", "5", "--events", "10"], "mass_range"),
+        (["--process", "isr_mumu", "--sqrt-s", "0", "--mll", "1", "2", "--events", "10"], "sqrt_s"),
+        (["--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1", "2", "--events", "0"], "events"),
+        (["--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1", "2", "--events", "-5"], "events"),
+        (["--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1", "2", "--luminosity=-1/fb"],
+         "luminosity"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, capsys, extra, field):
+    out = tmp_path / "bad.parquet"
+    assert main(["generate", *extra, "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("isrsim: error:") and "\n" not in err and field in err
+    assert "allowed" in err or "must" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_malformed_card_and_unwritable_output(tmp_path, capsys):
+    card = tmp_path / "bad.toml"
+    card.write_text("[run\nprocess = 1")
+    assert main(["generate", "--card", str(card)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main([*ARGS, "--events", "10", "-o", str(tmp_path / "missing_dir" / "x.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "output" in err and "does not exist" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]

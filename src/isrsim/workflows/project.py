@@ -1,0 +1,421 @@
+"""``isrsim project``: expected epsilon limits (sensitivity projection) for a detector and
+luminosity.
+
+What to use when
+----------------
+* :func:`main` is the CLI entry point (``isrsim project --detector besiii --luminosity
+  2.93/fb --mass 1.5 3.4``; ``--luminosity`` may be a comma list such as ``314/fb,1/ab``).
+* :func:`run_projection` does the work from a card dictionary (bundled cards
+  ``cards/project_<detector>.toml``); :func:`background_candidates` generates, simulates and
+  reconstructs one background in memory and caches its candidate table.
+
+Method
+------
+For every background of the card (BESIII: ``isr_mumu``, ``isr_ee`` and ``isr_pipi`` whose
+pions pass the muon selection; Belle II low mass: ``isr_ee`` and the ``diphoton`` conversion
+background with forced conversions and the M_PCA preselection), events are generated block
+by block (10 000 events, an independent random stream per process, stream and block),
+the primary vertex is drawn, the detector is simulated and the selection of the card is
+applied (:func:`isrsim.reco.selection.reconstruct_chunk`). Unweighted processes are generated
+at an MC luminosity L_MC = min(L_target, ``mc_luminosity_max``), N ~ Poisson(sigma L_MC);
+weighted processes with a fixed number of events. The candidate tables are cached in
+``<cache>/<sha256 of the background's card>.parquet``; a rerun with the same card reads them.
+
+The pseudo-data at each target luminosity L are the candidates weighted to L (weighted MC:
+w [nb] x L; unweighted MC: L / L_MC). When L_MC = L the spectrum is a genuine Poisson
+pseudo-data set; otherwise it is the expected spectrum and the output says so. Limits follow
+:func:`isrsim.workflows.limit.analyse_candidates` (polynomial background per channel,
+resolution from the candidates' truth, Eq. 1 with N_f, ee + mumu combined, expected bands from
+background-only Poisson toys at L).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..exceptions import ConfigError
+from ._common import card_hash, parse_luminosities, read_candidate_tables, save_figure_atomic, \
+    stream_rng, write_csv_atomic
+
+__all__ = ["background_candidates", "default_card", "main", "run_projection"]
+
+_PROJECT_KEYS = {"detector", "luminosity", "mass", "selection", "seed", "toys", "cache_dir",
+                 "mc_luminosity_max", "backgrounds", "output", "title"}
+_ANALYSIS_KEYS = {"bin_width", "order", "step", "convention", "norm_unc", "res_unc",
+                  "mask_windows", "bhabha_correction", "channels"}
+_BKG_KEYS = {"process", "params", "weighted", "events", "conversions"}
+
+
+def default_card(detector: str) -> dict[str, Any]:
+    """The bundled projection card ``cards/project_<detector>.toml``."""
+    from ..config import bundled_card
+
+    try:
+        return bundled_card(f"project_{detector}")
+    except ConfigError:
+        msg = (f"--detector = {detector!r} has no bundled projection card; allowed besiii, belle2 "
+               "(or give --card)")
+        raise ConfigError(msg) from None
+
+
+# ---------------------------------------------------------------------------------------
+# backgrounds: generation + simulation + selection in memory, cached candidate tables
+
+
+def _pilot_sigma(proc: Any, seed: int, label: str) -> tuple[float, float]:
+    _, st = proc.sample(stream_rng(seed, label, 8), 100_000, weighted=True)
+    return st.sigma_nb, st.sigma_err_nb
+
+
+def _generate(proc: Any, det: Any, selection: str, n_events: int, *, weighted: bool, seed: int,
+              label: str, conversions: dict[str, Any] | None, progress: bool):
+    from ..reco.selection import COLUMNS, reconstruct_chunk
+    from ..runner import BLOCK_EVENTS, apply_primary_vertex
+
+    parts: list[dict[str, np.ndarray]] = []
+    from ..processes.base import SampleStats
+
+    stats = SampleStats(sigma_prop_nb=getattr(proc, "sigma_prop_nb", 0.0))
+    n_blocks = (n_events + BLOCK_EVENTS - 1) // BLOCK_EVENTS
+    for j in range(n_blocks):
+        nb = min(BLOCK_EVENTS, n_events - j * BLOCK_EVENTS)
+        truth, st = proc.sample(stream_rng(seed, label, 0, j), nb, weighted=weighted)
+        stats += st
+        if weighted:
+            truth.weight /= n_events
+        rng1 = stream_rng(seed, label, 1, j)
+        apply_primary_vertex(truth, det.beam, rng1)
+        if conversions:
+            from ..detector.conversion import convert_photons
+
+            truth = convert_photons(truth, det, rng1, **conversions)
+        from ..detector.simulate import simulate
+
+        reco = simulate(truth, det, rng1)
+        cols = reconstruct_chunk(reco, truth, selection=selection, bz=det.bz_T, beam=det.beam,
+                                 event_id=np.arange(nb, dtype=np.int64) + j * BLOCK_EVENTS,
+                                 calorimeter=getattr(det, "calorimeter", None)
+                                 if selection == "belle2_lowmass" else None)
+        parts.append(cols)
+        if progress and (j + 1) % 50 == 0:
+            print(f"  {label}: {(j + 1) * BLOCK_EVENTS:,} / {n_events:,} events", flush=True)
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in COLUMNS} if parts else {}
+    return cols, stats
+
+
+def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed: int,
+                          mc_luminosity_invnb: float | None, cache_dir: Path | None,
+                          progress: bool = False) -> tuple[Path | None, dict[str, Any]]:
+    """Candidate table of one background (generated, or read from the cache).
+
+    Parameters
+    ----------
+    bkg : dict
+        ``process`` (name), ``params`` (process parameters), ``weighted`` (bool), ``events``
+        (for weighted processes), ``conversions`` (optional, passed to
+        :func:`isrsim.detector.conversion.convert_photons`).
+    det : DetectorModel
+    selection : str
+        ``besiii2017`` or ``belle2_lowmass``.
+    seed : int
+    mc_luminosity_invnb : float or None
+        MC luminosity of unweighted processes [nb^-1].
+    cache_dir : Path or None
+        Cache directory (None: write into a temporary directory that is not reused).
+
+    Returns
+    -------
+    (path, info)
+        Path of the candidate table and a dict with ``cached`` (bool), ``seconds``,
+        ``n_events``, ``n_candidates``, ``cross_section_nb``.
+    """
+    import pyarrow as pa
+
+    from ..io import write_table_atomic
+    from ..processes import make_process
+
+    unknown = set(bkg) - _BKG_KEYS
+    if unknown:
+        msg = f"[project.backgrounds]: unknown key(s) {sorted(unknown)}; allowed {sorted(_BKG_KEYS)}"
+        raise ConfigError(msg)
+    name = str(bkg.get("process", ""))
+    params = dict(bkg.get("params", {}) or {})
+    weighted = bool(bkg.get("weighted", False))
+    conversions = bkg.get("conversions")
+    if name == "diphoton":
+        params.setdefault("detector", det)
+    key_card = {"isrsim": __version__, "process": name,
+                "params": {k: v for k, v in params.items() if k != "detector"},
+                "weighted": weighted, "events": bkg.get("events"), "conversions": conversions,
+                "detector": det.sha256, "selection": selection, "seed": int(seed),
+                "mc_luminosity_invnb": None if weighted else mc_luminosity_invnb}
+    digest = card_hash(key_card)
+    path = None if cache_dir is None else Path(cache_dir) / f"{name}-{digest[:16]}.parquet"
+    if path is not None and path.exists():
+        from ..io import read_metadata
+
+        meta = read_metadata(path)
+        return path, {"process": name, "cached": True, "seconds": 0.0,
+                      "n_events": meta.get("n_events"), "n_candidates": meta.get("n_candidates"),
+                      "cross_section_nb": meta.get("cross_section_nb")}
+    t0 = time.perf_counter()
+    proc = make_process(name, det.beam, **params)
+    if weighted:
+        n = bkg.get("events")
+        if not isinstance(n, int) or n < 1:
+            msg = f"backgrounds.{name}.events = {n!r}: weighted backgrounds need an integer >= 1"
+            raise ConfigError(msg)
+        l_mc = None
+    else:
+        if mc_luminosity_invnb is None:
+            msg = f"backgrounds.{name}: unweighted background needs a luminosity"
+            raise ConfigError(msg)
+        sigma, _ = _pilot_sigma(proc, seed, name)
+        mean = sigma * mc_luminosity_invnb
+        if mean > 5e8:
+            msg = (f"backgrounds.{name}: {mean:.3g} events at {mc_luminosity_invnb:.4g}/nb is too many; "
+                   "lower project.mc_luminosity_max")
+            raise ConfigError(msg)
+        n = int(stream_rng(seed, name, 9).poisson(mean))
+        l_mc = mc_luminosity_invnb
+    cols, stats = _generate(proc, det, selection, n, weighted=weighted, seed=seed, label=name,
+                            conversions=conversions, progress=progress)
+    meta = {"isrsim_version": __version__, "kind": "candidates", "process": name,
+            "process_config": proc.config(), "selection": selection,
+            "detector": {"name": det.name, "sha256": det.sha256},
+            "beam": {"sqrt_s_GeV": det.beam.sqrt_s}, "weighted": weighted, "n_events": int(n),
+            "n_candidates": int(len(cols.get("m_ll", []))), "cross_section_nb": stats.sigma_nb,
+            "cross_section_err_nb": stats.sigma_err_nb, "luminosity_invnb": l_mc,
+            "seed": int(seed), "cache_key": key_card, "cache_sha256": digest}
+    meta = json.loads(json.dumps(meta, default=str).replace("NaN", "null"))
+    if meta["n_candidates"] == 0:
+        msg = f"backgrounds.{name}: no candidates passed the {selection} selection ({n} events)"
+        raise ConfigError(msg)
+    arrays = {k: pa.array(v.astype(str) if v.dtype == object else v) for k, v in cols.items()}
+    table = pa.table(arrays)
+    if path is None:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="isrsim-project-")) / f"{name}.parquet"
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_table_atomic(table, path, meta)
+    return path, {"process": name, "cached": False, "seconds": round(time.perf_counter() - t0, 2),
+                  "n_events": int(n), "n_candidates": meta["n_candidates"],
+                  "cross_section_nb": stats.sigma_nb}
+
+
+# ---------------------------------------------------------------------------------------
+# the projection
+
+
+def _check_card(card: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    proj = card.get("project")
+    if not isinstance(proj, dict):
+        msg = "projection card has no [project] table"
+        raise ConfigError(msg)
+    unknown = set(proj) - _PROJECT_KEYS
+    if unknown:
+        msg = f"[project]: unknown key(s) {sorted(unknown)}; allowed {sorted(_PROJECT_KEYS)}"
+        raise ConfigError(msg)
+    ana = card.get("analysis", {}) or {}
+    unknown = set(ana) - _ANALYSIS_KEYS
+    if unknown:
+        msg = f"[analysis]: unknown key(s) {sorted(unknown)}; allowed {sorted(_ANALYSIS_KEYS)}"
+        raise ConfigError(msg)
+    for k in ("detector", "luminosity", "mass", "selection", "backgrounds"):
+        if k not in proj:
+            msg = f"project.{k} is missing"
+            raise ConfigError(msg)
+    mass = proj["mass"]
+    if not (isinstance(mass, (list, tuple)) and len(mass) == 2):
+        msg = f"project.mass = {mass!r} must be [MIN, MAX] in GeV"
+        raise ConfigError(msg)
+    lo, hi = (float(x) for x in mass)
+    if not (0 <= lo < hi):
+        msg = f"project.mass = [{lo}, {hi}] must satisfy 0 <= MIN < MAX (GeV)"
+        raise ConfigError(msg)
+    toys = proj.get("toys", 50)
+    if not isinstance(toys, int) or isinstance(toys, bool) or toys < 0:
+        msg = f"project.toys = {toys!r} must be an integer >= 0"
+        raise ConfigError(msg)
+    if not isinstance(proj["backgrounds"], dict) or not proj["backgrounds"]:
+        msg = "project.backgrounds must be a non-empty table of backgrounds"
+        raise ConfigError(msg)
+    return proj, ana
+
+
+def _lumi_label(lumi: float) -> str:
+    from ..units import format_luminosity
+
+    return format_luminosity(lumi).replace("/", "inv")
+
+
+def run_projection(card: dict[str, Any], *, output: str | Path, progress: bool = True
+                   ) -> dict[str, Any]:
+    """Run a projection card; write CSV + PNG per luminosity and a combined PNG.
+
+    Returns a JSON-able summary (output paths, limit ranges, MC bookkeeping).
+    """
+    from ..detector import load_detector
+    from ..units import parse_luminosity
+    from .limit import analyse_candidates, plot_limits, write_limit_csv
+
+    t0 = time.perf_counter()
+    proj, ana = _check_card(card)
+    lumis = parse_luminosities(proj["luminosity"], field="luminosity")
+    det = load_detector(proj["detector"])
+    seed = int(proj.get("seed", 1))
+    out = Path(output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..exceptions import OutputError
+
+        msg = f"output = {str(out)!r} cannot be created ({exc.strerror or exc})"
+        raise OutputError(msg) from None
+    cache = proj.get("cache_dir")
+    cache_dir = Path(cache) if cache else out / "cache"
+    cap = proj.get("mc_luminosity_max")
+    cap_invnb = parse_luminosity(cap, field="mc_luminosity_max") if cap is not None else None
+    l_mc = max(lumis) if cap_invnb is None else min(max(lumis), cap_invnb)
+    lo, hi = (float(x) for x in proj["mass"])
+    margin = max(0.05 * (hi - lo), 5 * float(ana.get("bin_width", 0.010)))
+    paths, infos = [], []
+    for label, bkg in proj["backgrounds"].items():
+        if not isinstance(bkg, dict):
+            msg = f"project.backgrounds.{label} must be a table"
+            raise ConfigError(msg)
+        bkg = dict(bkg)
+        bkg.setdefault("process", label)
+        if str(bkg["process"]).startswith("isr_"):
+            # generate the ISR spectrum a little beyond the scan range (resolution, edges)
+            params = dict(bkg.get("params", {}) or {})
+            params.setdefault("mass_range", [max(lo - margin, 1e-3), hi + margin])
+            bkg["params"] = params
+        p, info = background_candidates(bkg, det, selection=str(proj["selection"]), seed=seed,
+                                        mc_luminosity_invnb=l_mc, cache_dir=cache_dir,
+                                        progress=progress)
+        if progress:
+            state = "cached" if info["cached"] else f"generated in {info['seconds']} s"
+            print(f"isrsim project: {info['process']}: {info['n_events']} events, "
+                  f"{info['n_candidates']} candidates ({state})", flush=True)
+        paths.append(p)
+        infos.append(info)
+    results = []
+    for lumi in lumis:
+        cands = read_candidate_tables(paths, luminosity_invnb=lumi,
+                                      channels=ana.get("channels"))
+        res = analyse_candidates(
+            cands, mass_range=proj["mass"], step=ana.get("step"),
+            bin_width=float(ana.get("bin_width", 0.010)), order=ana.get("order"),
+            convention=str(ana.get("convention", "qtilde_asymptotic")),
+            n_toys=int(proj.get("toys", 50)), seed=seed, mask_windows=ana.get("mask_windows"),
+            norm_unc=float(ana.get("norm_unc", 0.05)), res_unc=float(ana.get("res_unc", 0.02)),
+            bhabha_correction=ana.get("bhabha_correction"))
+        tag = f"projection_{det.name}_{_lumi_label(lumi)}"
+        title = proj.get("title") or f"isrsim projection: {det.name}, {_fmt_lumi(lumi)}"
+        comments = [f"detector {det.name} (sha256 {det.sha256[:12]}), selection {proj['selection']}, "
+                    f"MC luminosity {l_mc:.6g}/nb, card sha256 {card_hash(card)[:12]}"]
+        csv = write_limit_csv(res, out / f"{tag}.csv", comments=comments)
+        png = plot_limits(res, out / f"{tag}.png", title=title,
+                          observed_label="pseudo-data 90% CL" if not res.scaled
+                          else "expected spectrum (scaled MC) 90% CL")
+        results.append((lumi, res, csv, png))
+    combined = _plot_combined(results, out / f"projection_{det.name}.png", det.name) \
+        if len(results) > 1 else results[0][3]
+    return {
+        "detector": det.name, "selection": proj["selection"], "output_dir": str(out),
+        "csv": [str(r[2]) for r in results], "png": [str(r[3]) for r in results],
+        "combined_png": str(combined), "mc_luminosity_invnb": l_mc, "backgrounds": infos,
+        "projections": [{"luminosity": _fmt_lumi(lumi), **res.summary()} for lumi, res, _, _ in results],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _fmt_lumi(lumi: float) -> str:
+    from ..units import format_luminosity
+
+    return format_luminosity(lumi)
+
+
+def _plot_combined(results, path: Path, det_name: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for k, (lumi, res, _, _) in enumerate(results):
+        col = f"C{k}"
+        if res.bands is not None:
+            ax.fill_between(res.mass, res.bands[1], res.bands[3], color=col, alpha=0.25,
+                            label=rf"{_fmt_lumi(lumi)}: expected $\pm1\sigma$")
+            ax.plot(res.mass, res.bands[2], "--", color=col, lw=1.2,
+                    label=f"{_fmt_lumi(lumi)}: expected median")
+        else:
+            ax.plot(res.mass, res.epsilon_obs, color=col, label=f"{_fmt_lumi(lumi)}")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$m_{A'}$ [GeV]")
+    ax.set_ylabel(r"$\varepsilon$ upper limit (90% CL)")
+    ax.set_title(f"isrsim projection: {det_name}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        return save_figure_atomic(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def card_from_args(args: Any, card: dict[str, Any]) -> dict[str, Any]:
+    """Apply the CLI overrides (``--luminosity``, ``--mass``, ``--toys``, ``--seed``,
+    ``--events``) to a projection card."""
+    from ..config import merge
+
+    over: dict[str, Any] = {}
+    if getattr(args, "luminosity", None):
+        over["luminosity"] = args.luminosity
+    mass = getattr(args, "mass", None)
+    if mass is not None:
+        if len(mass) != 2:
+            msg = f"--mass = {mass} must be two numbers MIN MAX (GeV)"
+            raise ConfigError(msg)
+        over["mass"] = [float(mass[0]), float(mass[1])]
+    for k in ("toys", "seed"):
+        v = getattr(args, k, None)
+        if v is not None:
+            over[k] = v
+    if getattr(args, "events", None) is not None:
+        if args.events < 1:
+            msg = f"--events = {args.events} must be >= 1"
+            raise ConfigError(msg)
+        bk = {n: {"events": int(args.events)} for n, b in card["project"]["backgrounds"].items()
+              if b.get("weighted")}
+        if bk:
+            over["backgrounds"] = bk
+    return merge(card, {"project": over})
+
+
+def main(args: Any) -> dict[str, Any]:
+    """``isrsim project`` (arguments as parsed by :mod:`isrsim.cli`)."""
+    from ..config import load_card
+
+    if getattr(args, "card", None):
+        card = load_card(args.card)
+    else:
+        if not getattr(args, "detector", None):
+            msg = "--detector is required (besiii or belle2) unless --card is given"
+            raise ConfigError(msg)
+        card = default_card(args.detector)
+    if getattr(args, "detector", None) and card.get("project", {}).get("detector") != args.detector:
+        card = json.loads(json.dumps(card))
+        card.setdefault("project", {})["detector"] = args.detector
+    card = card_from_args(args, card)
+    output = args.output or f"isrsim_project_{card['project']['detector']}"
+    return run_projection(card, output=output, progress=not getattr(args, "quiet", False))

@@ -250,9 +250,9 @@ class DarkPhoton(Process):
         m_kin = math.sqrt(s * (1.0 - X_MIN))
         m_hi = min(dp.M_MAX, m_kin)
         lep = "m_mu" if decay == "mumu" else "m_e"
-        allowed = (f"2 {lep} = {m_thr:.6g} < mass < {m_hi:.6g} GeV (decay = {decay!r}, sqrt(s) = "
-                   f"{beam.sqrt_s:.6g} GeV; the physics range is 2 m_e < m < {dp.M_MAX:g} GeV and "
-                   "mass < sqrt(s (1 - 1e-4)))")
+        upper = (f"sqrt(s (1 - 1e-4)) = {m_kin:.6g} GeV at sqrt(s) = {beam.sqrt_s:.6g} GeV"
+                 if m_kin < dp.M_MAX else f"{dp.M_MAX:g} GeV (validity of isrsim.physics.darkphoton)")
+        allowed = f"2 {lep} = {m_thr:.6g} GeV < mass < {upper} for decay = {decay!r}"
         self.mass = check_number("mass", mass, lo=m_thr, hi=m_hi, lo_open=True, hi_open=True,
                                  allowed=allowed)
         self.epsilon = check_number("epsilon", epsilon, lo=0.0, hi=1.0, lo_open=True, hi_open=True,

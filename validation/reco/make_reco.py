@@ -22,6 +22,8 @@ from isrsim.reco.kinfit import fit_1c_missing_photon
 from isrsim.reco.vertexfit import fit_vertex
 
 OUT = Path(__file__).resolve().parent
+#: README.md from this marker on is written by make_besiii_selection.py
+MARKER = "<!-- besiii-selection -->"
 BES = dict(sigma_d0=0.01, sigma_phi0=1e-3, sigma_rel_pt=0.005, sigma_z0=0.1, sigma_tanl=2e-3,
            rho_d0_phi0=-0.5)
 B2 = dict(sigma_d0=20e-4, sigma_phi0=5e-4, sigma_rel_pt=0.004, sigma_z0=25e-4, sigma_tanl=5e-4,
@@ -135,7 +137,12 @@ def main() -> None:
               "inner one when z cannot separate them, so conversion r_xy is biased ~1.5 mm low (the",
               "peak stays at R), and vertex pulls of conversions are ~1.6 wide (non-linear regime).",
               "", "![](vertexfit.png)", ""]
-    (OUT / "README.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    readme = OUT / "README.md"
+    old = readme.read_text() if readme.exists() else ""
+    if MARKER in old:  # keep the section written by make_besiii_selection.py
+        text += "\n" + old[old.index(MARKER):]
+    readme.write_text(text)
     print("\n".join(lines))
 
 

@@ -81,12 +81,19 @@ def _struct_children(lst: pa.Array, what: str) -> dict[str, pa.Array]:
     return {f.name: child for f, child in zip(flat.type, flat.flatten())}
 
 
-def _fill(out: np.ndarray, mask: np.ndarray, child: pa.Array, name: str) -> None:
+def _fill(out: np.ndarray, idx: np.ndarray, child: pa.Array, name: str) -> None:
+    """Scatter the flat values of one list field into the slots ``idx`` of ``out`` [n, k]
+    (``idx`` = flat indices of the occupied slots, in list order)."""
     values = child.to_numpy(zero_copy_only=False)
-    if values.shape[0] != int(mask.sum()):
-        msg = f"field {name!r} has {values.shape[0]} entries for {int(mask.sum())} objects: corrupt file"
+    if values.shape[0] != idx.size:
+        msg = f"field {name!r} has {values.shape[0]} entries for {idx.size} objects: corrupt file"
         raise InputFileError(msg)
-    out[mask] = values
+    out.reshape(-1)[idx] = values
+
+
+def _slots(counts: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices ``row * k + slot`` of the occupied slots, row-major (the list order)."""
+    return np.flatnonzero((np.arange(k)[None, :] < counts[:, None]).ravel())
 
 
 def table_to_reco(table: pa.Table, k: int | None = None) -> RecoChunk:
@@ -143,33 +150,36 @@ def table_to_reco(table: pa.Table, k: int | None = None) -> RecoChunk:
         nphot=ng.astype(np.int16), phot=np.zeros((n, k, 3)),
         phot_truth=np.full((n, k), -1, np.int16),
     )
-    tmask = np.arange(k)[None, :] < nt[:, None]
-    pmask = np.arange(k)[None, :] < ng[:, None]
-    _fill(reco.charge, tmask, tch["charge"], "tracks.charge")
-    _fill(reco.trk_truth, tmask, tch["truth"], "tracks.truth")
+    tidx, pidx = _slots(nt, k), _slots(ng, k)
+    _fill(reco.charge, tidx, tch["charge"], "tracks.charge")
+    _fill(reco.trk_truth, tidx, tch["truth"], "tracks.truth")
     for i, name in enumerate(("d0", "phi0", "omega", "z0", "tanl")):
-        _fill(reco.helix[..., i], tmask, tch[name], f"tracks.{name}")
+        col = np.zeros((n, k))
+        _fill(col, tidx, tch[name], f"tracks.{name}")
+        reco.helix[..., i] = col
     cov = tch["cov"]
     if not (pa.types.is_fixed_size_list(cov.type) and cov.type.list_size == 15):
         msg = f"tracks.cov has type {cov.type}; expected 15 packed covariance elements"
         raise InputFileError(msg)
     cflat = cov.flatten().to_numpy(zero_copy_only=False)
-    if cflat.size != 15 * int(tmask.sum()):
+    if cflat.size != 15 * tidx.size:
         msg = "tracks.cov has the wrong number of elements: corrupt file"
         raise InputFileError(msg)
-    reco.cov[tmask] = cflat.reshape(-1, 15)
+    reco.cov.reshape(-1, 15)[tidx] = cflat.reshape(-1, 15)
     for name, child in tch.items():
         if name not in _TRACK_CORE:
             arr = np.zeros((n, k), child.type.to_pandas_dtype())
-            _fill(arr, tmask, child, f"tracks.{name}")
+            _fill(arr, tidx, child, f"tracks.{name}")
             reco.track_extra[name] = arr
-    _fill(reco.phot_truth, pmask, pch["truth"], "photons.truth")
+    _fill(reco.phot_truth, pidx, pch["truth"], "photons.truth")
     for i, name in enumerate(("E", "theta", "phi")):
-        _fill(reco.phot[..., i], pmask, pch[name], f"photons.{name}")
+        col = np.zeros((n, k))
+        _fill(col, pidx, pch[name], f"photons.{name}")
+        reco.phot[..., i] = col
     for name, child in pch.items():
         if name not in _PHOTON_CORE:
             arr = np.zeros((n, k), child.type.to_pandas_dtype())
-            _fill(arr, pmask, child, f"photons.{name}")
+            _fill(arr, pidx, child, f"photons.{name}")
             reco.photon_extra[name] = arr
     return reco
 

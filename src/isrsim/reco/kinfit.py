@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from .._numba import kernel
 from ..constants import K_CURV
@@ -296,7 +296,7 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
                       hf1, hf2, cf1, cf2, chi2, niter, conv, kmiss, mll, mraw)
     pk = np.hypot(kmiss[:, 0], kmiss[:, 1])
     theta = np.arctan2(pk, kmiss[:, 2])
-    prob = stats.chi2.sf(chi2, 1)
+    prob = special.chdtrc(1, chi2)
     return OneCFitResult(hf1, hf2, cf1, cf2, chi2, prob, niter, conv, kmiss, theta, mll, mraw)
 
 
@@ -530,4 +530,4 @@ def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
     if n:
         _ecfit_kernel(a1, a2, cov6, ph, sp, beam, m, m, ncon, int(max_iter),
                       as_positive("tol", tol), afit, chi2, niter, conv, mpair, mrec)
-    return EnergyFitResult(afit, chi2, stats.chi2.sf(chi2, ncon), ncon, niter, conv, mpair, mrec)
+    return EnergyFitResult(afit, chi2, special.chdtrc(ncon, chi2), ncon, niter, conv, mpair, mrec)

@@ -54,7 +54,12 @@ class RunSpec:
 
     Exactly one of ``n_events`` and ``luminosity_invnb`` is set. ``output`` ending in
     ``.parquet`` is written as one file; any other path as a dataset directory of parts with a
-    manifest (needed for ``resume`` and Dask).
+    manifest (needed for ``resume``).
+
+    ``scheduler``: a Dask scheduler address or a ``dask.distributed.Client``; chunks then run
+    as Dask tasks (:mod:`isrsim.distributed`) with results identical to a local run. With a
+    dataset directory each task writes its own part (the directory must be reachable from the
+    workers); with a ``.parquet`` file the client writes the tables the tasks return.
     """
 
     process: str
@@ -156,13 +161,17 @@ def _simulate_block(state: dict[str, Any], j: int, nb: int, n_total: int):
     return truth, reco, stats
 
 
-def _run_chunk(first_block: int, n_blocks: int, n_total: int, chunk_index: int):
-    """Generate blocks [first_block, first_block + n_blocks); return an Arrow table or write a part."""
+def _run_chunk(first_block: int, n_blocks: int, n_total: int, chunk_index: int,
+               state: dict[str, Any] | None = None):
+    """Generate blocks [first_block, first_block + n_blocks); return an Arrow table or write a part.
+
+    ``state`` defaults to this process's worker state (``_init_worker``); Dask tasks pass it.
+    """
     import pyarrow as pa
 
     from .io import chunk_to_table, write_table_atomic
 
-    state = _STATE
+    state = _STATE if state is None else state
     tables = []
     stats = SampleStats()
     for j in range(first_block, first_block + n_blocks):
@@ -253,6 +262,10 @@ def run(spec: RunSpec) -> RunResult:
     t0 = time.perf_counter()
     spec.validate()
     check_writable(spec.output)
+    if spec.scheduler is not None:  # fail before any output exists
+        from .distributed import check_scheduler
+
+        check_scheduler(spec.scheduler)
     proc = make_process(spec.process, spec.beam, **spec.params)
     extra: dict[str, Any] = {}
     if spec.luminosity_invnb is not None:
@@ -305,6 +318,11 @@ def run(spec: RunSpec) -> RunResult:
 
 def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, int, int]]):
     """Yield chunk results in order, with at most 2*workers chunks in flight."""
+    if spec.scheduler is not None:
+        from .distributed import execute_on_dask
+
+        yield from execute_on_dask(spec.scheduler, state, chunks)
+        return
     if spec.workers == 1 or len(chunks) == 1:
         _init_worker(state)
         try:
@@ -395,11 +413,7 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
 
 
 def _execute_parts(spec: RunSpec, state: dict[str, Any], chunks):
-    if spec.scheduler is not None:
-        from .distributed import execute_on_dask
-
-        yield from execute_on_dask(spec.scheduler, state, chunks)
-        return
+    # Dask (spec.scheduler) or the local pool: both handled by _execute
     yield from _execute(spec, state, chunks)
 
 

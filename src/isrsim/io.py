@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -105,13 +106,12 @@ def chunk_to_table(truth: TruthChunk, event_id_start: int, process: str,
 
 
 def table_to_truth(table: pa.Table, k: int) -> TruthChunk:
-    """Inverse of :func:`chunk_to_table` for the truth part (arrays [n, k])."""
+    """Inverse of :func:`chunk_to_table` for the truth part (arrays [n, k'] with k' = max(k, longest
+    truth list))."""
     n = table.num_rows
     truth_col = table.column("truth").combine_chunks()
     counts = truth_col.value_lengths().to_numpy(zero_copy_only=False).astype(np.int16)
-    if n and int(counts.max(initial=0)) > k:
-        msg = f"truth list longer ({int(counts.max())}) than k = {k}"
-        raise InputFileError(msg)
+    k = max(k, int(counts.max(initial=0)))  # e.g. conversions appended pairs
     flat = truth_col.flatten()
     out = TruthChunk.empty(n, k)
     out.npart[:] = counts
@@ -184,6 +184,16 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
         raise OutputError(msg)
     if not os.access(parent, os.W_OK | os.X_OK):
         msg = f"output = {str(p)!r}: directory {str(parent)!r} is not writable"
+        raise OutputError(msg)
+    try:  # a real probe: read-only file systems, ACLs and quotas are invisible to os.access
+        fd, probe = tempfile.mkstemp(prefix=".isrsim-write-test-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        msg = f"output = {str(p)!r}: directory {str(parent)!r} is not writable ({exc.strerror or exc})"
+        raise OutputError(msg) from None
+    if p.is_dir() and p.suffix == ".parquet":
+        msg = f"output = {str(p)!r} is a directory: allowed a .parquet file path (or a dataset directory name)"
         raise OutputError(msg)
     if p.is_dir() and not (p / _MANIFEST).exists() and any(p.iterdir()):
         msg = f"output = {str(p)!r} is a non-empty directory that is not an isrsim dataset"

@@ -45,6 +45,8 @@ RUN_KEYS = {"process", "events", "luminosity", "seed", "output", "chunk_size", "
             "weighted", "detector", "compression", "progress", "resume"}
 BEAM_KEYS = {"sqrt_s", "e_minus", "e_plus", "crossing_half_angle", "sqrt_s_spread",
              "sigma_xyz_cm"}
+#: largest accepted run.chunk_size (events held in memory per chunk and worker)
+MAX_CHUNK_SIZE = 100_000_000
 
 
 def load_card(path: str | Path) -> dict[str, Any]:
@@ -103,6 +105,75 @@ def _int(field: str, v: Any, lo: int, hi: int | None = None) -> int:
     return int(v)
 
 
+def _bool(field: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        msg = f"{field} = {v!r} is invalid: allowed true or false"
+        raise ConfigError(msg)
+    return v
+
+
+def _string(field: str, v: Any, allowed: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        msg = f"{field} = {v!r} is invalid: allowed {allowed}"
+        raise ConfigError(msg)
+    return v
+
+
+def _chunk_size(v: Any) -> int:
+    from .runner import BLOCK_EVENTS
+
+    ok = isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(v, float) and v.is_integer():
+        v, ok = int(v), True
+    if not ok or not BLOCK_EVENTS <= v <= MAX_CHUNK_SIZE or v % BLOCK_EVENTS:
+        msg = (f"chunk_size = {v!r} is invalid: allowed a multiple of the block size {BLOCK_EVENTS} "
+               f"in [{BLOCK_EVENTS}, {MAX_CHUNK_SIZE}]")
+        raise ConfigError(msg)
+    return int(v)
+
+
+def _check_process_params(process: str, params: dict[str, Any]) -> None:
+    """Missing required process parameters -> ConfigError (before the constructor's TypeError)."""
+    import inspect
+
+    from .processes import get_process
+
+    cls = get_process(process)
+    sig = inspect.signature(cls.__init__)
+    names = [n for n, p in sig.parameters.items() if n not in ("self", "beam")
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    missing = [n for n in names if sig.parameters[n].default is inspect.Parameter.empty
+               and n not in params]
+    if missing:
+        msg = (f"process.{missing[0]} is missing: required by process {process!r} (parameters: "
+               f"{', '.join(names)})")
+        raise ConfigError(msg)
+
+
+def _check_conversions(conversions: dict[str, Any], detector: Any) -> None:
+    """Validate [conversions] against the detector's material layers (before any work)."""
+    mode = conversions.get("mode", "natural")
+    if mode not in ("natural", "forced"):
+        msg = f"conversions.mode = {mode!r} is invalid: allowed natural, forced"
+        raise ConfigError(msg)
+    photons = conversions.get("photons", "all")
+    if photons != "all":
+        msg = f"conversions.photons = {photons!r} is invalid: allowed 'all'"
+        raise ConfigError(msg)
+    layers = conversions.get("forced_layers")
+    if layers is not None:
+        if mode != "forced":
+            msg = "conversions.forced_layers needs conversions.mode = 'forced'"
+            raise ConfigError(msg)
+        if not isinstance(layers, list) or not layers:
+            msg = (f"conversions.forced_layers = {layers!r} is invalid: allowed a non-empty list of "
+                   f"layer names or indices of {list(detector.material.names)}")
+            raise ConfigError(msg)
+        from .detector.conversion import resolve_layers
+
+        resolve_layers(detector.material, layers)
+
+
 def _beam(card: dict[str, Any], detector: Any) -> Any:
     from .beam import Beam
 
@@ -121,7 +192,11 @@ def _beam(card: dict[str, Any], detector: Any) -> Any:
     if "sqrt_s_spread" in beam_cfg:
         kw["sqrt_s_spread_GeV"] = beam_cfg["sqrt_s_spread"]
     if "sigma_xyz_cm" in beam_cfg:
-        kw["sigma_xyz_cm"] = tuple(beam_cfg["sigma_xyz_cm"])
+        sig = beam_cfg["sigma_xyz_cm"]
+        if not isinstance(sig, list) or len(sig) != 3:
+            msg = f"beam.sigma_xyz_cm = {sig!r} is invalid: allowed three numbers >= 0 [cm]"
+            raise ConfigError(msg)
+        kw["sigma_xyz_cm"] = tuple(sig)
     if "sqrt_s" in beam_cfg:
         if "e_minus" in beam_cfg or "e_plus" in beam_cfg:
             msg = "[beam]: give sqrt_s or e_minus/e_plus, not both"
@@ -146,10 +221,11 @@ def build_spec(card: dict[str, Any]) -> Any:
         msg = "run card must be a TOML table"
         raise ConfigError(msg)
     _check_keys(card, CARD_SECTIONS, "run card")
+    for section, table in card.items():
+        if not isinstance(table, dict):
+            msg = f"[{section}] = {table!r} is invalid: allowed a table"
+            raise ConfigError(msg)
     run_cfg = card.get("run", {})
-    if not isinstance(run_cfg, dict):
-        msg = "[run] must be a table"
-        raise ConfigError(msg)
     _check_keys(run_cfg, RUN_KEYS, "[run]")
     process = run_cfg.get("process")
     if process is None:
@@ -159,22 +235,27 @@ def build_spec(card: dict[str, Any]) -> Any:
 
     get_process(str(process))  # unknown process -> ConfigError
     detector = None
-    if run_cfg.get("detector"):
+    if run_cfg.get("detector") is not None:
         from .detector import load_detector
 
-        detector = load_detector(run_cfg["detector"])
+        detector = load_detector(_string("detector", run_cfg["detector"],
+                                         "a bundled detector name or a .toml path"))
     beam = _beam(card, detector)
     events = run_cfg.get("events")
     lumi = run_cfg.get("luminosity")
     if (events is None) == (lumi is None):
         msg = "give exactly one of run.events (an integer >= 1) and run.luminosity (e.g. '2.93/fb')"
         raise ConfigError(msg)
+    if lumi is not None and (isinstance(lumi, bool) or not isinstance(lumi, (str, int, float))):
+        msg = f"luminosity = {lumi!r} is invalid: allowed a luminosity > 0 such as '2.93/fb'"
+        raise ConfigError(msg)
     n_events = _int("events", events, 1, 10**13) if events is not None else None
     lumi_invnb = parse_luminosity(lumi, field="luminosity") if lumi is not None else None
     output = run_cfg.get("output")
-    if not output:
+    if output is None or output == "":
         msg = "run.output is missing: give an output path (e.g. out.parquet)"
         raise ConfigError(msg)
+    _string("output", output, "a path (file.parquet, or a dataset directory)")
     params = dict(card.get("process", {}) or {})
     if process == "diphoton" and detector is not None:
         params.setdefault("detector", detector)
@@ -190,10 +271,7 @@ def build_spec(card: dict[str, Any]) -> Any:
         if process == "diphoton":
             msg = "[conversions] does not apply to diphoton: use its conversion parameter in [process]"
             raise ConfigError(msg)
-        mode = conversions.get("mode", "natural")
-        if mode not in ("natural", "forced"):
-            msg = f"conversions.mode = {mode!r} is invalid: allowed natural, forced"
-            raise ConfigError(msg)
+        _check_conversions(conversions, detector)
     weighted = run_cfg.get("weighted", False)
     if not isinstance(weighted, bool):
         msg = f"weighted = {weighted!r} is invalid: allowed true or false"
@@ -207,16 +285,18 @@ def build_spec(card: dict[str, Any]) -> Any:
     spec = RunSpec(
         process=str(process), params=params, beam=beam, output=Path(str(output)), seed=seed,
         n_events=n_events, luminosity_invnb=lumi_invnb, detector=detector,
-        chunk_size=_int("chunk_size", run_cfg.get("chunk_size", 100_000), 1),
+        chunk_size=_chunk_size(run_cfg.get("chunk_size", 100_000)),
         workers=_int("workers", run_cfg.get("workers", 1), 1, 1024),
         weighted=weighted, compression=str(run_cfg.get("compression", "zstd")),
         conversions=conversions, card=_jsonable(card),
-        progress=bool(run_cfg.get("progress", True)), resume=bool(run_cfg.get("resume", False)),
+        progress=_bool("progress", run_cfg.get("progress", True)),
+        resume=_bool("resume", run_cfg.get("resume", False)),
     )
     spec.validate()
     # build the process once here so that every parameter error surfaces before any work
     from .processes import make_process
 
+    _check_process_params(spec.process, spec.params)
     make_process(spec.process, spec.beam, **spec.params)
     return spec
 

@@ -14,11 +14,13 @@ Memory: a chunk is generated, converted and written before the next is accepted;
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -192,7 +194,15 @@ def _run_chunk(first_block: int, n_blocks: int, n_total: int, chunk_index: int,
 # ---------------------------------------------------------------------------------------
 # orchestration
 # ---------------------------------------------------------------------------------------
+#: run-card keys that change how a run executes but not its events (ignored by the card hash,
+#: so that ``--resume`` with other workers / progress settings is accepted)
+_EXECUTION_KEYS = ("resume", "progress", "workers")
+
+
 def _card_hash(card: dict[str, Any]) -> str:
+    run_cfg = card.get("run")
+    if isinstance(run_cfg, dict):
+        card = dict(card, run={k: v for k, v in run_cfg.items() if k not in _EXECUTION_KEYS})
     return hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -203,7 +213,7 @@ def _poisson_count(spec: RunSpec, proc: Any) -> tuple[int, float, float]:
     mean = sigma * spec.luminosity_invnb
     if mean > 1e12:
         msg = (f"luminosity = {spec.luminosity_invnb:g}/nb gives {mean:.3g} expected events "
-               "(sigma = {sigma:.4g} nb): allowed at most 1e12")
+               f"(sigma = {sigma:.4g} nb): allowed at most 1e12")
         raise ConfigError(msg)
     n = int(block_rng(spec.seed, 9).poisson(mean))
     return n, sigma, st.sigma_err_nb
@@ -262,6 +272,10 @@ def run(spec: RunSpec) -> RunResult:
     t0 = time.perf_counter()
     spec.validate()
     check_writable(spec.output)
+    if spec.dataset_mode and spec.output.exists() and not spec.output.is_dir():
+        msg = (f"output = {str(spec.output)!r} is an existing file: allowed a .parquet file path or a "
+               "dataset directory")
+        raise OutputError(msg)
     if spec.scheduler is not None:  # fail before any output exists
         from .distributed import check_scheduler
 
@@ -297,8 +311,9 @@ def run(spec: RunSpec) -> RunResult:
         return result
 
     writer = EventWriter(spec.output, compression=spec.compression)
+    stack = contextlib.ExitStack()
     try:
-        for table, st in _execute(spec, state, chunks):
+        for table, st in stack.enter_context(contextlib.closing(_execute(spec, state, chunks))):
             stats += SampleStats.from_dict(st)
             w = table.column("weight").to_numpy()
             sum_w += float(w.sum())
@@ -309,9 +324,11 @@ def run(spec: RunSpec) -> RunResult:
         meta = _final_metadata(base, n_written, stats, spec, sum_w, sum_w2, extra)
         writer.close(meta)
     except BaseException:
+        stack.close()  # stop the workers first (closes the chunk generator)
         writer.abort()
         raise
     finally:
+        stack.close()
         bar.close()
     return RunResult(spec.output, n_written, stats, meta, time.perf_counter() - t0)
 
@@ -332,20 +349,65 @@ def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, 
             _STATE.clear()
         return
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_init_worker,
+    with cf.ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_init_pool_worker,
                                 initargs=(state,)) as pool:
         pending: dict[int, cf.Future] = {}
         nxt = 0
         try:
             for i, c in enumerate(chunks):
-                pending[i] = pool.submit(_run_chunk, *c)
+                pending[i] = pool.submit(_pool_chunk, *c)
                 while len(pending) >= 2 * spec.workers or (i == len(chunks) - 1 and pending):
                     yield pending.pop(nxt).result()
                     nxt += 1
-        except BaseException:
+        except BaseException:  # error, KeyboardInterrupt (SIGINT/SIGTERM) or generator closed
             for f in pending.values():
                 f.cancel()
+            _stop_workers(pool)
             raise
+
+
+# Interrupt handling in pool workers: SIGTERM/SIGINT inside a chunk raise KeyboardInterrupt, so
+# the atomic writer removes its temporary part, then the worker exits; an idle worker just exits.
+# The parent stops its workers the same way when it is interrupted (no orphans, no partial parts).
+_IN_CHUNK = False
+
+
+def _worker_signal(signum: int, frame: Any) -> None:
+    if _IN_CHUNK:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
+
+
+def _init_pool_worker(state: dict[str, Any]) -> None:
+    signal.signal(signal.SIGTERM, _worker_signal)
+    signal.signal(signal.SIGINT, _worker_signal)
+    _init_worker(state)
+
+
+def _pool_chunk(*chunk: Any):
+    global _IN_CHUNK
+    _IN_CHUNK = True
+    try:
+        return _run_chunk(*chunk)
+    except KeyboardInterrupt:
+        os._exit(128 + signal.SIGTERM)  # temporary files are already removed by the writer
+    finally:
+        _IN_CHUNK = False
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor, timeout: float = 30.0) -> None:
+    """Terminate the pool's worker processes (SIGTERM, then SIGKILL after ``timeout`` s) and
+    shut the pool down without waiting for queued chunks."""
+    procs = [p for p in (getattr(pool, "_processes", None) or {}).values() if p is not None]
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout)
+        if p.is_alive():
+            p.kill()
+            p.join(5.0)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -353,10 +415,14 @@ def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, 
 # ---------------------------------------------------------------------------------------
 def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     tmp = path / f".{_MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, sort_keys=True, indent=1, default=float))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path / _MANIFEST)
+    try:
+        tmp.write_text(json.dumps(manifest, sort_keys=True, indent=1, default=float))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path / _MANIFEST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, Any], n_total: int,
@@ -375,7 +441,7 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
             raise InputFileError(msg)
         done = {p["chunk"]: p for p in old.get("parts", []) if (out / p["file"]).exists()}
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".part-*.tmp-*"):
+    for stale in [*out.glob(".part-*.tmp-*"), *out.glob(f".{_MANIFEST}.tmp-*")]:
         stale.unlink(missing_ok=True)
     state = dict(state, part_dir=str(out), part_meta=base)
     todo = [c for c in chunks if c[3] not in done]
@@ -389,11 +455,12 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
 
     flush()
     bar.update(sum(p["n_events"] for p in done.values()))
-    for info, st in _execute_parts(spec, state, todo):
-        info["stats"] = st
-        done[info["chunk"]] = info
-        flush()
-        bar.update(info["n_events"])
+    with contextlib.closing(_execute_parts(spec, state, todo)) as results:
+        for info, st in results:
+            info["stats"] = st
+            done[info["chunk"]] = info
+            flush()
+            bar.update(info["n_events"])
     stats = SampleStats(sigma_prop_nb=0.0)
     n = 0
     sum_w = sum_w2 = 0.0

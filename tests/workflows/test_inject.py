@@ -1,0 +1,124 @@
+"""Tests of ``isrsim inject`` (isrsim.workflows.inject)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import special
+
+from isrsim.constants import ALPHA
+from isrsim.exceptions import ConfigError
+from isrsim.stats import gaussian_shape, make_histogram
+from isrsim.workflows.inject import SignalTemplate, load_config, main, run_toys
+
+
+def _args(**kw):
+    base = dict(card=None, output=None, detector=None, luminosity=None, mass=None, epsilon=None,
+                events=None, toys=None, seed=None, workers=None, quiet=True)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_signal_template_matches_gaussian():
+    # Gaussian residuals (sigma = 4 MeV, 40000 draws): bin fractions agree with the exact
+    # Gaussian integral within 4 binomial sigma, sqrt(p (1 - p)/N), in every bin.
+    rng = np.random.default_rng(7)
+    n = 40_000
+    t = SignalTemplate(rng.normal(0.0, 0.004, n))
+    # IQR/1.349 estimator of a Gaussian sigma: asymptotic relative error 1.166/sqrt(N) = 0.0058
+    assert t.sigma0 == pytest.approx(0.004, rel=4 * 0.0058)
+    edges = np.linspace(1.98, 2.02, 17)
+    f = t.fractions(edges[:-1], edges[1:], 2.0, t.sigma0)
+    g = gaussian_shape(edges[:-1], edges[1:], 2.0, t.sigma0)
+    assert np.all(np.abs(f - g) < 4 * np.sqrt(g * (1 - g) / n) + 1e-12)
+    # scaling sigma doubles the width: containment of +-sigma stays erf(1/sqrt2)
+    frac = t.fractions(np.array([2.0 - 0.008]), np.array([2.0 + 0.008]), 2.0, 0.008)[0]
+    assert frac == pytest.approx(special.erf(1 / math.sqrt(2)), abs=4 * math.sqrt(0.68 * 0.32 / n))
+
+
+def test_run_toys_pulls_and_coverage_on_a_known_model():
+    # Flat 400 events/bin background, Gaussian signal of 300 events, 400 toys. The fitted
+    # yield pulls must be N(0, 1): mean within 3/sqrt(400) = 0.15, width within
+    # 3/sqrt(2*399) = 0.11 of 1. qtilde 90 % coverage: binomial sigma sqrt(0.09/400) = 0.015,
+    # tolerance 3 sigma plus 0.03 for the asymptotic approximation.
+    rng = np.random.default_rng(11)
+    t = SignalTemplate(np.random.default_rng(3).normal(0.0, 0.004, 50_000))
+    h = make_histogram(np.array([2.0]), lo=1.85, hi=2.15, bin_width=0.005, mask_windows=None, name="mumu")
+    b = np.full(h.nbins, 400.0)
+    res = run_toys(h, b, t, 2.0, np.array([300.0]), n_toys=400, rng=rng, order=1)
+    pull = (res["yield_hat"][0] - 300.0) / res["yield_err"][0]
+    assert abs(pull.mean()) < 0.15
+    assert abs(pull.std(ddof=1) - 1.0) < 0.11
+    cov = np.mean(res["ul"][0] >= 300.0)
+    assert abs(cov - 0.90) < 3 * 0.015 + 0.03
+    assert res["converged"].all()
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="epsilon"):
+        load_config(_args(epsilon=[-1e-3]))
+    with pytest.raises(ConfigError, match="toys"):
+        load_config(_args(toys=0))
+    with pytest.raises(ConfigError, match="luminosity"):
+        load_config(_args(luminosity="lots"))
+
+
+@pytest.fixture(scope="module")
+def inject_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inject")
+    card = out / "card.toml"
+    card.write_text(
+        '[run]\ndetector = "besiii"\nluminosity = "2.93/fb"\nseed = 3\n'
+        '[analysis]\nmasses = [2.0]\nepsilon = [0.0, 1.5e-3]\ntoys = 80\n'
+        'background_events = 60000\nsignal_events = 6000\nmass_scan_toys = 15\norder = 3\n')
+    summary = main(_args(card=str(card), output=str(out / "res")))
+    return out / "res", summary
+
+
+def test_inject_end_to_end(inject_run):
+    out, s = inject_run
+    for name in ("inject_summary.csv", "inject_toys.csv", "inject_summary.json", "inject_2.png",
+                 "inject_pulls_2.png"):
+        assert (out / name).is_file()
+    assert json.loads((out / "inject_summary.json").read_text())["toys"] == 80
+    tpl = s["templates"]["2"]
+    # BESIII 2017 Eq. 1 / physics.md 6.2: per eps^2, 3 pi m / (2 N_f alpha delta_m) = 3.09e4 at
+    # 2.0 GeV for delta_m = 10 MeV (N_f = 4.180); here delta_m = 5 MeV -> 6.18e4. isrsim's
+    # N_f(2.0 GeV) is 4.221 (1 % above the table), hence the 2 % tolerance.
+    assert tpl["signal_per_epsilon2"] / tpl["n_qed_per_bin"] == pytest.approx(2 * 3.09e4, rel=0.02)
+    assert tpl["signal_per_epsilon2"] / tpl["n_qed_per_bin"] == pytest.approx(
+        3 * math.pi * 2.0 / (2 * tpl["n_f"] * ALPHA * 0.005), rel=1e-9)
+    # BESIII mu mu resolution at 2 GeV after the 1C fit: a few MeV (physics.md 7.1: 5-12 MeV
+    # before; validation/reco: 3.7 MeV rms after the fit)
+    assert 0.002 < tpl["signal_sigma_GeV"] < 0.008
+    # cached templates are reused
+    s2 = main(_args(card=str(out.parent / "card.toml"), output=str(out), toys=2))
+    assert s2["templates"]["2"]["cached"]
+
+
+def test_inject_recovers_the_signal(inject_run):
+    _, s = inject_run
+    p0, p1 = s["points"]
+    n = p1["n_toys"]
+    assert p1["n_signal_expected"] > 200  # eps = 1.5e-3 is a ~3-4 sigma signal at 2.93/fb
+    # pulls N(0, 1): mean within 3/sqrt(n), width within 3/sqrt(2(n-1)) (+0.05 for the
+    # polynomial/asymptotic approximation)
+    for p in (p0, p1):
+        assert abs(p["pull_mean"]) < 3 / math.sqrt(n) + 0.05
+        assert abs(p["pull_width"] - 1.0) < 3 / math.sqrt(2 * (n - 1)) + 0.05
+    # relative bias of the yield below 3 standard errors
+    assert abs(p1["bias_yield"]) < 3 * p1["bias_yield_err"]
+    # coverage of the 90 % limit: binomial sigma sqrt(0.09/n)
+    assert abs(p1["coverage"] - 0.90) < 3 * math.sqrt(0.09 / n) + 0.03
+    # discovery rate grows with eps; without signal Z >= 3 is rare (p = 1.35e-3 per toy)
+    assert p1["discovery_rate_z3"] > p0["discovery_rate_z3"]
+    assert p0["discovery_rate_z3"] <= 3 / n
+    # signal found at the injected mass: best-fit mass of the local scan within
+    # 3 rms/sqrt(n_scan) + half a scan step (sigma/2 / 2) of 2.0 GeV
+    sig = s["templates"]["2"]["signal_sigma_GeV"]
+    tol = 3 * p1["m_best_rms_GeV"] / math.sqrt(p1["n_mass_scan"]) + sig / 4
+    assert abs(p1["m_best_mean_GeV"] - 2.0) < tol

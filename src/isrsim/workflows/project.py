@@ -197,7 +197,16 @@ def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed
     if meta["n_candidates"] == 0:
         msg = f"backgrounds.{name}: no candidates passed the {selection} selection ({n} events)"
         raise ConfigError(msg)
-    arrays = {k: pa.array(v.astype(str) if v.dtype == object else v) for k, v in cols.items()}
+    # compact table: drop the columns this selection leaves all-NaN (e.g. vertex columns
+    # for besiii2017), dictionary-encode the channel
+    arrays = {}
+    for k, v in cols.items():
+        if v.dtype == object:
+            arrays[k] = pa.array(v.astype(str)).dictionary_encode()
+        elif v.dtype.kind == "f" and not np.any(np.isfinite(v)):
+            continue
+        else:
+            arrays[k] = pa.array(v)
     table = pa.table(arrays)
     if path is None:
         import tempfile

@@ -29,8 +29,10 @@ import pyarrow.parquet as pq
 from scipy import optimize, stats
 
 from isrsim.cli import main as isrsim_main
-from isrsim.io import iter_tables, read_metadata
-from isrsim.reco.files import reconstruct_files
+from isrsim.constants import M_E
+from isrsim.io import iter_tables, read_metadata, table_to_truth
+from isrsim.reco.files import reconstruct_files, table_to_reco
+from isrsim.reco.kinfit import fit_1c_missing_photon
 
 OUT = Path(__file__).resolve().parent
 MARKER = "<!-- besiii-selection -->"
@@ -57,6 +59,31 @@ def generated_truth(path: Path) -> tuple[np.ndarray, np.ndarray]:
         m.append(g.field("m_true").to_numpy())
         c.append(g.field("cos_gamma_cms").to_numpy())
     return np.concatenate(m), np.concatenate(c)
+
+
+def brems_check(path: Path) -> dict[str, tuple[int, float, float]]:
+    """1C chi2 of all opposite-charge two-track e e events, split by whether both measured
+    momenta are within 1.5 % of the true ones ('no hard bremsstrahlung') or not:
+    (events, mean chi2 below 20, fraction with chi2 > 5)."""
+    meta = read_metadata(path)
+    p4b = np.array(meta["beam"]["p4_total_lab"])
+    chi2, clean = [], []
+    for t in iter_tables(path):
+        r, tr = table_to_reco(t), table_to_truth(t, 3)
+        rows = np.flatnonzero((r.ntrk == 2) & (r.charge[:, 0] + r.charge[:, 1] == 0))
+        f = fit_1c_missing_photon(r.helix[rows, 0], r.cov[rows, 0], r.helix[rows, 1],
+                                  r.cov[rows, 1], bz=1.0, p4_beam=p4b, mass=M_E)
+        j = r.trk_truth[rows, :2].astype(int)
+        p_true = np.linalg.norm(tr.p4[rows[:, None], j, :3], axis=2)
+        ratio = r.track_extra["p_lab"][rows, :2] / p_true
+        chi2.append(f.chi2)
+        clean.append((np.abs(ratio - 1) < 0.015).all(axis=1))
+    x, c = np.concatenate(chi2), np.concatenate(clean)
+    out = {}
+    for name, m in (("clean", c), ("brems", ~c)):
+        v = x[m & np.isfinite(x)]
+        out[name] = (int(m.sum()), float(np.mean(v[v < 20])), float(np.mean(v > 5)))
+    return out
 
 
 def gauss_core(x: np.ndarray) -> tuple[float, float, float]:
@@ -106,6 +133,7 @@ def main() -> None:
         t = pq.read_table(tmpd / "c_both.parquet")
         cand = {k: t.column(k).to_numpy(zero_copy_only=False) for k in t.column_names}
         gen = {proc: generated_truth(files[proc]) for proc in CHANNELS}
+        brems = brems_check(files["isr_ee"])
 
     nb = EDGES.size - 1
     centres = 0.5 * (EDGES[1:] + EDGES[:-1])
@@ -181,7 +209,12 @@ def main() -> None:
              "reproduced. Electrons: bremsstrahlung before the momentum measurement "
              "(detector/simulate.py) removes energy that the fit attributes to the missing "
              "photon, which breaks the massless-photon constraint for part of the events "
-             "(chi2 tail, lower efficiency of the chi2 < 5 cut).", "",
+             "(chi2 tail, lower efficiency of the chi2 < 5 cut). Check on all two-track e e "
+             "events before any cut: both measured momenta within 1.5 % of the truth: "
+             f"{brems['clean'][0]:,} events, mean chi2 (< 20) {brems['clean'][1]:.3f}, "
+             f"chi2 > 5 in {brems['clean'][2]:.4f} (chi2(1): 0.0253); the others (hard "
+             f"bremsstrahlung): {brems['brems'][0]:,} events, chi2 > 5 in {brems['brems'][2]:.3f}.",
+             "",
              f"Resolution: after the 1C fit the Gaussian core is {1e3*np.nanmin(mu['res']):.1f}-"
              f"{1e3*np.nanmax(mu['res']):.1f} MeV (mu mu) and {1e3*np.nanmin(ee['res']):.1f}-"
              f"{1e3*np.nanmax(ee['res']):.1f} MeV (e e) from 1.5 to 3.4 GeV, smaller than the "

@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 
 from .._numba import kernel
-from ..physics.radiator import dw_dc
-
 __all__ = ["apply_matrix", "boost_by", "sample_gamma_star_decay", "sample_photon_cos"]
 
 
@@ -45,13 +43,20 @@ def apply_matrix(m, px, py, pz, e):
 @kernel
 def sample_photon_cos(rng, s, x, y_lo, y_hi, b_e):
     """cos(theta_gamma) (CM) from eq. (1.6) inside the intervals with y = atanh(b_e c) in
-    [y_lo[i], y_hi[i]]. Proposal b/(1 - b^2 c^2) is uniform in y; acceptance ratio <= 1."""
+    [y_lo[i], y_hi[i]]. Proposal b/(1 - b^2 c^2) is uniform in y; acceptance ratio <= 1.
+
+    The ratio of eq. (1.6) (``radiator.dw_dc``) to the proposal (alpha/(pi x)) f0 b/D,
+    f0 = 2 - 2x + x^2, D = 1 - b^2 c^2, is written out:
+    1 - (a/2) q D/b - (x^2/(2 f0)) (1 - a q) D/b with a = 1 - b^2, q = (1 + b^2 c^2)/D^2;
+    tanh(y) is evaluated with one expm1 (cheaper than tanh, same precision near |c| = 1).
+    """
     total = 0.0
     for i in range(y_lo.shape[0]):
         total += y_hi[i] - y_lo[i]
-    a = 1.0 - b_e * b_e
-    f0 = (2.0 - 2.0 * x + x * x)
-    pref = 0.0072973525693 / (math.pi * x)  # alpha/(pi x): cancels in the ratio below
+    b2 = b_e * b_e
+    a = 1.0 - b2
+    inv_b = 1.0 / b_e
+    kx = 0.5 * x * x / (2.0 - 2.0 * x + x * x)
     while True:
         r = rng.random() * total
         y = 0.0
@@ -61,9 +66,12 @@ def sample_photon_cos(rng, s, x, y_lo, y_hi, b_e):
                 y = y_lo[i] + min(r, width)
                 break
             r -= width
-        c = math.tanh(y) / b_e
-        d = a + b_e * b_e * (1.0 - c) * (1.0 + c)
-        ratio = dw_dc(s, x, c) / (pref * f0 * b_e / d)
+        em = math.expm1(-2.0 * abs(y))
+        th = -em / (2.0 + em)  # tanh(|y|)
+        c = (th if y >= 0.0 else -th) * inv_b
+        d = a + b2 * (1.0 - c) * (1.0 + c)
+        aq = a * (1.0 + b2 * c * c) / (d * d)
+        ratio = 1.0 - (0.5 * aq + kx * (1.0 - aq)) * d * inv_b
         if rng.random() < ratio:
             return c
 
@@ -79,7 +87,8 @@ def sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, spin):
     spin-1/2 (and ∝ n_i n_j for scalars) for any final-state mass, so with <F> the average of F
     over directions: massive fermions F_m = (1 - beta_f^2) (3/2)<F> + beta_f^2 F(n); pions
     F_pi = (3/2)<F> - F(n). Collinear limit: 1 + cos^2 + (4m^2/M^2) sin^2 and sin^2 (eq. 1.9).
-    Sampled by accept/reject from the uniform sphere (efficiency >= 1/2).
+    Sampled by accept/reject from the uniform sphere (efficiency >= 1/2); uniform directions
+    by Marsaglia's disk method (G. Marsaglia, Ann. Math. Stat. 43 (1972) 645), no sin/cos.
 
     Parameters: ebeam = sqrt(s)/2; (kx, ky, kz) the photon momentum (CM); m the gamma* mass;
     m_f the final-state mass; spin = 1 (leptons) or 0 (pions).
@@ -103,10 +112,15 @@ def sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, spin):
     else:
         bound = 1.5 * fmean - e2
     while True:
-        ct = 2.0 * rng.random() - 1.0
-        phi = 2.0 * math.pi * rng.random()
-        st = math.sqrt(max(0.0, 1.0 - ct * ct))
-        nx, ny, nz = st * math.cos(phi), st * math.sin(phi), ct
+        # uniform direction without sin/cos (Marsaglia 1972): (u, v) uniform in the unit disk,
+        # n = (2u sqrt(1 - r2), 2v sqrt(1 - r2), 1 - 2 r2)
+        u = 2.0 * rng.random() - 1.0
+        v = 2.0 * rng.random() - 1.0
+        r2 = u * u + v * v
+        if r2 >= 1.0:
+            continue
+        h = 2.0 * math.sqrt(1.0 - r2)
+        nx, ny, nz = u * h, v * h, 1.0 - 2.0 * r2
         dp = ppx * nx + ppy * ny + ppz * nz
         dm = pmx * nx + pmy * ny + pmz * nz
         f = e2 + dp * dp + dm * dm

@@ -456,8 +456,12 @@ def _solve_upper(func: Callable[[float], float], lo: float, step: float) -> tupl
     flo = func(lo)
     if flo >= 0:
         return lo, True
+    if not np.isfinite(flo):
+        return float("nan"), False
     for _ in range(60):
         fhi = func(hi)
+        if not np.isfinite(fhi):  # a failed profile fit: never bracket on NaN
+            return float("nan"), False
         if fhi > 0:
             break
         lo, flo = hi, fhi
@@ -489,6 +493,10 @@ def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
         if mu <= mu_ref:
             return 0.0
         f, p, _ = prob.fit(mu, cache["p"])
+        if not np.isfinite(f):  # restart the profile from the best fit before giving up
+            f, p, _ = prob.fit(mu, p_ref)
+        if not np.isfinite(f):
+            return float("nan")
         cache["p"] = p
         return max(2.0 * (f - f_ref), 0.0)
 

@@ -469,7 +469,25 @@ def _solve_upper(func: Callable[[float], float], lo: float, step: float) -> tupl
         hi = lo + step
     else:
         return float("nan"), False
-    root = optimize.brentq(func, lo, hi, xtol=1e-6 * max(abs(hi), 1e-12), rtol=1e-7)
+    xtol = 1e-6 * max(abs(hi), 1e-12)
+    try:
+        root = optimize.brentq(func, lo, hi, xtol=xtol, rtol=1e-7)
+    except ValueError:
+        # the profiled fit is path dependent (warm starts): brentq re-evaluated an end point on
+        # the other side. Bisect on the stored bracket values instead, never re-evaluating them.
+        a, fa, b, fb = lo, flo, hi, fhi
+        for _ in range(200):
+            if b - a <= xtol:
+                break
+            mid = 0.5 * (a + b)
+            fm = func(mid)
+            if not np.isfinite(fm):
+                return float("nan"), False
+            if fm > 0:
+                b, fb = mid, fm
+            else:
+                a, fa = mid, fm
+        root = a - fa * (b - a) / (fb - fa) if fb != fa else 0.5 * (a + b)
     return float(root), True
 
 

@@ -1,0 +1,334 @@
+"""isrsim throughput benchmark: events/s per stage and process, against the machine's limits.
+
+    python benchmarks/run.py [--json FILE] [--events N] [--quick]
+
+Stages (Belle II beams, 7 on 4 GeV with crossing angle; detector ``belle2``):
+
+* ``generate``     ``process.sample`` in memory (unweighted);
+* ``simulate``     primary vertex + ``detector.simulate.simulate`` (full detector model);
+* ``reconstruct``  ``reco.selection.reconstruct_chunk`` (``belle2_lowmass``), per input event;
+* ``write``        ``io.chunk_to_table`` + ``io.EventWriter`` (isrsim's Parquet settings);
+* ``gen+sim``, ``gen+write``, ``gen+sim+write``: the sums of the stage times (one core);
+* ``all_cores``    the same generation in one thread per core (the kernels release the GIL) and
+  the whole ``isrsim.runner.run`` (generate + simulate + write a dataset) with one worker
+  process per core, wall clock.
+
+One-core rates use the CPU time of the calling thread (``time.thread_time``), best of
+``--repeat``, so that other load on a shared machine does not count against isrsim; all-core
+rates are wall clock. Every timed call follows an untimed warm-up call (JIT compilation).
+
+Limits measured in the same run: random numbers/s of ``Generator(PCG64).random()`` inside a
+numba loop, memory copy bandwidth, pyarrow's raw Parquet write speed (no compression,
+dictionary or statistics) for the same leaf columns as flat arrays. The isr_mumu generation is
+compared with the vectorised NumPy implementation of the same physics in
+``benchmarks/numpy_baseline.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+PROCESSES = {
+    "isr_mumu": {"mass_range": [0.3, 10.0]},
+    "isr_ee": {"mass_range": [0.3, 10.0]},
+    "isr_pipi": {"mass_range": [0.3, 10.0]},
+    "diphoton": {},
+    "darkphoton": {"mass": 0.5, "epsilon": 1e-3},
+}
+
+
+def best_rate(fn, n: int, repeat: int) -> tuple[float, object]:
+    """Best events/s over ``repeat`` calls of ``fn()`` (thread CPU time); returns (rate, result)."""
+    best, out = math.inf, None
+    for _ in range(repeat):
+        t = time.thread_time()
+        out = fn()
+        best = min(best, time.thread_time() - t)
+    return n / max(best, 1e-9), out
+
+
+# ---------------------------------------------------------------------------------------
+# machine limits
+# ---------------------------------------------------------------------------------------
+def rng_limit(n: int) -> float:
+    """Uniform doubles/s of a Generator(PCG64) passed into a numba loop (one core)."""
+    import numba
+
+    @numba.njit(nogil=True)
+    def draw(rng, k):
+        acc = 0.0
+        for _ in range(k):
+            acc += rng.random()
+        return acc
+
+    rng = np.random.default_rng(1)
+    draw(rng, 10)
+    return best_rate(lambda: draw(rng, n), n, 3)[0]
+
+
+def memory_bandwidth(nbytes: int = 256 * 2**20) -> float:
+    """Bytes/s of np.copyto between two large float64 arrays (one core; read + write counted
+    once: the number of bytes copied per second)."""
+    a = np.ones(nbytes // 8)
+    b = np.empty_like(a)
+    np.copyto(b, a)
+    return best_rate(lambda: np.copyto(b, a), nbytes, 5)[0]
+
+
+def raw_parquet_rate(table, path: Path) -> float:
+    """MB/s (Arrow bytes) of pyarrow writing the table's leaf columns as flat arrays with no
+    compression, dictionary or statistics: the write-speed limit for these columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from isrsim.io import _leaves
+
+    leaves: dict[str, list[np.ndarray]] = {}
+    for name, col in zip(table.schema.names, table.columns):
+        _leaves(col.combine_chunks(), name, leaves)
+    flat = pa.table({k: pa.array(np.concatenate(v)) for k, v in leaves.items()
+                     if not k.endswith("#len") and np.concatenate(v).dtype != object
+                     and len(np.concatenate(v)) == table.num_rows})
+    # list leaves have n_objects rows: write them as their own table of the same bytes
+    lists = {k: np.concatenate(v) for k, v in leaves.items() if not k.endswith("#len")
+             and np.concatenate(v).dtype != object and len(np.concatenate(v)) != table.num_rows}
+    by_len: dict[int, dict[str, np.ndarray]] = {}
+    for k, v in lists.items():
+        by_len.setdefault(len(v), {})[k] = v
+    tables = [flat] + [pa.table({k: pa.array(v) for k, v in d.items()}) for d in by_len.values()]
+    nbytes = sum(t.nbytes for t in tables)
+
+    def write():
+        for i, t in enumerate(tables):
+            pq.write_table(t, path.with_suffix(f".{i}.parquet"), compression="none",
+                           use_dictionary=False, write_statistics=False,
+                           row_group_size=max(t.num_rows, 1))
+
+    write()
+    return best_rate(write, nbytes, 3)[0] / 1e6
+
+
+# ---------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------
+def bench_process(name: str, params: dict, det, n: int, repeat: int, tmp: Path) -> dict:
+    from isrsim.detector.simulate import simulate
+    from isrsim.io import EventWriter, chunk_to_table
+    from isrsim.processes import make_process
+    from isrsim.reco.selection import reconstruct_chunk
+    from isrsim.runner import apply_primary_vertex
+
+    proc = make_process(name, det.beam, **params)
+    rng = np.random.default_rng(12345)
+    proc.sample(rng, 1000, weighted=False)                       # warm-up (JIT / cache load)
+    r: dict[str, float] = {}
+    r["generate"], (truth, _st) = best_rate(lambda: proc.sample(rng, n, weighted=False), n, repeat)
+
+    def sim():
+        t = truth.slice(0, n)
+        t.vtx = truth.vtx.copy()
+        apply_primary_vertex(t, det.beam, rng)
+        return t, simulate(t, det, rng)
+
+    small = truth.slice(0, 1000)
+    simulate(small, det, rng)                                     # warm-up
+    r["simulate"], (truth_v, reco) = best_rate(sim, n, repeat)
+    selection = "belle2_lowmass"
+    try:
+        reconstruct_chunk(reco, truth_v, selection=selection, bz=det.bz_T, beam=det.beam)
+        r["reconstruct"], _ = best_rate(lambda: reconstruct_chunk(
+            reco, truth_v, selection=selection, bz=det.bz_T, beam=det.beam), n, max(1, repeat - 1))
+    except Exception as exc:  # noqa: BLE001 - a selection may not apply to every process
+        r["reconstruct"] = float("nan")
+        print(f"  {name}: reconstruct skipped ({type(exc).__name__}: {exc})")
+    table = chunk_to_table(truth_v, 0, name, reco)
+    out = tmp / f"{name}.parquet"
+
+    def write():
+        tab = chunk_to_table(truth_v, 0, name, reco)
+        w = EventWriter(out)
+        w.write(tab)
+        w.close({"bench": True})
+
+    write()
+    r["write"], _ = best_rate(write, n, repeat)
+    r["write_MB_s"] = r["write"] * table.nbytes / n / 1e6
+    r["bytes_per_event"] = table.nbytes / n
+    r["raw_parquet_MB_s"] = raw_parquet_rate(table, tmp / f"{name}_raw.parquet")
+    r["write_fraction_of_raw"] = r["write_MB_s"] / r["raw_parquet_MB_s"]
+    # truth-only write (what `isrsim generate` without --detector writes)
+    tab_t = chunk_to_table(truth, 0, name)
+
+    def write_truth():
+        w = EventWriter(out)
+        w.write(chunk_to_table(truth, 0, name))
+        w.close({"bench": True})
+
+    write_truth()
+    r["write_truth_only"], _ = best_rate(write_truth, n, repeat)
+    r["write_truth_only_MB_s"] = r["write_truth_only"] * tab_t.nbytes / n / 1e6
+
+    def comb(*stages):
+        return 1.0 / sum(1.0 / r[s] for s in stages)
+
+    r["gen+sim"] = comb("generate", "simulate")
+    r["gen+write"] = comb("generate", "write_truth_only")
+    r["gen+sim+write"] = comb("generate", "simulate", "write")
+    return r
+
+
+def all_cores(name: str, params: dict, det, n: int, ncores: int, tmp: Path) -> dict:
+    """Wall-clock rates with all cores: threads for generation, worker processes for a run."""
+    from isrsim.processes import make_process
+    from isrsim.runner import BLOCK_EVENTS, RunSpec, run
+
+    proc = make_process(name, det.beam, **params)
+    proc.sample(np.random.default_rng(0), 1000)
+    per = max(n // ncores, 1000)
+    with cf.ThreadPoolExecutor(ncores) as pool:
+        t = time.perf_counter()
+        list(pool.map(lambda i: proc.sample(np.random.default_rng(i), per), range(ncores)))
+        gen = per * ncores / (time.perf_counter() - t)
+    n_run = max(BLOCK_EVENTS * ncores * 2, (n // BLOCK_EVENTS) * BLOCK_EVENTS)
+    res = {}
+    for label, workers in (("gen+sim+write_1worker", 1), ("gen+sim+write", ncores)):
+        spec = RunSpec(process=name, params=params, beam=det.beam, output=tmp / f"run_{name}_{workers}",
+                       seed=1, n_events=n_run, detector=det, workers=workers, progress=False,
+                       chunk_size=max(BLOCK_EVENTS, (n_run // (4 * workers)) // BLOCK_EVENTS * BLOCK_EVENTS))
+        t = time.perf_counter()
+        run(spec)
+        res[label] = n_run / (time.perf_counter() - t)
+    return {"generate": gen, **res}
+
+
+def numpy_baseline(det, n: int, repeat: int) -> dict:
+    from numpy_baseline import NumpyIsrMuMu
+
+    from isrsim.processes import make_process
+
+    proc = make_process("isr_mumu", det.beam, **PROCESSES["isr_mumu"])
+    base = NumpyIsrMuMu(proc)
+    rng = np.random.default_rng(7)
+    base.sample(rng, 1000)
+    rate, p4 = best_rate(lambda: base.sample(rng, n), n, max(1, repeat - 1))
+    truth, st = proc.sample(rng, n)
+    # the two implementations sample the same distribution: compare the mean M(mu mu)
+
+    def mass(p):
+        q = p[:, 0] + p[:, 1]
+        return np.sqrt(np.maximum(q[:, 3] ** 2 - (q[:, :3] ** 2).sum(1), 0.0))
+
+    m_np, m_nb = mass(p4), mass(truth.p4)
+    pull = (m_np.mean() - m_nb.mean()) / math.hypot(m_np.std() / math.sqrt(n), m_nb.std() / math.sqrt(n))
+    return {"generate": rate, "mean_m_pull_vs_numba": float(pull), "trials_per_event": st.n_trials / n}
+
+
+def machine() -> dict:
+    import numba
+    import pyarrow
+
+    import isrsim
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__, "pyarrow": pyarrow.__version__,
+            "isrsim": isrsim.__version__, "platform": platform.platform()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", help="write the results to this JSON file")
+    ap.add_argument("--events", type=int, default=1_000_000, help="events per stage measurement")
+    ap.add_argument("--quick", action="store_true", help="100k events, 1 repeat, isr_mumu only")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--processes", nargs="*", default=list(PROCESSES))
+    args = ap.parse_args(argv)
+    n, repeat, procs = args.events, args.repeat, args.processes
+    if args.quick:
+        n, repeat, procs = 100_000, 1, ["isr_mumu"]
+    from isrsim.detector import load_detector
+
+    det = load_detector("belle2")
+    info = machine()
+    print(json.dumps(info))
+    ncores = os.cpu_count() or 1
+    limits = {"rng_draws_per_s": rng_limit(20_000_000 if not args.quick else 2_000_000),
+              "memory_copy_GB_s": memory_bandwidth() / 1e9}
+    print(f"limits: PCG64 in numba {limits['rng_draws_per_s'] / 1e6:.0f} M draws/s, "
+          f"memory copy {limits['memory_copy_GB_s']:.1f} GB/s")
+    results: dict = {"machine": info, "events": n, "limits": limits}
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for name in procs:
+            r = bench_process(name, PROCESSES[name], det, n, repeat, tmp)
+            r["all_cores"] = all_cores(name, PROCESSES[name], det, n, ncores, tmp)
+            results[name] = r
+            print(f"{name}: " + ", ".join(f"{k} {v / 1e6:.2f} M/s" for k, v in r.items()
+                                         if k in ("generate", "simulate", "reconstruct", "write",
+                                                  "gen+sim", "gen+write", "gen+sim+write")))
+    if "isr_mumu" in results:
+        nb = numpy_baseline(det, n, repeat)
+        r = results["isr_mumu"]
+        r["numpy_baseline"] = nb
+        r["ratio_to_numpy_generate"] = r["generate"] / nb["generate"]
+        # random-number budget: draws per event (structure of the sampler, measured trial rates
+        # of the mass step; photon and decay acceptances from physics.md 1.6 / eq. 1.8 bounds)
+        draws = 2.0 * nb["trials_per_event"] + 2.0 * 1.08 + 1.0 + 1.5 * (1.0 + 8.0 / math.pi)
+        r["rng_draws_per_event_est"] = draws
+        r["rng_fraction"] = r["generate"] * draws / limits["rng_draws_per_s"]
+    limits["raw_parquet_write_MB_s"] = {p: results[p]["raw_parquet_MB_s"] for p in procs}
+    print_table(results, procs)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+        print(f"written {args.json}")
+    return 0
+
+
+def print_table(res: dict, procs: list[str]) -> None:
+    cols = ["generate", "simulate", "reconstruct", "write", "gen+sim", "gen+write", "gen+sim+write"]
+    print("\nevents/s [M/s], one core (thread CPU time):")
+    print(f"| process | {' | '.join(cols)} | all cores: generate | all cores: gen+sim+write |")
+    print("|---" * (len(cols) + 3) + "|")
+    for p in procs:
+        r = res[p]
+        vals = " | ".join(f"{r[c] / 1e6:.2f}" for c in cols)
+        ac = r["all_cores"]
+        print(f"| {p} | {vals} | {ac['generate'] / 1e6:.2f} | {ac['gen+sim+write'] / 1e6:.2f} |")
+    print("\nwrite vs pyarrow raw (flat leaves, no compression/dictionary/statistics):")
+    for p in procs:
+        r = res[p]
+        print(f"  {p}: {r['bytes_per_event']:.0f} B/event, isrsim {r['write_MB_s']:.0f} MB/s, raw "
+              f"{r['raw_parquet_MB_s']:.0f} MB/s -> {100 * r['write_fraction_of_raw']:.0f}%")
+    if "isr_mumu" in res and "numpy_baseline" in res["isr_mumu"]:
+        r = res["isr_mumu"]
+        nb = r["numpy_baseline"]
+        print(f"\nisr_mumu generate: numba {r['generate'] / 1e6:.2f} M/s vs NumPy baseline "
+              f"{nb['generate'] / 1e6:.2f} M/s -> x{r['ratio_to_numpy_generate']:.2f} "
+              f"(mean M pull {nb['mean_m_pull_vs_numba']:+.2f})")
+        print(f"random numbers: ~{r['rng_draws_per_event_est']:.1f} draws/event -> "
+              f"{100 * r['rng_fraction']:.0f}% of the PCG64-in-numba limit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -171,7 +171,11 @@ def _check_conversions(conversions: dict[str, Any], detector: Any) -> None:
             raise ConfigError(msg)
         from .detector.conversion import resolve_layers
 
-        resolve_layers(detector.material, layers)
+        try:
+            resolve_layers(detector.material, layers)
+        except ConfigError as exc:
+            msg = f"conversions.forced_layers: {exc}"
+            raise ConfigError(msg) from None
 
 
 def _beam(card: dict[str, Any], detector: Any) -> Any:

@@ -280,7 +280,15 @@ def _parts(path: Path) -> list[Path]:
             msg = (f"dataset {str(path)!r} is incomplete ({len(info.get('parts', []))} of "
                    f"{info.get('n_parts', '?')} parts); finish it with --resume")
             raise InputFileError(msg)
-        return [path / p["file"] for p in info["parts"]]
+        try:
+            files = [path / str(p["file"]) for p in info["parts"]]
+        except (KeyError, TypeError) as exc:
+            msg = f"{str(manifest)!r} is corrupt (bad parts list: {exc!r})"
+            raise InputFileError(msg) from None
+        if not files:
+            msg = f"dataset {str(path)!r} lists no parts"
+            raise InputFileError(msg)
+        return files
     if not path.exists():
         msg = f"input file {str(path)!r} does not exist"
         raise InputFileError(msg)
@@ -311,9 +319,25 @@ def read_metadata(path: str | os.PathLike[str], *, require_process: str | tuple[
         msg = f"{str(parts[0])!r}: isrsim metadata is corrupt ({exc})"
         raise InputFileError(msg) from None
     if p.is_dir():
-        meta = json.loads((p / _MANIFEST).read_text()).get("metadata", meta)
-    file_major = str(meta.get("schema_version", "0")).split(".")[0]
-    if int(file_major) > int(SCHEMA_VERSION.split(".")[0]):
+        manifest = json.loads((p / _MANIFEST).read_text())
+        meta = manifest.get("metadata", meta)
+        # every listed part must open (footer intact) and hold the rows the manifest says
+        for info, part in zip(manifest["parts"], parts):
+            n_rows = (pf if part == parts[0] else _open(part)).metadata.num_rows
+            if "n_events" in info and n_rows != info["n_events"]:
+                msg = (f"{str(part)!r} holds {n_rows} events but the manifest lists "
+                       f"{info['n_events']}: the dataset is corrupt")
+                raise InputFileError(msg)
+    if not isinstance(meta, dict):
+        msg = f"{str(parts[0])!r}: isrsim metadata is corrupt (not a JSON object)"
+        raise InputFileError(msg)
+    try:
+        file_major = int(str(meta.get("schema_version", "0")).split(".")[0])
+    except ValueError:
+        msg = (f"{str(path)!r}: schema_version = {meta.get('schema_version')!r} is invalid: "
+               f"allowed MAJOR.MINOR with MAJOR <= {SCHEMA_VERSION.split('.')[0]}")
+        raise InputFileError(msg) from None
+    if file_major > int(SCHEMA_VERSION.split(".")[0]):
         msg = (f"{str(path)!r} has event schema {meta.get('schema_version')}, newer than this "
                f"isrsim's {SCHEMA_VERSION}: upgrade isrsim to read it")
         raise InputFileError(msg)

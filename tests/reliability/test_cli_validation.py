@@ -1,0 +1,214 @@
+"""Issue 10 item 1 and issue 2 "Bad input": every CLI flag and run-card field is checked before
+any work; a user error gives one line ``isrsim: error: <field> = <value> ... allowed ...``, exit
+status 2, no traceback and no output left behind; an internal error gives a short message with a
+``--debug`` hint and exit status 1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .conftest import run_cli, run_main
+
+GEN = ["generate", "--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1.5", "3.4",
+       "--events", "2000", "--quiet"]
+
+
+def _gen(**over: list[str] | None) -> list[str]:
+    """GEN with flags replaced (value None drops the flag); ``-o out.parquet`` unless given."""
+    args = list(GEN)
+    flags = {"--process": 1, "--sqrt-s": 1, "--mll": 2, "--events": 1}
+    for flag, vals in over.items():
+        flag = "--" + flag.replace("_", "-")
+        if flag in flags:
+            i = args.index(flag)
+            del args[i:i + 1 + flags[flag]]
+        if vals is not None:
+            args += [flag, *vals]
+    if "-o" not in over and "--o" not in args and "--output" not in args:
+        args += ["-o", "out.parquet"]
+    return args
+
+
+BAD_CLI = {
+    # issue 2 "Bad input" list
+    "unknown process": (_gen(process=["nope"]), ["process", "'nope'", "allowed", "isr_mumu"]),
+    "inverted window": (_gen(mll=["3.4", "1.5"]), ["mass_range", "3.4", "inverted", "allowed"]),
+    "empty window": (_gen(mll=["1.5", "1.5"]), ["mass_range", "1.5", "empty", "allowed"]),
+    "window above sqrt(s)": (_gen(mll=["1.5", "5"]), ["mass_range", "5", "kinematic", "allowed"]),
+    "window below threshold": (_gen(mll=["0.1", "1"]), ["mass_range", "0.1", "kinematic", "allowed"]),
+    "nan window": (_gen(mll=["nan", "3"]), ["mass_range", "nan", "allowed"]),
+    "sqrt-s zero": (_gen(sqrt_s=["0"]), ["sqrt_s", "0", "allowed", "0 < sqrt_s"]),
+    "sqrt-s negative": (_gen(sqrt_s=["-1"]), ["sqrt_s", "-1", "allowed"]),
+    "sqrt-s inf": (_gen(sqrt_s=["inf"]), ["sqrt_s", "inf", "allowed"]),
+    "events zero": (_gen(events=["0"]), ["events", "0", "allowed", ">= 1"]),
+    "events negative": (_gen(events=["-5"]), ["events", "-5", "allowed"]),
+    "events not int": (_gen(events=["1e3x"]), ["--events", "1e3x"]),
+    "no output": (GEN, ["output", "missing"]),
+    "output dir missing": (_gen(o=["nodir/out.parquet"]), ["output", "nodir", "does not exist"]),
+    "output under a file": (_gen(o=["afile/out.parquet"]), ["output", "afile"]),
+    "output is a dir": (_gen(o=["adir.parquet"]), ["output", "adir.parquet", "directory", "allowed"]),
+    "dataset output is a file": (_gen(o=["afile"]), ["output", "afile", "existing file", "allowed"]),
+    # issue 10 additions
+    "negative luminosity": (_gen(events=None, luminosity=None) + ["--luminosity=-1/fb"],
+                            ["luminosity", "-1/fb", "> 0"]),
+    "zero luminosity": (_gen(events=None, luminosity=["0/fb"]), ["luminosity", "0/fb", "> 0"]),
+    "malformed luminosity": (_gen(events=None, luminosity=["lots"]), ["luminosity", "lots", "2.93/fb"]),
+    "events and luminosity": (_gen(luminosity=["1/fb"]), ["events", "luminosity", "exactly one"]),
+    "detector path missing": (_gen(sqrt_s=None, detector=["nodir/det.toml"]), ["detector", "nodir/det.toml"]),
+    "detector name unknown": (_gen(sqrt_s=None, detector=["lep3"]), ["detector", "'lep3'", "allowed", "besiii"]),
+    "detector and sqrt-s": (_gen(detector=["besiii"]), ["detector", "beam"]),
+    "photon-cut syntax": (_gen(photon_cut=["sideways"]), ["--photon-cut", "'sideways'", "allowed", "untagged"]),
+    "photon-cut number": (_gen(photon_cut=["untagged:abc"]), ["--photon-cut", "untagged:abc", "allowed"]),
+    "photon-cut range": (_gen(photon_cut=["untagged:-1"]), ["photon_cut.theta_max", "-1", "allowed"]),
+    "photon-cut inverted": (_gen(photon_cut=["tagged:2:1"]), ["photon_cut.theta_max", "1", "allowed"]),
+    "chunk not multiple": (_gen(chunk_size=["15000"]), ["chunk_size", "15000", "multiple", "10000"]),
+    "chunk zero": (_gen(chunk_size=["0"]), ["chunk_size", "0", "multiple", "10000"]),
+    "chunk too large": (_gen(chunk_size=["1000000000"]), ["chunk_size", "1000000000", "allowed"]),
+    "workers zero": (_gen(workers=["0"]), ["workers", "0", "allowed"]),
+    "seed negative": (_gen(seed=["-1"]), ["seed", "-1", "allowed", ">= 0"]),
+    "compression": (_gen(compression=["rar"]), ["compression", "'rar'", "allowed", "zstd"]),
+    "radiator": (_gen(radiator=["nlo"]), ["--radiator", "nlo", "kf"]),
+    "unknown param": (_gen(param=["colour=1"]), ["colour", "allowed", "mass_range"]),
+    "param syntax": (_gen(param=["colour"]), ["--param", "'colour'", "KEY=VALUE"]),
+    "bad param value": (_gen(param=["grid_points=10"]), ["grid_points", "10", "allowed"]),
+    "card missing": (_gen(card=["nocard.toml"]), ["card", "nocard.toml", "cannot be read"]),
+    "card not TOML": (_gen(card=["bad.toml"]), ["card", "bad.toml", "not valid TOML"]),
+    "card unknown key": (_gen(card=["unknown_key.toml"]), ["[run]", "unknown", "colour", "allowed"]),
+    "card unknown section": (_gen(card=["unknown_section.toml"]), ["run card", "unknown", "extras", "allowed"]),
+    "card wrong type": (_gen(card=["wrong_type.toml"]), ["weighted", "'yes'", "allowed", "true or false"]),
+    "card beam not a table": (_gen(sqrt_s=None, card=["beam_scalar.toml"]), ["[beam]", "3.773", "a table"]),
+    "card missing process param": (_gen(mll=None, process=None, card=["no_window.toml"]),
+                                   ["process.mass_range", "missing", "isr_ee"]),
+    "card forced layer unknown": (_gen(sqrt_s=None, detector=["besiii"], card=["forced.toml"]),
+                                  ["conversions.forced_layers", "'Gold'", "allowed"]),
+}
+
+CARDS = {
+    "bad.toml": "[run\nprocess = 'isr_mumu'\n",
+    "unknown_key.toml": "[run]\ncolour = 'red'\n",
+    "unknown_section.toml": "[extras]\na = 1\n",
+    "wrong_type.toml": "[run]\nweighted = 'yes'\n",
+    "beam_scalar.toml": "beam = 3.773\n",
+    "no_window.toml": "[run]\nprocess = 'isr_ee'\n",
+    "forced.toml": "[conversions]\nmode = 'forced'\nforced_layers = ['Gold']\n",
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    for name, text in CARDS.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "adir.parquet").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _listing(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("case", list(BAD_CLI))
+def test_bad_input_one_line_exit_2_nothing_written(case, workdir):
+    argv, expected = BAD_CLI[case]
+    before = _listing(workdir)
+    status, out, err = run_main(argv)
+    assert status == 2, (case, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("isrsim: error: ")
+    assert "Traceback" not in err
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    assert _listing(workdir) == before  # no output file, directory or temporary left behind
+
+
+def test_bad_input_in_a_real_process(tmp_path):
+    """The installed entry point: exit status 2, one stderr line, nothing on stdout."""
+    res = run_cli(_gen(mll=["3.4", "1.5"]), cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert res.stderr.count("\n") == 1
+    assert res.stderr.startswith("isrsim: error: mass_range = [3.4, 1.5]")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_directory(tmp_path, monkeypatch):
+    """A directory the user cannot write to (chmod; as root, a failing write probe)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    monkeypatch.chdir(tmp_path)
+    if os.geteuid() == 0:  # root ignores the mode bits: make the write probe fail instead
+        import tempfile
+
+        def denied(*a, **k):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkstemp", denied)
+    try:
+        status, _, err = run_main(_gen(o=["ro/out.parquet"]))
+        assert status == 2
+        assert "output = 'ro/out.parquet'" in err
+        assert "not writable" in err
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def _boom(*args, **kwargs):
+    msg = "simulated internal failure"
+    raise RuntimeError(msg)
+
+
+@pytest.mark.parametrize("output", ["out.parquet", "data"])
+def test_internal_error_short_message_exit_1(output, tmp_path, monkeypatch):
+    import isrsim.runner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(isrsim.runner, "_run_chunk", _boom)
+    status, _, err = run_main(_gen(o=[output]))
+    assert status == 1
+    assert err.count("\n") == 1
+    assert "internal error" in err
+    assert "simulated internal failure" in err
+    assert "--debug" in err
+    assert "Traceback" not in err
+    if output.endswith(".parquet"):
+        assert list(tmp_path.iterdir()) == []  # the temporary file was removed
+    else:  # a dataset keeps its (empty, incomplete) manifest for --resume, and no part
+        files = sorted(p.name for p in (tmp_path / output).iterdir())
+        assert files == ["_manifest.json"]
+
+
+def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
+    import isrsim.runner
+
+    from isrsim.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(isrsim.runner, "_run_chunk", _boom)
+    with pytest.raises(RuntimeError, match="simulated internal failure"):
+        main(["--debug", *_gen()])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["darkphoton", "--mass", "-1", "--epsilon", "1e-3"], ["--mass", "-1", "allowed"]),
+    (["darkphoton", "--mass", "1", "--epsilon", "2"], ["--epsilon", "2", "0 < epsilon < 1"]),
+    (["darkphoton", "--mass", "1", "--epsilon", "1e-3", "--sqrt-s", "0"], ["--sqrt-s", "0", "allowed"]),
+    (["simulate", "missing.parquet", "--detector", "besiii", "-o", "s.parquet"],
+     ["missing.parquet", "does not exist"]),
+    (["info", "missing.parquet"], ["missing.parquet", "does not exist"]),
+    (["nosuchcommand"], ["invalid choice"]),
+])
+def test_other_commands_bad_input(argv, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_main(argv)
+    assert status == 2
+    assert err.count("\n") == 1
+    for text in expected:
+        assert text in err
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,199 @@
+"""Issue 10 item 3: corrupt, truncated, foreign, newer-schema and wrong-process inputs give a
+clear one-line InputFileError (exit status 2 through ``isrsim info`` / ``isrsim simulate``),
+never a traceback or silently wrong events (data pages carry CRC checksums)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from isrsim import SCHEMA_VERSION
+from isrsim.exceptions import InputFileError
+from isrsim.io import METADATA_KEY, content_hash, read_events, read_metadata, write_table_atomic
+
+from .conftest import run_main
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _assert_cli_error(argv: list[str], *expected: str) -> None:
+    status, out, err = run_main(argv)
+    assert status == 2, (out, err)
+    assert err.count("\n") == 1 and err.startswith("isrsim: error: "), err
+    assert "Traceback" not in err
+    for text in expected:
+        assert text in err, (text, err)
+
+
+@pytest.fixture
+def copy_file(small_file, tmp_path) -> Path:
+    dst = tmp_path / "copy.parquet"
+    shutil.copy(small_file, dst)
+    return dst
+
+
+@pytest.fixture
+def copy_dataset(small_dataset, tmp_path) -> Path:
+    dst = tmp_path / "data"
+    shutil.copytree(small_dataset, dst)
+    return dst
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.003, 0.5, 0.999])
+def test_truncated_file(copy_file, keep, tmp_path, monkeypatch):
+    _truncate(copy_file, keep)
+    with pytest.raises(InputFileError, match="corrupt or truncated") as exc:
+        read_events(copy_file)
+    assert "\n" not in str(exc.value)
+    assert str(copy_file) in str(exc.value)
+    monkeypatch.chdir(tmp_path)
+    _assert_cli_error(["info", str(copy_file)], "corrupt or truncated", "copy.parquet")
+    _assert_cli_error(["simulate", str(copy_file), "--detector", "besiii", "-o", "sim.parquet"],
+                      "corrupt or truncated")
+    assert not list(tmp_path.glob("*sim.parquet*"))
+
+
+def test_truncated_dataset_part(copy_dataset, tmp_path, monkeypatch):
+    """Issue 10 acceptance: truncate one part of a dataset; reading, info and simulate name it."""
+    part = copy_dataset / "part-00001.parquet"
+    _truncate(part, 0.6)
+    for call in (read_metadata, read_events, content_hash):
+        with pytest.raises(InputFileError, match="part-00001.parquet") as exc:
+            call(copy_dataset)
+        assert "corrupt or truncated" in str(exc.value)
+    monkeypatch.chdir(tmp_path)
+    _assert_cli_error(["info", str(copy_dataset)], "part-00001.parquet", "corrupt or truncated")
+    _assert_cli_error(["simulate", str(copy_dataset), "--detector", "besiii", "-o", "sim.parquet"],
+                      "part-00001.parquet")
+    assert not list(tmp_path.glob("*sim.parquet*"))
+
+
+def test_bit_rot_inside_a_page_is_detected(copy_file):
+    """Random bytes in the middle of the file (footer intact): the page CRC catches it."""
+    data = bytearray(copy_file.read_bytes())
+    footer = pq.ParquetFile(copy_file).metadata.serialized_size + 8
+    for start in (len(data) // 4, len(data) // 2):
+        assert start + 64 < len(data) - footer
+        bad = bytearray(data)
+        bad[start:start + 64] = bytes(b ^ 0x5A for b in bad[start:start + 64])
+        copy_file.write_bytes(bad)
+        with pytest.raises(InputFileError, match="corrupt or truncated"):
+            content_hash(copy_file)
+
+
+def test_part_with_wrong_row_count(copy_dataset):
+    """A part replaced by another file (different size) contradicts the manifest."""
+    write_table_atomic(pa.table({"event_id": pa.array([0, 1], pa.int64())}),
+                       copy_dataset / "part-00002.parquet", {"schema_version": SCHEMA_VERSION})
+    with pytest.raises(InputFileError, match=r"part-00002.parquet.*2 events.*manifest lists 10000"):
+        read_metadata(copy_dataset)
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"complete": true, "parts": [{"name": 1}]}',
+                                  '{"complete": true, "parts": []}', '{"complete": false, "parts": []}'])
+def test_corrupt_manifest(copy_dataset, text):
+    (copy_dataset / "_manifest.json").write_text(text)
+    with pytest.raises(InputFileError, match="_manifest.json|incomplete|no parts"):
+        read_events(copy_dataset)
+
+
+def test_missing_part(copy_dataset):
+    (copy_dataset / "part-00000.parquet").unlink()
+    with pytest.raises(InputFileError, match="part-00000.parquet"):
+        read_events(copy_dataset)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not parquet\n", b"PAR1" + b"\0" * 100 + b"PAR1"])
+def test_not_parquet(tmp_path, content, monkeypatch):
+    f = tmp_path / "x.parquet"
+    f.write_bytes(content)
+    with pytest.raises(InputFileError, match="not a readable Parquet file"):
+        read_events(f)
+    monkeypatch.chdir(tmp_path)
+    _assert_cli_error(["info", "x.parquet"], "x.parquet", "not a readable Parquet file")
+
+
+def _rewrite_metadata(src: Path, dst: Path, edit) -> None:
+    """Copy an event file with its isrsim metadata edited by ``edit(meta) -> meta``."""
+    pf = pq.ParquetFile(src)
+    meta = json.loads(pf.metadata.metadata[METADATA_KEY])
+    write_table_atomic(pf.read(), dst, edit(meta))
+
+
+@pytest.mark.parametrize("version", ["2.0", "17.3", str(int(SCHEMA_VERSION.split(".")[0]) + 1)])
+def test_newer_schema_version(small_file, tmp_path, version, monkeypatch):
+    newer = tmp_path / "newer.parquet"
+    _rewrite_metadata(small_file, newer, lambda m: {**m, "schema_version": version})
+    with pytest.raises(InputFileError, match=rf"event schema {version}, newer than .* upgrade isrsim"):
+        read_events(newer)
+    monkeypatch.chdir(tmp_path)
+    _assert_cli_error(["info", "newer.parquet"], f"event schema {version}", "upgrade")
+    _assert_cli_error(["simulate", "newer.parquet", "--detector", "besiii", "-o", "s.parquet"],
+                      "upgrade")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_same_major_newer_minor_is_readable(small_file, tmp_path):
+    """A minor bump only adds optional content: still readable, with identical events."""
+    major = SCHEMA_VERSION.split(".")[0]
+    f = tmp_path / "minor.parquet"
+    _rewrite_metadata(small_file, f, lambda m: {**m, "schema_version": f"{major}.99"})
+    assert content_hash(f) == content_hash(small_file)
+
+
+@pytest.mark.parametrize("bad", ["one", None, 3.5, [1], ""])
+def test_garbage_schema_version(small_file, tmp_path, bad):
+    f = tmp_path / "g.parquet"
+    _rewrite_metadata(small_file, f, lambda m: {**m, "schema_version": bad})
+    with pytest.raises(InputFileError, match="schema"):
+        read_metadata(f)
+
+
+def test_foreign_parquet_without_isrsim_metadata(tmp_path, monkeypatch):
+    f = tmp_path / "foreign.parquet"
+    pq.write_table(pa.table({"a": [1, 2, 3]}), f)
+    with pytest.raises(InputFileError, match="no isrsim metadata"):
+        read_events(f)
+    monkeypatch.chdir(tmp_path)
+    _assert_cli_error(["info", "foreign.parquet"], "no isrsim metadata")
+
+
+def test_corrupt_isrsim_metadata(tmp_path):
+    f = tmp_path / "c.parquet"
+    table = pa.table({"a": [1]}).replace_schema_metadata({METADATA_KEY: b"{oops"})
+    pq.write_table(table, f)
+    with pytest.raises(InputFileError, match="metadata is corrupt"):
+        read_metadata(f)
+
+
+def test_require_process(small_file, small_dataset):
+    """A file of another process where one is required: the error names both."""
+    ev, meta = read_events(small_file, require_process="isr_mumu")
+    assert meta["process"] == "isr_mumu" and len(ev) == 20_000
+    read_metadata(small_dataset, require_process=("isr_ee", "isr_mumu"))
+    with pytest.raises(InputFileError, match=r"holds process 'isr_mumu'; required: isr_ee"):
+        read_events(small_file, require_process="isr_ee")
+    with pytest.raises(InputFileError, match=r"required: darkphoton, diphoton"):
+        read_events(small_dataset, require_process=("darkphoton", "diphoton"))
+
+
+def test_simulate_refuses_already_simulated(tmp_path, monkeypatch):
+    """``isrsim simulate`` of a file that already holds detector output: one-line error."""
+    from isrsim.config import build_spec
+    from isrsim.runner import run
+
+    monkeypatch.chdir(tmp_path)
+    run(build_spec({"run": {"process": "isr_mumu", "events": 500, "detector": "besiii",
+                            "output": "det.parquet", "progress": False},
+                    "process": {"mass_range": [1.5, 3.4]}}))
+    _assert_cli_error(["simulate", "det.parquet", "--detector", "besiii", "-o", "again.parquet"],
+                      "already simulated")
+    assert not (tmp_path / "again.parquet").exists()

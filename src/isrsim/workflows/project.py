@@ -46,9 +46,16 @@ from ._common import card_hash, parse_luminosities, read_candidate_tables, save_
 __all__ = ["background_candidates", "default_card", "main", "run_projection"]
 
 _PROJECT_KEYS = {"detector", "luminosity", "mass", "selection", "seed", "toys", "cache_dir",
-                 "mc_luminosity_max", "backgrounds", "output", "title"}
+                 "mc_luminosity_max", "backgrounds", "output", "title", "signal"}
 _ANALYSIS_KEYS = {"bin_width", "order", "step", "convention", "norm_unc", "res_unc",
-                  "mask_windows", "bhabha_correction", "channels"}
+                  "mask_windows", "bhabha_correction", "channels", "background", "cuts",
+                  "mass_variable", "window_nsigma", "bkg_unc", "bin_unc", "signal_unc",
+                  "toy_masses"}
+#: analysis.background choices: full-range polynomial fit (BESIII 2017) or MC templates.
+BACKGROUND_METHODS = ("polynomial", "template")
+_SIGNAL_KEYS = {"masses", "epsilon", "events", "photon_cut"}
+_CUT_KEYS = {"r_xy_max_cm", "delta_m_min_GeV"}
+_MASS_VARIABLES = ("m_ll", "m_after", "m_before")
 _BKG_KEYS = {"process", "params", "weighted", "events", "conversions"}
 
 
@@ -250,6 +257,10 @@ def _check_card(card: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     if not (0 <= lo < hi):
         msg = f"project.mass = [{lo}, {hi}] must satisfy 0 <= MIN < MAX (GeV)"
         raise ConfigError(msg)
+    method = ana.get("background", "polynomial")
+    if method not in BACKGROUND_METHODS:
+        msg = f"analysis.background = {method!r} is invalid: allowed {', '.join(BACKGROUND_METHODS)}"
+        raise ConfigError(msg)
     toys = proj.get("toys", 50)
     if not isinstance(toys, int) or isinstance(toys, bool) or toys < 0:
         msg = f"project.toys = {toys!r} must be an integer >= 0"
@@ -317,6 +328,9 @@ def run_projection(card: dict[str, Any], *, output: str | Path, progress: bool =
                   f"{info['n_candidates']} candidates ({state})", flush=True)
         paths.append(p)
         infos.append(info)
+    if ana.get("background", "polynomial") == "template":
+        return _run_template(card, proj, ana, det, lumis, paths, infos, out, seed=seed,
+                             cache_dir=cache_dir, l_mc=l_mc, progress=progress, t0=t0)
     results = []
     for lumi in lumis:
         cands = read_candidate_tables(paths, luminosity_invnb=lumi,
@@ -428,3 +442,197 @@ def main(args: Any) -> dict[str, Any]:
     card = card_from_args(args, card)
     output = args.output or f"isrsim_project_{card['project']['detector']}"
     return run_projection(card, output=output, progress=not getattr(args, "quiet", False))
+
+
+# ---------------------------------------------------------------------------------------
+# MC-template projection (analysis.background = "template")
+
+
+def _check_cuts(ana: dict[str, Any]) -> tuple[dict[str, float], str]:
+    cuts = dict(ana.get("cuts", {}) or {})
+    unknown = set(cuts) - _CUT_KEYS
+    if unknown:
+        msg = f"analysis.cuts: unknown key(s) {sorted(unknown)}; allowed {sorted(_CUT_KEYS)}"
+        raise ConfigError(msg)
+    for k, v in cuts.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            msg = f"analysis.cuts.{k} = {v!r} must be a finite number"
+            raise ConfigError(msg)
+    if cuts.get("r_xy_max_cm", 1.0) <= 0:
+        msg = f"analysis.cuts.r_xy_max_cm = {cuts['r_xy_max_cm']} must be > 0"
+        raise ConfigError(msg)
+    var = ana.get("mass_variable", "m_ll")
+    if var not in _MASS_VARIABLES:
+        msg = f"analysis.mass_variable = {var!r} is invalid: allowed {', '.join(_MASS_VARIABLES)}"
+        raise ConfigError(msg)
+    return {k: float(v) for k, v in cuts.items()}, var
+
+
+def _read_selected(path: Path, cuts: dict[str, float], var: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(mass, weight column, metadata) of the candidates of a table passing ``cuts``."""
+    import pyarrow.parquet as pq
+
+    from ..io import read_metadata
+
+    meta = read_metadata(path)
+    t = pq.read_table(path)
+    names = set(t.column_names)
+
+    def col(k: str) -> np.ndarray:
+        if k not in names:
+            msg = f"{path}: column {k!r} missing (selection {meta.get('selection')!r} has no vertex fit?)"
+            raise ConfigError(msg)
+        return t.column(k).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    m = col(var)
+    keep = np.isfinite(m)
+    if "r_xy_max_cm" in cuts:
+        keep &= col("r_xy_cm") < cuts["r_xy_max_cm"]
+    if "delta_m_min_GeV" in cuts:
+        keep &= col("delta_m") > cuts["delta_m_min_GeV"]
+    return m[keep], col("weight")[keep], meta
+
+
+def _signal_template(proj: dict[str, Any], det: Any, *, seed: int, cache_dir: Path,
+                     cuts: dict[str, float], var: str, progress: bool):
+    """Simulate + reconstruct ``darkphoton`` (A' -> e e) samples and build the
+    :class:`~isrsim.workflows.limit.SignalTemplate` (efficiency, resolution, shape)."""
+    from ..constants import M_E
+    from ..physics import darkphoton as dp
+    from ..processes.isr import PhotonCut
+    from .limit import SignalTemplate
+
+    cfg = proj.get("signal")
+    if not isinstance(cfg, dict):
+        msg = "analysis.background = 'template' needs a [project.signal] table (masses, epsilon, events)"
+        raise ConfigError(msg)
+    unknown = set(cfg) - _SIGNAL_KEYS
+    if unknown:
+        msg = f"[project.signal]: unknown key(s) {sorted(unknown)}; allowed {sorted(_SIGNAL_KEYS)}"
+        raise ConfigError(msg)
+    masses = sorted(float(x) for x in cfg.get("masses", []))
+    if len(masses) < 2 or masses[0] <= 2 * M_E:
+        msg = f"project.signal.masses = {cfg.get('masses')!r}: give >= 2 masses > 2 m_e (GeV)"
+        raise ConfigError(msg)
+    eps = float(cfg.get("epsilon", 1e-3))
+    n = cfg.get("events", 20000)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 100:
+        msg = f"project.signal.events = {n!r} must be an integer >= 100"
+        raise ConfigError(msg)
+    photon_cut = cfg.get("photon_cut") or {"mode": "all"}
+    intervals = PhotonCut.from_config(photon_cut).intervals
+    eff, sig, res, infos = [], [], [], []
+    for m in masses:
+        bkg = {"process": "darkphoton", "weighted": True, "events": n,
+               "params": {"mass": m, "epsilon": eps, "decay": "ee", "photon_cut": photon_cut}}
+        p, info = background_candidates(bkg, det, selection=str(proj["selection"]), seed=seed,
+                                        mc_luminosity_invnb=None, cache_dir=cache_dir)
+        mm, w, meta = _read_selected(p, cuts, var)
+        sigma_tot = float(meta["cross_section_nb"])
+        e = float(w.sum()) / sigma_tot
+        d = mm - m
+        if d.size < 50:
+            msg = f"darkphoton at m = {m} GeV: only {d.size} selected events; raise project.signal.events"
+            raise ConfigError(msg)
+        q1, q3 = np.percentile(d, [25.0, 75.0])
+        eff.append(e)
+        sig.append(float((q3 - q1) / 1.3489795))
+        res.append(d)
+        infos.append({**info, "mass": m, "efficiency": e, "sigma_m_GeV": sig[-1]})
+        if progress:
+            print(f"isrsim project: darkphoton m = {m * 1e3:.1f} MeV: efficiency {e:.3f}, "
+                  f"sigma_m {sig[-1] * 1e3:.2f} MeV ({'cached' if info['cached'] else 'generated'})",
+                  flush=True)
+    sqrt_s = det.beam.sqrt_s
+    eps_ref = 1e-3  # sigma is exactly proportional to eps^2 (physics.md 6.1)
+
+    def xsec(m: float) -> float:
+        br = float(dp.branching_ratios(m)["ee"])
+        return sum(dp.sigma_aprime_gamma_nb(m, eps_ref, sqrt_s, cos_theta_range=(a, b))
+                   for a, b in intervals) * br / eps_ref**2
+
+    return SignalTemplate(np.array(masses), np.array(eff), np.array(sig), res, xsec, eps), infos
+
+
+def _run_template(card, proj, ana, det, lumis, paths, infos, out: Path, *, seed, cache_dir,
+                  l_mc, progress, t0) -> dict[str, Any]:
+    from .limit import analyse_template, write_template_csv
+
+    cuts, var = _check_cuts(ana)
+    signal, sig_infos = _signal_template(proj, det, seed=seed, cache_dir=cache_dir, cuts=cuts,
+                                         var=var, progress=progress)
+    bkg_unc = dict(ana.get("bkg_unc", {}) or {})
+    results = []
+    for lumi in lumis:
+        comps = {}
+        for p in paths:
+            m, w, meta = _read_selected(p, cuts, var)
+            if meta.get("weighted"):
+                scale = lumi
+            else:
+                scale = lumi / float(meta["luminosity_invnb"])
+            comps[str(meta.get("process"))] = (m, w * scale)
+        res = analyse_template(
+            comps, signal, luminosity_invnb=lumi, mass_range=proj["mass"],
+            bin_width=float(ana.get("bin_width", 0.001)), step=ana.get("step"),
+            window_nsigma=float(ana.get("window_nsigma", 5.0)), bkg_unc=bkg_unc,
+            bin_unc=float(ana.get("bin_unc", 0.0)), signal_unc=float(ana.get("signal_unc", 0.05)),
+            convention=str(ana.get("convention", "qtilde_asymptotic")),
+            n_toys=int(proj.get("toys", 0)), toy_masses=ana.get("toy_masses", [0.017]), seed=seed)
+        res.notes.append(f"selection {proj['selection']} + cuts {cuts}; mass variable {var}")
+        tag = f"projection_{det.name}_{_lumi_label(lumi)}"
+        comments = [f"detector {det.name} (sha256 {det.sha256[:12]}), selection {proj['selection']}, "
+                    f"ISR MC luminosity {l_mc:.6g}/nb, card sha256 {card_hash(card)[:12]}"]
+        csv = write_template_csv(res, out / f"{tag}.csv", comments=comments)
+        results.append((lumi, res, csv))
+    title = proj.get("title") or f"isrsim projection: {det.name} (MC-template background)"
+    png = plot_template_limits([(lumi, r) for lumi, r, _ in results],
+                               out / f"projection_{det.name}.png", title=title)
+    return {
+        "detector": det.name, "selection": proj["selection"], "method": "template",
+        "output_dir": str(out), "csv": [str(r[2]) for r in results], "png": [str(png)],
+        "combined_png": str(png), "mc_luminosity_invnb": l_mc, "backgrounds": infos,
+        "signal_samples": sig_infos, "cuts": cuts, "mass_variable": var,
+        "projections": [{"luminosity": _fmt_lumi(lumi), **r.summary()} for lumi, r, _ in results],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+#: The open X17 window in eps (physics.md 6.4) and the X17 mass [GeV].
+X17_WINDOW = (6.8e-4, 1.4e-3)
+X17_MASS = 0.017
+
+
+def plot_template_limits(results, path: Path, *, title: str | None = None,
+                         mark_x17: bool = True) -> Path:
+    """Log-scale eps vs mass: median and +-1/2 sigma bands per luminosity, the median
+    without MC statistical uncertainty (thin dotted), and the open X17 window at 17 MeV."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    for k, (lumi, res) in enumerate(results):
+        c = f"C{k}"
+        mm = res.mass * 1e3
+        ax.fill_between(mm, res.bands[0], res.bands[4], color=c, alpha=0.12, lw=0)
+        ax.fill_between(mm, res.bands[1], res.bands[3], color=c, alpha=0.3, lw=0,
+                        label=rf"{_fmt_lumi(lumi)}: expected $\pm1\sigma$, $\pm2\sigma$")
+        ax.plot(mm, res.bands[2], "-", color=c, lw=1.5, label=f"{_fmt_lumi(lumi)}: expected median")
+        ax.plot(mm, res.eps_no_mcstat, ":", color=c, lw=1.0,
+                label=f"{_fmt_lumi(lumi)}: median, MC statistics neglected")
+    if mark_x17:
+        ax.vlines(X17_MASS * 1e3, *X17_WINDOW, color="red", lw=5, alpha=0.7,
+                  label=r"open X17 window $6.8\times10^{-4}$-$1.4\times10^{-3}$")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$m_{A'}$ [MeV]")
+    ax.set_ylabel(r"$\varepsilon$ upper limit (90% CL)")
+    ax.set_title(title or "isrsim projection")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    try:
+        return save_figure_atomic(fig, path)
+    finally:
+        plt.close(fig)

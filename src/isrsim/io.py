@@ -152,6 +152,10 @@ def check_finite(truth: TruthChunk, reco: RecoChunk | None = None) -> None:
                           ("photons", reco.phot)):
             if not np.all(np.isfinite(arr)):
                 bad.append(name)
+        for prefix, extras in (("tracks", reco.track_extra), ("photons", reco.photon_extra)):
+            for key, v in extras.items():
+                if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.all(np.isfinite(v)):
+                    bad.append(f"{prefix}.{key}")
     if bad:
         msg = f"internal error: non-finite values in {', '.join(bad)}; nothing was written"
         raise RuntimeError(msg)

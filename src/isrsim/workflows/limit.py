@@ -851,12 +851,13 @@ def analyse_template(components: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
     Parameters
     ----------
-    components : mapping name -> (mass [GeV], expected events per candidate at L)
-        Selected background MC candidates per component (after all cuts).
+    components : mapping name -> (mass [GeV], expected events per candidate at L[, truth mass])
+        Selected background MC candidates per component (after all cuts); the optional truth
+        mass of ``qed_component`` is used for N_QED(bin) in the Eq. 1 cross-check.
     signal : SignalTemplate
     luminosity_invnb : float
     mass_range : (lo, hi)
-        Histogram range [GeV]; hypotheses at lo + step/2, ... (:func:`mass_hypotheses`).
+        Histogram range [GeV]; hypotheses at lo, lo + step, ..., hi.
     bin_width : float
         Bin width [GeV] (1 MeV default).
     window_nsigma : float
@@ -907,7 +908,7 @@ def analyse_template(components: Mapping[str, tuple[np.ndarray, np.ndarray]],
     names = list(components)
     sums, vars_ = [], []
     for name in names:
-        m, w = (np.asarray(a, dtype=np.float64) for a in components[name])
+        m, w = (np.asarray(a, dtype=np.float64) for a in components[name][:2])
         s_, v_ = _bin_sums(m, w, edges)
         sums.append(s_)
         vars_.append(v_)
@@ -922,8 +923,22 @@ def analyse_template(components: Mapping[str, tuple[np.ndarray, np.ndarray]],
     tau_full = np.sqrt(mc_rel**2 + bin_unc**2)
     d_k = np.array([float(bkg_unc.get(n, 0.0)) for n in names])
     step = bin_width if step is None else float(step)
-    masses = mass_hypotheses(lo, hi, step)
+    if not (np.isfinite(step) and 0 < step <= hi - lo):
+        msg = f"step = {step} GeV must be in (0, {hi - lo:.6g}]"
+        raise ConfigError(msg)
+    # hypotheses on the grid lo, lo + step, ..., hi (17 MeV is a hypothesis for 1 MeV steps)
+    masses = lo + step * np.arange(int(np.floor((hi - lo) / step + 1e-9)) + 1)
     nf = resolve_n_f(n_f)
+    # Eq. 1 cross-check: N_QED(bin) of the QED component binned in the truth mass when known
+    # (the reco-level spectrum of a steeply falling ISR distribution is biased by the
+    # resolution migration; physics.md 6.2 pitfall i)
+    qed_m = qed_w = None
+    if qed_component in components:
+        arrs = [np.asarray(a, dtype=np.float64) for a in components[qed_component]]
+        qed_m, qed_w = arrs[0], arrs[1]
+        if len(arrs) > 2 and np.any(np.isfinite(arrs[2])):
+            okq = np.isfinite(arrs[2])
+            qed_m, qed_w = arrs[2][okq], arrs[1][okq]
     centers = 0.5 * (edges[1:] + edges[:-1])
     nm = masses.size
     bands = np.full((5, nm), np.nan)
@@ -954,10 +969,8 @@ def analyse_template(components: Mapping[str, tuple[np.ndarray, np.ndarray]],
         for k, n in enumerate(names):
             bpk_k[n][i] = b_k[k, pk].sum()
         mcpk[i] = float(np.sqrt(np.array(vars_)[:, pk].sum()) / bpk[i])
-        if qed_component in components:
-            kq = names.index(qed_component)
-            inb = (centers > m - 0.5 * bin_width - 1e-12) & (centers < m + 0.5 * bin_width + 1e-12)
-            nqed[i] = b_k[kq, inb].sum()
+        if qed_m is not None:
+            nqed[i] = float(qed_w[np.abs(qed_m - m) < 0.5 * bin_width].sum())
             ypp1[i] = float(yield_per_epsilon2(m, nqed[i], float(nf(m)), bin_width))
         if not np.any(frac[use] > 0):
             continue

@@ -493,6 +493,24 @@ def _read_selected(path: Path, cuts: dict[str, float], var: str) -> tuple[np.nda
     return m[keep], col("weight")[keep], meta
 
 
+def _read_truth(path: Path, cuts: dict[str, float], var: str) -> np.ndarray:
+    """Truth pair mass of the candidates selected by :func:`_read_selected` (NaN if absent)."""
+    import pyarrow.parquet as pq
+
+    m, _, _ = _read_selected(path, cuts, var)
+    t = pq.read_table(path)
+    if "truth_m" not in t.column_names:
+        return np.full(m.size, np.nan)
+    tm = t.column("truth_m").to_numpy(zero_copy_only=False).astype(np.float64)
+    mm = t.column(var).to_numpy(zero_copy_only=False).astype(np.float64)
+    keep = np.isfinite(mm)
+    if "r_xy_max_cm" in cuts:
+        keep &= t.column("r_xy_cm").to_numpy(zero_copy_only=False) < cuts["r_xy_max_cm"]
+    if "delta_m_min_GeV" in cuts:
+        keep &= t.column("delta_m").to_numpy(zero_copy_only=False) > cuts["delta_m_min_GeV"]
+    return tm[keep]
+
+
 def _signal_template(proj: dict[str, Any], det: Any, *, seed: int, cache_dir: Path,
                      cuts: dict[str, float], var: str, progress: bool):
     """Simulate + reconstruct ``darkphoton`` (A' -> e e) samples and build the
@@ -571,7 +589,7 @@ def _run_template(card, proj, ana, det, lumis, paths, infos, out: Path, *, seed,
                 scale = lumi
             else:
                 scale = lumi / float(meta["luminosity_invnb"])
-            comps[str(meta.get("process"))] = (m, w * scale)
+            comps[str(meta.get("process"))] = (m, w * scale, _read_truth(p, cuts, var))
         res = analyse_template(
             comps, signal, luminosity_invnb=lumi, mass_range=proj["mass"],
             bin_width=float(ana.get("bin_width", 0.001)), step=ana.get("step"),

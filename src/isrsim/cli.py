@@ -123,7 +123,10 @@ def _card_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None
         over["process"] = proc
     if getattr(args, "sqrt_s", None) is not None:
         over["beam"] = {"sqrt_s": args.sqrt_s}
-    return merge(card, over)
+    merged = merge(card, over)
+    if "photon_cut" in proc:  # the flag replaces the card's cut as a whole (no mixed angles)
+        merged["process"]["photon_cut"] = proc["photon_cut"]
+    return merged
 
 
 def _print_summary(res: Any) -> None:

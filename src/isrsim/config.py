@@ -148,6 +148,16 @@ def _check_process_params(process: str, params: dict[str, Any]) -> None:
         msg = (f"process.{missing[0]} is missing: required by process {process!r} (parameters: "
                f"{', '.join(names)})")
         raise ConfigError(msg)
+    cut = params.get("photon_cut")
+    if isinstance(cut, dict):  # angles that the chosen mode would silently ignore
+        mode = cut.get("mode", "all")
+        used = {"all": (), "untagged": ("theta_max",), "tagged": ("theta_min", "theta_max")}.get(
+            mode if isinstance(mode, str) else "")
+        for key in ("theta_min", "theta_max"):
+            if used is not None and key in cut and key not in used:
+                msg = (f"photon_cut.{key} = {cut[key]!r} is not used with photon_cut.mode = {mode!r}: "
+                       "allowed mode = 'untagged' (theta_max) or 'tagged' (theta_min, theta_max)")
+                raise ConfigError(msg)
 
 
 def _check_conversions(conversions: dict[str, Any], detector: Any) -> None:
@@ -301,7 +311,14 @@ def build_spec(card: dict[str, Any]) -> Any:
     from .processes import make_process
 
     _check_process_params(spec.process, spec.params)
-    make_process(spec.process, spec.beam, **spec.params)
+    try:
+        make_process(spec.process, spec.beam, **spec.params)
+    except (TypeError, KeyError, IndexError, AttributeError) as exc:
+        # a parameter of an unexpected type that the process's own checks let through
+        shown = {k: v for k, v in spec.params.items() if k != "detector"}
+        msg = (f"[process] = {shown!r} is invalid for process {spec.process!r} "
+               f"({type(exc).__name__}: {exc}); see the process documentation for the allowed values")
+        raise ConfigError(msg) from None
     return spec
 
 

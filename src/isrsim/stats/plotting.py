@@ -83,6 +83,16 @@ def plot_epsilon_limits(mass: np.ndarray, observed: np.ndarray | None = None, *,
         if b.shape != (5, m.size):
             msg = f"expected_bands has shape {b.shape}, must be (5, {m.size})"
             raise ConfigError(msg)
+    # masked windows (e.g. J/psi) leave gaps in the scan: break the curves there
+    gaps = np.flatnonzero(np.diff(m) > 1.5 * np.median(np.diff(m))) + 1 if m.size > 2 else np.array([], int)
+    if gaps.size:
+        pos = gaps
+        m = np.insert(m, pos, np.nan)
+        if observed is not None:
+            observed = np.insert(np.asarray(observed, dtype=np.float64), pos, np.nan)
+        if expected_bands is not None:
+            b = np.insert(b, pos, np.nan, axis=1)
+    if expected_bands is not None:
         ax.fill_between(m, b[0], b[4], color="#ffdd44", label=r"expected $\pm2\sigma$", step=None)
         ax.fill_between(m, b[1], b[3], color="#44bb44", label=r"expected $\pm1\sigma$")
         ax.plot(m, b[2], "k--", lw=1, label="expected median")

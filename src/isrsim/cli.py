@@ -36,7 +36,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, help="local worker processes (default 1)")
     g.add_argument("--weighted", action="store_true", default=None, help="weighted events (nb/event)")
     g.add_argument("--detector", help="simulate with this detector (bundled name or TOML path)")
-    g.add_argument("--compression", help="Parquet compression: zstd (default), lz4, snappy, gzip, none")
+    g.add_argument("--compression", help="Parquet compression: lz4 (default, fastest), zstd (~10%% smaller), snappy, gzip, none")
     g.add_argument("--resume", action="store_true", default=None, help="complete an interrupted dataset run")
     g.add_argument("--scheduler", help="Dask scheduler address: run chunks as Dask tasks")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -11,7 +11,7 @@ A run card::
     workers = 1
     weighted = false
     detector = "besiii"         # optional: simulate in the same pass; beams from the detector file
-    compression = "zstd"
+    compression = "lz4"         # lz4 (default: fastest), zstd (10 % smaller), snappy, gzip, none
 
     [beam]                      # without a detector: sqrt_s, or e_minus/e_plus (+ crossing_half_angle)
     sqrt_s = 3.773
@@ -301,7 +301,7 @@ def build_spec(card: dict[str, Any]) -> Any:
         n_events=n_events, luminosity_invnb=lumi_invnb, detector=detector,
         chunk_size=_chunk_size(run_cfg.get("chunk_size", 100_000)),
         workers=_int("workers", run_cfg.get("workers", 1), 1, 1024),
-        weighted=weighted, compression=str(run_cfg.get("compression", "zstd")),
+        weighted=weighted, compression=str(run_cfg.get("compression", "lz4")),
         conversions=conversions, card=_jsonable(card),
         progress=_bool("progress", run_cfg.get("progress", True)),
         resume=_bool("resume", run_cfg.get("resume", False)),

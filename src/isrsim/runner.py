@@ -75,7 +75,7 @@ class RunSpec:
     chunk_size: int = 100_000
     workers: int = 1
     weighted: bool = False
-    compression: str = "zstd"
+    compression: str = "lz4"
     conversions: dict[str, Any] | None = None
     card: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -312,23 +312,37 @@ def run(spec: RunSpec) -> RunResult:
 
     writer = EventWriter(spec.output, compression=spec.compression)
     stack = contextlib.ExitStack()
+    # Parquet encoding runs in a writer thread (pyarrow and the numba kernels release the GIL),
+    # overlapping with the generation of the next chunk; at most one write is pending, so memory
+    # stays bounded at ~2 chunks. Row groups keep the chunk order.
+    io_thread = cf.ThreadPoolExecutor(1, thread_name_prefix="isrsim-writer")
+    pending: cf.Future | None = None
     try:
         for table, st in stack.enter_context(contextlib.closing(_execute(spec, state, chunks))):
             stats += SampleStats.from_dict(st)
             w = table.column("weight").to_numpy()
             sum_w += float(w.sum())
             sum_w2 += float((w * w).sum())
-            writer.write(table)
+            if pending is not None:
+                pending.result()
+            pending = io_thread.submit(writer.write, table)
             n_written += table.num_rows
             bar.update(table.num_rows)
+        if pending is not None:
+            pending.result()
+            pending = None
         meta = _final_metadata(base, n_written, stats, spec, sum_w, sum_w2, extra)
         writer.close(meta)
     except BaseException:
         stack.close()  # stop the workers first (closes the chunk generator)
+        if pending is not None:
+            pending.cancel()
+            cf.wait([pending])
         writer.abort()
         raise
     finally:
         stack.close()
+        io_thread.shutdown(wait=True)
         bar.close()
     return RunResult(spec.output, n_written, stats, meta, time.perf_counter() - t0)
 
@@ -485,7 +499,7 @@ def _execute_parts(spec: RunSpec, state: dict[str, Any], chunks):
 
 
 def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.PathLike[str], *,
-                  compression: str = "zstd", progress: bool = True) -> RunResult:
+                  compression: str = "lz4", progress: bool = True) -> RunResult:
     """Run the detector simulation on a generator-level file, block by block.
 
     Uses the same per-block streams (``spawn_key=(1, j)``) as simulation in the generation pass,

@@ -56,8 +56,7 @@ from .._numba import kernel
 from ..constants import K_CURV, M_E, M_MU, M_PI
 from ..events import RecoChunk, TruthChunk
 from ..exceptions import ConfigError
-from ..helix import arclength_to_point_xy, perigee_from_state, state_at_arclength
-from .material import bremsstrahlung_survival_fraction, crossing_arclength
+from ..helix import perigee_from_state
 from .model import DetectorModel
 
 __all__ = ["TRACK_EXTRA_FIELDS", "add_primary_vertex", "simulate"]
@@ -66,6 +65,16 @@ __all__ = ["TRACK_EXTRA_FIELDS", "add_primary_vertex", "simulate"]
 TRACK_EXTRA_FIELDS = ("prob_e", "prob_mu", "prob_pi", "e_over_p", "p_lab")
 
 _P_FLOOR = 1e-4  # likelihood floor so that no hypothesis gets exactly zero probability
+
+
+#: Hazard scale of the candidate-layer sampling of the Bethe-Heitler loss (see
+#: :func:`_brems_walk`): a layer of ``a = t/ln 2`` is a candidate with probability
+#: ``1 - exp(-K a)``; otherwise ``-ln z < G e^{-K}`` with ``G ~ Gamma(1 + a)``, which is below
+#: 2^-54 (``z`` rounds to exactly 1.0) for every G < 5500 (numpy's Gamma(1 + a) sampler with
+#: a < 1 never returns more than a few hundred). K = ln(1e20).
+_K_CANDIDATE = 46.0517018598809136
+_INV_LN2 = 1.0 / math.log(2.0)
+_TWO_PI = 2.0 * math.pi
 
 
 @kernel
@@ -77,9 +86,29 @@ def _region_of(theta, regions):
 
 
 @kernel
+def _region_of_cos(cos_t, regions_cos):
+    """Region index from cos(theta): ``regions_cos[r] = (cos theta_max, cos theta_min)``."""
+    for r in range(regions_cos.shape[0]):
+        if regions_cos[r, 0] <= cos_t <= regions_cos[r, 1]:
+            return r
+    return -1
+
+
+@kernel
+def _wrap(a):
+    """Map an angle into [-pi, pi] by adding multiples of 2 pi (no libm call)."""
+    while a > math.pi:
+        a -= _TWO_PI
+    while a < -math.pi:
+        a += _TWO_PI
+    return a
+
+
+@kernel
 def _sigma_e_rel(e, regions, r):
-    a = regions[r, 3] / math.sqrt(e)
-    b = regions[r, 4] / math.sqrt(math.sqrt(e))
+    se = math.sqrt(e)
+    a = regions[r, 3] / se
+    b = regions[r, 4] / math.sqrt(se)
     c = regions[r, 5]
     d = regions[r, 6] / e
     return math.sqrt(a * a + b * b + c * c + d * d)
@@ -87,7 +116,9 @@ def _sigma_e_rel(e, regions, r):
 
 @kernel
 def _sigma_angle(e, regions, r):
-    return math.hypot(regions[r, 7] / math.sqrt(e), regions[r, 8])
+    a = regions[r, 7] / math.sqrt(e)
+    c = regions[r, 8]
+    return math.sqrt(a * a + c * c)
 
 
 @kernel
@@ -105,25 +136,145 @@ def _clip_prob(p):
 
 
 @kernel
+def _helix_after_loss(d0, phi0, om, z0, tl, sq, cq, s, scale, q, bz):
+    """Perigee helix after the momentum is scaled by ``scale`` at an outward crossing.
+
+    The crossing is at transverse arc length ``s`` from the perigee with
+    ``sin(omega s / 2) = sign(omega) sq`` and ``cos(omega s / 2) = cq``. Position and
+    direction are written in the frame rotated by ``-phi0`` (no trigonometric calls):
+    ``x' = chord cq``, ``y' = -d0 - chord sign(omega) sq`` with ``chord = 2 sq/|omega|``, direction
+    ``(1 - 2 sq^2, -2 sign(omega) sq cq)``; the new perigee is computed there with
+    :func:`isrsim.helix.perigee_from_state` (exact) and rotated back by adding ``phi0``.
+    Equivalent to ``perigee_from_state(*state_at_arclength(...)`` with the scaled momentum).
+    """
+    aom = abs(om)
+    sg = 1.0 if om > 0.0 else -1.0
+    chord = 2.0 * sq / aom
+    xr = chord * cq
+    yr = -d0 - chord * sg * sq
+    ux = 1.0 - 2.0 * sq * sq
+    uy = -2.0 * sg * sq * cq
+    pt_new = K_CURV * bz / aom * scale
+    zc = z0 + tl * s
+    d0n, phr, omn, z0n, tln = perigee_from_state(xr, yr, zc, pt_new * ux, pt_new * uy,
+                                                 pt_new * tl, q, bz)
+    return d0n, _wrap(phi0 + phr), omn, z0n, tln
+
+
+@kernel
+def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
+                mat_r, mat_zmin, mat_zmax, mat_x, mat_phif):
+    """Bethe-Heitler energy loss in the layers between the production and measurement radii.
+
+    Physics (unchanged): every layer the helix crosses (outward, inside its z range; a layer
+    with ``phi_fraction < 1`` is met with that probability) multiplies the energy by
+    ``z = exp(-u)``, ``u ~ Gamma(t/ln 2)``, ``t = x/X0 / cos(incidence)``; after a loss the
+    helix is recomputed exactly from the crossing point, so later crossings (and the final
+    perigee) use the degraded helix.
+
+    Sampling (exact, cheaper): ``u = G exp(-E/a)`` with ``G ~ Gamma(1 + a)``,
+    ``E ~ Exp(1)`` (``U^{1/a}`` with ``U = e^{-E}``: Stuart's theorem, Gamma(a) =
+    Gamma(a+1) U^{1/a}). Layers with ``E > K a`` (K = :data:`_K_CANDIDATE`) give ``z == 1.0``
+    exactly in double precision and are skipped without drawing anything: the first
+    "candidate" layer is found by comparing one Exp(1) variate with the accumulated hazard
+    ``K sum a`` (memorylessness makes the overshoot the conditional ``E`` of that layer), so a
+    layer costs a few multiplications and two square roots (crossing and incidence angle in
+    closed form: ``cos(incidence) = sin(omega s) (1 + omega d0)/(|omega| r) pT/p``, no
+    trigonometric calls). Only candidates draw the coverage decision and G, and only real
+    losses recompute the helix (:func:`_helix_after_loss`).
+
+    Returns ``(alive, d0, phi0, omega, z0, tanl, e)``.
+    """
+    n_mat = mat_r.shape[0]
+    e_thr = rng.standard_exponential()
+    h_acc = 0.0
+    inv_st = 1.0 / math.sqrt(1.0 + tl * tl)
+    for m in range(n_mat):
+        rm = mat_r[m]
+        if rm <= r_prod or rm >= r_meas:
+            continue
+        # crossing: r^2 = d0^2 + 2 (1 + omega d0)(1 - cos(omega s))/omega^2 (material.crossing_arclength)
+        if rm < abs(d0):
+            break
+        a1 = 1.0 + om * d0
+        if a1 == 0.0:
+            break
+        c = (rm * rm - d0 * d0) * om * om / (2.0 * a1)
+        if c < 0.0 or c > 2.0:
+            break  # the helix never reaches this or any larger radius
+        q2 = 0.5 * c
+        sq = math.sqrt(q2)
+        cq = math.sqrt(1.0 - q2)
+        aom = abs(om)
+        # z at the crossing: s = 2 asin(sq)/|omega| lies in [2 sq, 2 sq/cq]/|omega|
+        s = -1.0
+        s_lo = 2.0 * sq / aom
+        z_a = z0 + tl * s_lo
+        decided = False
+        if cq > 1e-8:
+            z_b = z0 + tl * (s_lo / cq)
+            z_lo = min(z_a, z_b)
+            z_hi = max(z_a, z_b)
+            if z_hi < mat_zmin[m] or z_lo > mat_zmax[m]:
+                continue
+            decided = z_lo >= mat_zmin[m] and z_hi <= mat_zmax[m]
+        if not decided:
+            s = 2.0 * math.asin(sq) / aom
+            zc = z0 + tl * s
+            if zc < mat_zmin[m] or zc > mat_zmax[m]:
+                continue
+        cos_inc = abs(2.0 * sq * cq * a1) / (aom * rm) * inv_st
+        am = mat_x[m] / max(cos_inc, 1e-3) * _INV_LN2
+        h_prev = h_acc
+        h_acc += _K_CANDIDATE * am
+        if h_acc < e_thr:
+            continue
+        w = e_thr - h_prev  # Exp(1) conditioned on <= K a: this layer's E
+        e_thr = rng.standard_exponential()
+        h_acc = 0.0
+        if mat_phif[m] < 1.0 and rng.random() >= mat_phif[m]:
+            continue
+        g = rng.standard_gamma(1.0 + am)
+        zk = math.exp(-g * math.exp(-w / am))
+        if zk >= 1.0:
+            continue
+        e_new = e_cur * zk
+        if e_new <= 1.001 * mass:
+            return False, d0, phi0, om, z0, tl, e_new
+        p_new = math.sqrt(e_new * e_new - mass * mass)
+        pc = K_CURV * bz / aom / inv_st
+        if s < 0.0:
+            s = 2.0 * math.asin(sq) / aom
+        d0, phi0, om, z0, tl = _helix_after_loss(d0, phi0, om, z0, tl, sq, cq, s, p_new / pc, q, bz)
+        inv_st = 1.0 / math.sqrt(1.0 + tl * tl)
+        e_cur = e_new
+    return True, d0, phi0, om, z0, tl, e_cur
+
+
+@kernel
 def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                      mat_r, mat_zmin, mat_zmax, mat_x, mat_phif,
-                     regions, barrel_r, mip_e, mip_spread, pp, mu_table, smear,
+                     regions, regions_cos, barrel_r, mip_e, mip_spread, pp, mu_table, smear,
                      ntrk, charge, helix, cov, trk_truth, nphot, phot, phot_truth,
                      prob_e, prob_mu, prob_pi, e_over_p, p_lab):
     n = npart.shape[0]
     k = pdg.shape[1]
     has_daughter = np.zeros(k, np.bool_)
-    theta_min, theta_max = tp[0], tp[1]
+    cos_tmin, cos_tmax = tp[0], tp[1]  # cos(theta_max) <= cos(theta) <= cos(theta_min)
     pt_min, pt_turnon, eff_plateau = tp[2], tp[3], tp[4]
     min_layers = int(tp[5])
     r_meas = tp[6]
     pt_a, pt_b, d0_a, d0_b, z0_a, z0_b = tp[7], tp[8], tp[9], tp[10], tp[11], tp[12]
     ph_a, ph_b, tl_a, tl_b, rho_dp, rho_zt = tp[13], tp[14], tp[15], tp[16], tp[17], tp[18]
-    mu_tmin, mu_tmax, e_to_mu = pp[0], pp[1], pp[2]
+    c_dp = math.sqrt(1.0 - rho_dp * rho_dp)
+    c_zt = math.sqrt(1.0 - rho_zt * rho_zt)
+    mu_cmin, mu_cmax, e_to_mu = pp[0], pp[1], pp[2]  # cos(theta_max), cos(theta_min)
     eop_cut, e_eff, pi_to_e, mu_to_e = pp[3], pp[4], pp[5], pp[6]
+    pe, pmu, ppi = _clip_prob(e_eff), _clip_prob(mu_to_e), _clip_prob(pi_to_e)
+    qe = _clip_prob(e_to_mu)
     n_layers = layer_r.shape[0]
-    n_mat = mat_r.shape[0]
     r0 = layer_r[0]
+    kb = K_CURV * bz
     for i in range(n):
         np_i = npart[i]
         for j in range(k):
@@ -140,27 +291,28 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             code = pdg[i, j]
             a = abs(code)
             px, py, pz, en = p4[i, j, 0], p4[i, j, 1], p4[i, j, 2], p4[i, j, 3]
-            pt = math.sqrt(px * px + py * py)
-            ptot = math.sqrt(pt * pt + pz * pz)
+            pt2 = px * px + py * py
+            pt = math.sqrt(pt2)
+            ptot = math.sqrt(pt2 + pz * pz)
             if ptot <= 0.0:
                 continue
-            theta = math.atan2(pt, pz)
-            phi = math.atan2(py, px)
             if a == 22:
+                theta = math.atan2(pt, pz)
                 reg = _region_of(theta, regions)
                 if reg < 0 or ng >= k:
                     continue
+                phi = math.atan2(py, px)
                 e_meas, th_m, ph_m = en, theta, phi
                 if smear:
                     e_meas = en * (1.0 + _sigma_e_rel(en, regions, reg) * rng.standard_normal())
                     sa = _sigma_angle(en, regions, reg)
                     th_m = theta + sa * rng.standard_normal()
-                    ph_m = phi + sa / max(math.sin(theta), 1e-6) * rng.standard_normal()
+                    ph_m = phi + sa / max(pt / ptot, 1e-6) * rng.standard_normal()
                 if e_meas < regions[reg, 2]:
                     continue
                 phot[i, ng, 0] = e_meas
                 phot[i, ng, 1] = min(max(th_m, 0.0), math.pi)
-                phot[i, ng, 2] = math.atan2(math.sin(ph_m), math.cos(ph_m))
+                phot[i, ng, 2] = _wrap(ph_m)
                 phot_truth[i, ng] = j
                 ng += 1
                 continue
@@ -177,68 +329,57 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                 continue
             if pt <= 0.0:
                 continue
+            cos_t = pz / ptot
             x, y, z = vtx[i, j, 0], vtx[i, j, 1], vtx[i, j, 2]
             r_prod = math.sqrt(x * x + y * y)
             d0, phi0, om, z0, tl = perigee_from_state(x, y, z, px, py, pz, q, bz)
-            alive = True
             e_cur = math.sqrt(ptot * ptot + mass * mass)
             # ---- bremsstrahlung in the material before the momentum measurement ----------
             if smear and a == 11:
-                s_prod = arclength_to_point_xy(d0, phi0, om, x, y)
-                for m in range(n_mat):
-                    rm = mat_r[m]
-                    if rm <= r_prod or rm >= r_meas:
-                        continue
-                    sc = crossing_arclength(d0, om, rm)
-                    if sc < 0.0:
-                        break  # the helix never reaches this or any larger radius
-                    if sc <= s_prod:
-                        continue
-                    xc, yc, zc, pxc, pyc, pzc = state_at_arclength(d0, phi0, om, z0, tl, bz, sc)
-                    if zc < mat_zmin[m] or zc > mat_zmax[m]:
-                        continue
-                    if mat_phif[m] < 1.0 and rng.random() >= mat_phif[m]:
-                        continue
-                    pc = math.sqrt(pxc * pxc + pyc * pyc + pzc * pzc)
-                    cos_inc = abs(pxc * xc + pyc * yc) / (rm * pc)
-                    t = mat_x[m] / max(cos_inc, 1e-3)
-                    zk = bremsstrahlung_survival_fraction(rng, t)
-                    e_new = e_cur * zk
-                    if e_new <= 1.001 * mass:
-                        alive = False
-                        break
-                    p_new = math.sqrt(e_new * e_new - mass * mass)
-                    sc_p = p_new / pc
-                    e_cur = e_new
-                    d0, phi0, om, z0, tl = perigee_from_state(xc, yc, zc, pxc * sc_p, pyc * sc_p,
-                                                              pzc * sc_p, q, bz)
-                    s_prod = arclength_to_point_xy(d0, phi0, om, xc, yc)
-            if not alive:
-                continue
-            pt_t = K_CURV * bz / abs(om)
-            p_t = pt_t * math.sqrt(1.0 + tl * tl)
+                alive, d0, phi0, om, z0, tl, e_cur = _brems_walk(
+                    rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
+                    mat_r, mat_zmin, mat_zmax, mat_x, mat_phif)
+                if not alive:
+                    continue
+            pt_t = kb / abs(om)
+            st = math.sqrt(1.0 + tl * tl)
+            p_t = pt_t * st
             beta = p_t / math.sqrt(p_t * p_t + mass * mass)
-            sin_t = pt_t / p_t
+            sin_t = 1.0 / st
             r_max = abs(d0 + 2.0 / om)
             # ---- tracking acceptance and efficiency --------------------------------------
-            tracked = theta_min <= theta <= theta_max
+            tracked = cos_tmin <= cos_t <= cos_tmax
+            r_first = -1.0
             if tracked:
-                nl = 0
-                r_first = -1.0
-                for m in range(n_layers):
-                    if r_prod < layer_r[m] <= r_max:
-                        nl += 1
-                        if r_first < 0.0:
-                            r_first = layer_r[m]
-                tracked = nl >= min_layers
+                # first sensitive layer outside the production radius (radii strictly increasing)
+                i0 = 0
+                if r_prod >= r0:
+                    lo, hi = 0, n_layers
+                    while lo < hi:
+                        mid = (lo + hi) >> 1
+                        if layer_r[mid] <= r_prod:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    i0 = lo
+                il = i0 + min_layers - 1
+                tracked = il < n_layers and layer_r[il] <= r_max
+                if tracked:
+                    r_first = layer_r[i0]
             if tracked:
-                eff = 0.0
+                u = rng.random()
                 if pt_t > pt_min:
-                    eff = eff_plateau * (1.0 - math.exp(-(pt_t - pt_min) / pt_turnon)) \
-                        if pt_turnon > 0.0 else eff_plateau
-                tracked = rng.random() < eff
+                    if pt_turnon > 0.0:
+                        xt = (pt_t - pt_min) / pt_turnon
+                        # 1 - exp(-x) >= x/(1+x): decide without exp() when possible
+                        tracked = u < eff_plateau * xt / (1.0 + xt) or \
+                            u < eff_plateau * (1.0 - math.exp(-xt))
+                    else:
+                        tracked = u < eff_plateau
+                else:
+                    tracked = False
             # ---- calorimeter deposit of the charged particle ----------------------------
-            reg = _region_of(theta, regions) if r_max >= barrel_r else -1
+            reg = _region_of_cos(cos_t, regions_cos) if r_max >= barrel_r else -1
             e_dep = -1.0
             shower_pi = False
             if reg >= 0:
@@ -258,50 +399,56 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             if not tracked:
                 # an untracked charged particle that reaches the calorimeter makes a neutral cluster
                 if e_dep > 0.0 and ng < k:
+                    theta = math.atan2(pt, pz)
+                    phi = math.atan2(py, px)
                     th_m, ph_m = theta, phi
                     if smear:
                         sa = _sigma_angle(max(e_dep, 1e-3), regions, reg)
                         th_m = theta + sa * rng.standard_normal()
-                        ph_m = phi + sa / max(math.sin(theta), 1e-6) * rng.standard_normal()
+                        ph_m = phi + sa / max(pt / ptot, 1e-6) * rng.standard_normal()
                     phot[i, ng, 0] = e_dep
                     phot[i, ng, 1] = min(max(th_m, 0.0), math.pi)
-                    phot[i, ng, 2] = math.atan2(math.sin(ph_m), math.cos(ph_m))
+                    phot[i, ng, 2] = _wrap(ph_m)
                     phot_truth[i, ng] = j
                     ng += 1
                 continue
             if nt >= k:
                 continue
-            # ---- covariance and smearing ------------------------------------------------
+            # ---- covariance and smearing (block diagonal: (d0, phi0), omega, (z0, tanl)) ---
             f_arm = r_first / r0 if r_first > r0 else 1.0
             pbs = p_t * beta
             s15 = sin_t * math.sqrt(sin_t)
             s25 = s15 * sin_t
-            s_om = abs(om) * math.hypot(pt_a * pt_t, pt_b / beta)
-            s_d0 = f_arm * math.hypot(d0_a, d0_b / (pbs * s15))
-            s_z0 = f_arm * math.hypot(z0_a, z0_b / (pbs * s25))
-            s_ph = math.hypot(ph_a, ph_b / (pbs * s15))
-            s_tl = math.hypot(tl_a, tl_b / (pbs * s25))
-            for c in range(15):
-                cov[i, nt, c] = 0.0
-            cov[i, nt, 0] = s_d0 * s_d0
-            cov[i, nt, 1] = rho_dp * s_d0 * s_ph
-            cov[i, nt, 5] = s_ph * s_ph
-            cov[i, nt, 9] = s_om * s_om
-            cov[i, nt, 12] = s_z0 * s_z0
-            cov[i, nt, 13] = rho_zt * s_z0 * s_tl
-            cov[i, nt, 14] = s_tl * s_tl
+            t_om = pt_b / beta
+            s_om = abs(om) * math.sqrt(pt_a * pt_t * pt_a * pt_t + t_om * t_om)
+            t_d0 = d0_b / (pbs * s15)
+            t_z0 = z0_b / (pbs * s25)
+            t_ph = ph_b / (pbs * s15)
+            t_tl = tl_b / (pbs * s25)
+            s_d0 = f_arm * math.sqrt(d0_a * d0_a + t_d0 * t_d0)
+            s_z0 = f_arm * math.sqrt(z0_a * z0_a + t_z0 * t_z0)
+            s_ph = math.sqrt(ph_a * ph_a + t_ph * t_ph)
+            s_tl = math.sqrt(tl_a * tl_a + t_tl * t_tl)
+            cv = cov[i, nt]
+            cv[0] = s_d0 * s_d0
+            cv[1] = rho_dp * s_d0 * s_ph
+            cv[5] = s_ph * s_ph
+            cv[9] = s_om * s_om
+            cv[12] = s_z0 * s_z0
+            cv[13] = rho_zt * s_z0 * s_tl
+            cv[14] = s_tl * s_tl
             if smear:
+                # exact Cholesky factor of the two 2x2 blocks
                 g1 = rng.standard_normal()
                 g2 = rng.standard_normal()
                 g3 = rng.standard_normal()
                 g4 = rng.standard_normal()
                 g5 = rng.standard_normal()
                 d0 += s_d0 * g1
-                phi0 += s_ph * (rho_dp * g1 + math.sqrt(1.0 - rho_dp * rho_dp) * g2)
+                phi0 = _wrap(phi0 + s_ph * (rho_dp * g1 + c_dp * g2))
                 om += s_om * g3
                 z0 += s_z0 * g4
-                tl += s_tl * (rho_zt * g4 + math.sqrt(1.0 - rho_zt * rho_zt) * g5)
-                phi0 = math.atan2(math.sin(phi0), math.cos(phi0))
+                tl += s_tl * (rho_zt * g4 + c_zt * g5)
                 if om == 0.0:
                     om = 1e-12
             helix[i, nt, 0] = d0
@@ -311,7 +458,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             helix[i, nt, 4] = tl
             charge[i, nt] = 1 if om > 0.0 else -1
             trk_truth[i, nt] = j
-            p_meas = K_CURV * bz / abs(om) * math.sqrt(1.0 + tl * tl)
+            p_meas = kb / abs(om) * math.sqrt(1.0 + tl * tl)
             p_lab[i, nt] = p_meas
             # ---- particle identification ------------------------------------------------
             le = 1.0
@@ -327,7 +474,6 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                     e_pass = e_pass or rng.random() < mu_to_e
                 elif not shower_pi:
                     e_pass = False
-                pe, pmu, ppi = _clip_prob(e_eff), _clip_prob(mu_to_e), _clip_prob(pi_to_e)
                 if e_pass:
                     le *= pe
                     lmu *= pmu
@@ -338,7 +484,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                     lpi *= 1.0 - ppi
             else:
                 e_over_p[i, nt] = -1.0
-            if mu_tmin <= theta <= mu_tmax:
+            if mu_cmin <= cos_t <= mu_cmax:
                 eff_mu, mis_pi = _muon_rates(p_meas, mu_table)
                 if a == 13:
                     rate = eff_mu
@@ -347,7 +493,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                 else:
                     rate = e_to_mu
                 mu_pass = rng.random() < rate
-                qe, qmu, qpi = _clip_prob(e_to_mu), _clip_prob(eff_mu), _clip_prob(mis_pi)
+                qmu, qpi = _clip_prob(eff_mu), _clip_prob(mis_pi)
                 if mu_pass:
                     le *= qe
                     lmu *= qmu
@@ -421,13 +567,19 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
     mat = det.material
     cal = det.calorimeter
     te = reco.track_extra
+    # polar-angle windows as cos(theta) intervals (the kernel compares cos(theta) = pz/p, no atan2)
+    tp = det.tracker.params()
+    tp[0], tp[1] = math.cos(tp[1]), math.cos(tp[0])
+    pp = det.pid.params()
+    pp[0], pp[1] = math.cos(pp[1]), math.cos(pp[0])
+    regions_cos = np.ascontiguousarray(np.cos(cal.regions[:, 1::-1]))
     _simulate_kernel(
         rng, np.ascontiguousarray(truth.npart), np.ascontiguousarray(truth.pdg),
         np.ascontiguousarray(truth.p4, dtype=np.float64), np.ascontiguousarray(truth.vtx, dtype=np.float64),
-        np.ascontiguousarray(truth.parent), float(det.bz_T), det.tracker.params(),
+        np.ascontiguousarray(truth.parent), float(det.bz_T), tp,
         det.tracker.layer_radius_cm, mat.r_cm, mat.z_min_cm, mat.z_max_cm, mat.x_over_x0,
-        mat.phi_fraction, cal.regions, float(cal.barrel_radius_cm), float(cal.mip_energy_GeV),
-        float(cal.mip_relative_spread), det.pid.params(), det.pid.muon_table, bool(smear),
+        mat.phi_fraction, cal.regions, regions_cos, float(cal.barrel_radius_cm),
+        float(cal.mip_energy_GeV), float(cal.mip_relative_spread), pp, det.pid.muon_table, bool(smear),
         reco.ntrk, reco.charge, reco.helix, reco.cov, reco.trk_truth, reco.nphot, reco.phot,
         reco.phot_truth, te["prob_e"], te["prob_mu"], te["prob_pi"], te["e_over_p"], te["p_lab"],
     )

@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(exc).replace("\n", " ")
         print(f"isrsim: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `isrsim info FILE | head`: the reader went away
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("isrsim: interrupted; no partial output was left (datasets: rerun with --resume)",
               file=sys.stderr)

@@ -222,7 +222,7 @@ class IsrProcess(Process):
     extra_fields = ("x_cms", "m_true", "cos_gamma_cms", "cos_star")
     final_state = ""
 
-    def __init__(self, beam: Beam, *, mass_range: Any, photon_cut: Any = None,
+    def __init__(self, beam: Beam, *, mass_range: Any = None, photon_cut: Any = None,
                  radiator: str = "kf", grid_points: int = 2048, **unknown: Any) -> None:
         super().__init__(beam)
         if unknown:
@@ -233,12 +233,20 @@ class IsrProcess(Process):
         self.spin = 0 if self.code == FS_PIPI else 1
         s = beam.s
         m_hi = math.sqrt(s * (1.0 - X_MIN))
+        if mass_range is None:
+            msg = (f"process.mass_range is missing ({self.name}): allowed two numbers "
+                   f"{2.0 * self.m_f:.6g} < min < max < {m_hi:.6g} GeV")
+            raise ConfigError(msg)
         self.mass_range = check_range_pair("mass_range", mass_range, 2.0 * self.m_f, m_hi)
-        if radiator not in RADIATORS:
+        if not isinstance(radiator, str) or radiator not in RADIATORS:
             msg = f"radiator = {radiator!r} is unknown: allowed {', '.join(RADIATORS)}"
             raise ConfigError(msg)
         self.radiator = radiator
-        self.grid_points = int(check_number("grid_points", grid_points, lo=64, hi=1_000_000))
+        gp = check_number("grid_points", grid_points, lo=64, hi=1_000_000)
+        if gp != int(gp):
+            msg = f"grid_points = {grid_points!r} is invalid: allowed an integer 64..1000000"
+            raise ConfigError(msg)
+        self.grid_points = int(gp)
         self.photon_cut = PhotonCut.from_config(photon_cut)
         self._prepare()
 

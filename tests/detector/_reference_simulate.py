@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from isrsim._numba import kernel
+import numba
 from isrsim.constants import K_CURV, M_E, M_MU, M_PI
 from isrsim.detector.material import bremsstrahlung_survival_fraction, crossing_arclength
 from isrsim.detector.model import DetectorModel
@@ -22,6 +22,9 @@ from isrsim.exceptions import ConfigError
 from isrsim.helix import arclength_to_point_xy, perigee_from_state, state_at_arclength
 
 _P_FLOOR = 1e-4
+
+# no on-disk cache: a frozen test helper must not depend on (or leave) cache files
+kernel = numba.njit(cache=False, nogil=True, error_model="numpy")
 
 
 @kernel

@@ -150,3 +150,32 @@ def test_electron_simulation_is_deterministic():
     a = simulate(truth, det, np.random.default_rng(41))
     b = simulate(truth, det, np.random.default_rng(41))
     _assert_same(a, b, atol=0.0)
+
+
+def test_incidence_bound_is_a_lower_bound():
+    """The hazard bound of the brems walk must never be below the exact hazard: the bound
+    cosine for (d0_max, om_max) is <= the exact incidence cosine of every helix with
+    |d0| <= d0_max, |omega| <= om_max at every radius in [r_lo, r_hi] it reaches."""
+    rng = np.random.default_rng(42)
+    n_checked = 0
+    for _ in range(20_000):
+        om_max = math.exp(rng.uniform(math.log(1e-3), math.log(0.1)))
+        d0_max = rng.uniform(0.0, 1.0)
+        r_lo = rng.uniform(max(d0_max, 0.5) * 1.01, 5.0)
+        r_hi = rng.uniform(r_lo, 20.0)
+        inv_st = rng.uniform(0.3, 1.0)
+        bound = _sim._cos_incidence_bound(d0_max, om_max, inv_st, r_lo, r_hi)
+        om = om_max * rng.uniform(-1.0, 1.0)
+        d0 = d0_max * rng.uniform(-1.0, 1.0)
+        r = rng.uniform(r_lo, r_hi)
+        a1 = 1.0 + om * d0
+        q2 = 0.25 * (r * r - d0 * d0) * om * om / a1
+        if q2 > 1.0:
+            continue  # not reached
+        # exact incidence from the propagated state (independent of the closed form)
+        s = 2.0 * math.asin(math.sqrt(q2)) / abs(om)
+        x, y, _, px, py, pz = state_at_arclength(d0, 0.3, om, 0.0, math.sqrt(1 / inv_st**2 - 1), 1.5, s)
+        cos_inc = abs(px * x + py * y) / (math.hypot(x, y) * math.sqrt(px * px + py * py + pz * pz))
+        assert bound <= cos_inc * (1.0 + 1e-9)
+        n_checked += 1
+    assert n_checked > 10_000

@@ -179,24 +179,26 @@ def _helix_after_loss(d0, phi0, om, z0, tl, sq, cq, s, scale, q, bz):
 
 
 @kernel
-def _cos_incidence_bound(d0, om, inv_st, r_lo, r_hi):
-    """Lower bound of ``cos(incidence)`` for the outward crossings of radii in [r_lo, r_hi].
+def _cos_incidence_bound(d0_max, om_max, inv_st, r_lo, r_hi):
+    """Lower bound of ``cos(incidence)`` for outward crossings of radii in [r_lo, r_hi] by any
+    helix with ``|d0| <= d0_max``, ``|omega| <= om_max`` and the given ``pT/p = inv_st``.
 
-    At radius r the transverse incidence is ``sqrt((1 + omega d0)(1 - d0^2/r^2)) cos(omega s/2)``
-    (from the crossing relation of :func:`isrsim.detector.material.crossing_arclength`): the
-    first factor grows and the second falls with r, so the product of the first at ``r_lo``
-    and the second at ``r_hi`` bounds it from below; times ``pT/p = inv_st``.
+    At radius r the transverse incidence cosine is
+    ``sqrt(a (1 - d0^2/r^2) (1 - (r^2 - d0^2) omega^2 / (4 a)))``, ``a = 1 + omega d0``
+    (from the crossing relation of :func:`isrsim.detector.material.crossing_arclength`); each
+    factor is bounded with ``a >= 1 - om_max d0_max``, ``r >= r_lo`` in the second and
+    ``r <= r_hi`` in the third. Returns 0 when no useful bound exists.
     """
-    a1 = 1.0 + om * d0
-    if a1 <= 0.0:
+    a_lo = 1.0 - om_max * d0_max
+    if a_lo <= 0.0:
         return 0.0
-    f = 1.0 - d0 * d0 / (r_lo * r_lo)
+    f = 1.0 - d0_max * d0_max / (r_lo * r_lo)
     if f <= 0.0:
         return 0.0
-    q2 = 0.25 * (r_hi * r_hi - d0 * d0) * om * om / a1
+    q2 = 0.25 * r_hi * r_hi * om_max * om_max / a_lo
     if q2 >= 1.0:
         return 0.0
-    return math.sqrt(a1 * f * (1.0 - q2)) * inv_st
+    return math.sqrt(a_lo * f * (1.0 - q2)) * inv_st
 
 
 @kernel
@@ -245,7 +247,8 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
       (memorylessness: the overshoot is that layer's conditional E). The hazard is first
       accumulated with an upper bound ``K x/X0 / (ln 2 max(c_lb, 1e-3))``, ``c_lb`` a lower bound
       of the incidence cosine over the remaining radii (:func:`_cos_incidence_bound`): a
-      multiply-add per layer. At a bound candidate the exact crossing (reach, z range,
+      multiply-add per layer; the bound is computed for a slightly larger |omega| and |d0|
+      and only recomputed when a loss leaves that range. At a bound candidate the exact crossing (reach, z range,
       incidence, in closed form without trigonometric calls) is computed, and the layer is
       a true candidate iff the overshoot is below its exact hazard (thinning: the truncated
       Exp(1) overshoot is then distributed as the exact layer's conditional E). Every
@@ -264,7 +267,10 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
     e_thr = rng.standard_exponential()
     h_acc = 0.0
     inv_st = 1.0 / math.sqrt(1.0 + tl * tl)
-    hfac = _K_CANDIDATE * _INV_LN2 / max(_cos_incidence_bound(d0, om, inv_st, mat_r[m0], r_meas), 1e-3)
+    # hazard bound valid while |omega| <= om_b and |d0| <= d0_b (slack: losses rarely leave it)
+    om_b = 1.05 * abs(om)
+    d0_b = abs(d0) + 0.01 * mat_r[m0]
+    hfac = _K_CANDIDATE * _INV_LN2 / max(_cos_incidence_bound(d0_b, om_b, inv_st, mat_r[m0], r_meas), 1e-3)
     for m in range(m0, n_mat):
         rm = mat_r[m]
         if rm <= r_prod or rm >= r_meas:
@@ -322,11 +328,12 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
         if s < 0.0:
             s = 2.0 * math.asin(sq) / aom
         d0, phi0, om, z0, tl = _helix_after_loss(d0, phi0, om, z0, tl, sq, cq, s, p_new / pc, q, bz)
-        inv_st = 1.0 / math.sqrt(1.0 + tl * tl)
         e_cur = e_new
-        if m + 1 < n_mat:
+        if m + 1 < n_mat and (abs(om) > om_b or abs(d0) > d0_b):
+            om_b = 1.05 * abs(om)
+            d0_b = abs(d0) + 0.01 * mat_r[m + 1]
             hfac = _K_CANDIDATE * _INV_LN2 / max(
-                _cos_incidence_bound(d0, om, inv_st, mat_r[m + 1], r_meas), 1e-3)
+                _cos_incidence_bound(d0_b, om_b, inv_st, mat_r[m + 1], r_meas), 1e-3)
     return True, d0, phi0, om, z0, tl, e_cur
 
 

@@ -114,11 +114,11 @@ def _wrap(a):
 
 @kernel
 def _sigma_e_rel(e, regions, r):
-    se = math.sqrt(e)
-    a = regions[r, 3] / se
-    b = regions[r, 4] / math.sqrt(se)
+    inv_se = 1.0 / math.sqrt(e)
+    a = regions[r, 3] * inv_se
+    b = regions[r, 4] * math.sqrt(inv_se)
     c = regions[r, 5]
-    d = regions[r, 6] / e
+    d = regions[r, 6] * inv_se * inv_se
     return math.sqrt(a * a + b * b + c * c + d * d)
 
 
@@ -361,6 +361,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
     n_layers = layer_r.shape[0]
     r0 = layer_r[0]
     kb = K_CURV * bz
+    inv_turnon = 1.0 / pt_turnon if pt_turnon > 0.0 else 0.0
     for i in range(n):
         np_i = npart[i]
         for j in range(k):
@@ -393,7 +394,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                     e_meas = en * (1.0 + _sigma_e_rel(en, regions, reg) * rng.standard_normal())
                     sa = _sigma_angle(en, regions, reg)
                     th_m = theta + sa * rng.standard_normal()
-                    ph_m = phi + sa / max(pt / ptot, 1e-6) * rng.standard_normal()
+                    ph_m = phi + sa * min(ptot / pt, 1e6) * rng.standard_normal()
                 if e_meas < regions[reg, 2]:
                     continue
                 phot[i, ng, 0] = e_meas
@@ -417,29 +418,31 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                 continue
             cos_t = pz / ptot
             x, y, z = vtx[i, j, 0], vtx[i, j, 1], vtx[i, j, 2]
-            r_prod = math.sqrt(x * x + y * y)
+            r2_prod = x * x + y * y
             d0, phi0, om, z0, tl = perigee_from_state(x, y, z, px, py, pz, q, bz)
             e_cur = math.sqrt(ptot * ptot + mass * mass)
             # ---- bremsstrahlung in the material before the momentum measurement ----------
             if smear and a == 11:
+                r_prod = math.sqrt(r2_prod)
                 alive, d0, phi0, om, z0, tl, e_cur = _brems_walk(
                     rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
                     mat_r, mat_zmin, mat_zmax, mat_x, mat_phif)
                 if not alive:
                     continue
-            pt_t = kb / abs(om)
+            inv_om = 1.0 / om
+            pt_t = kb * abs(inv_om)
             st = math.sqrt(1.0 + tl * tl)
             p_t = pt_t * st
-            beta = p_t / math.sqrt(p_t * p_t + mass * mass)
-            sin_t = 1.0 / st
-            r_max = abs(d0 + 2.0 / om)
+            e_t = math.sqrt(p_t * p_t + mass * mass)
+            r_max = abs(d0 + 2.0 * inv_om)
             # ---- tracking acceptance and efficiency --------------------------------------
             tracked = cos_tmin <= cos_t <= cos_tmax
             r_first = -1.0
             if tracked:
                 # first sensitive layer outside the production radius (radii strictly increasing)
                 i0 = 0
-                if r_prod >= r0:
+                if r2_prod >= r0 * r0:
+                    r_prod = math.sqrt(r2_prod)
                     lo, hi = 0, n_layers
                     while lo < hi:
                         mid = (lo + hi) >> 1
@@ -456,9 +459,9 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                 u = rng.random()
                 if pt_t > pt_min:
                     if pt_turnon > 0.0:
-                        xt = (pt_t - pt_min) / pt_turnon
+                        xt = (pt_t - pt_min) * inv_turnon
                         # 1 - exp(-x) >= x/(1+x): decide without exp() when possible
-                        tracked = u < eff_plateau * xt / (1.0 + xt) or \
+                        tracked = u * (1.0 + xt) < eff_plateau * xt or \
                             u < eff_plateau * (1.0 - math.exp(-xt))
                     else:
                         tracked = u < eff_plateau
@@ -491,7 +494,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                     if smear:
                         sa = _sigma_angle(max(e_dep, 1e-3), regions, reg)
                         th_m = theta + sa * rng.standard_normal()
-                        ph_m = phi + sa / max(pt / ptot, 1e-6) * rng.standard_normal()
+                        ph_m = phi + sa * min(ptot / pt, 1e6) * rng.standard_normal()
                     phot[i, ng, 0] = e_dep
                     phot[i, ng, 1] = min(max(th_m, 0.0), math.pi)
                     phot[i, ng, 2] = _wrap(ph_m)
@@ -502,15 +505,15 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                 continue
             # ---- covariance and smearing (block diagonal: (d0, phi0), omega, (z0, tanl)) ---
             f_arm = r_first / r0 if r_first > r0 else 1.0
-            pbs = p_t * beta
-            s15 = sin_t * math.sqrt(sin_t)
-            s25 = s15 * sin_t
-            t_om = pt_b / beta
+            # 1/(p beta sin^{3/2}) = E/p^2 st^{3/2}; 1/(p beta sin^{5/2}) = that * st
+            inv15 = e_t / (p_t * p_t) * st * math.sqrt(st)
+            inv25 = inv15 * st
+            t_om = pt_b * e_t / p_t
             s_om = abs(om) * math.sqrt(pt_a * pt_t * pt_a * pt_t + t_om * t_om)
-            t_d0 = d0_b / (pbs * s15)
-            t_z0 = z0_b / (pbs * s25)
-            t_ph = ph_b / (pbs * s15)
-            t_tl = tl_b / (pbs * s25)
+            t_d0 = d0_b * inv15
+            t_z0 = z0_b * inv25
+            t_ph = ph_b * inv15
+            t_tl = tl_b * inv25
             s_d0 = f_arm * math.sqrt(d0_a * d0_a + t_d0 * t_d0)
             s_z0 = f_arm * math.sqrt(z0_a * z0_a + t_z0 * t_z0)
             s_ph = math.sqrt(ph_a * ph_a + t_ph * t_ph)

@@ -104,12 +104,14 @@ def _region_of_cos(cos_t, regions_cos):
 
 @kernel
 def _wrap(a):
-    """Map an angle into [-pi, pi] by adding multiples of 2 pi (no libm call)."""
-    while a > math.pi:
-        a -= _TWO_PI
-    while a < -math.pi:
-        a += _TWO_PI
-    return a
+    """Map an angle into [-pi, pi] (one addition of +-2 pi for |a| < 3 pi, no libm call)."""
+    if -math.pi <= a <= math.pi:
+        return a
+    if a > 0.0 and a < 3.0 * math.pi:
+        return a - _TWO_PI
+    if a < 0.0 and a > -3.0 * math.pi:
+        return a + _TWO_PI
+    return math.atan2(math.sin(a), math.cos(a))  # large or non-finite input
 
 
 @kernel

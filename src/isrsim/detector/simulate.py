@@ -52,8 +52,7 @@ kernel (15 normal + 6 uniform draws ~90 ns, 3 atan2 and ~25 sqrt) plus ~75 ns to
 its ~630 B of output arrays; an electron adds the bremsstrahlung walk (~0.36 us: ~11 random
 draws, ~14 sqrt, ~6 exp and ~2 asin for ~2.7 candidate layers and ~2.1 helix updates, instead
 of ~23 draws and ~200 libm calls for 11 exact per-layer updates). Polar-angle windows are
-compared as cos(theta) intervals (no atan2 per
-track), angles are wrapped without libm calls.
+compared as cos(theta) intervals (no atan2 per track), angles are wrapped without libm calls.
 """
 
 from __future__ import annotations

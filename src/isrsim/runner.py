@@ -132,11 +132,9 @@ def _init_worker(state: dict[str, Any]) -> None:
 
 def apply_primary_vertex(truth: TruthChunk, beam: Beam, rng: np.random.Generator) -> None:
     """Shift every production vertex by a primary vertex drawn from the luminous region."""
-    sig = np.asarray(beam.sigma_xyz_cm, dtype=float)
-    if not np.any(sig > 0):
-        return
-    pv = rng.standard_normal((truth.n, 3)) * sig
-    truth.vtx += pv[:, None, :]
+    from .detector.simulate import shift_primary_vertex
+
+    shift_primary_vertex(truth, beam.sigma_xyz_cm, rng)
 
 
 def _simulate_block(state: dict[str, Any], j: int, nb: int, n_total: int):

@@ -696,6 +696,13 @@ def add_primary_vertex(truth: TruthChunk, det: DetectorModel, rng: np.random.Gen
     Gaussian with ``det.beam.sigma_xyz_cm`` (no x-z tilt). Modifies ``truth.vtx`` in place and
     returns ``truth``.
     """
-    sx, sy, sz = (float(v) for v in det.beam.sigma_xyz_cm)
-    _shift_vertices(rng, truth.npart, truth.vtx, sx, sy, sz)
+    return shift_primary_vertex(truth, det.beam.sigma_xyz_cm, rng)
+
+
+def shift_primary_vertex(truth: TruthChunk, sigma_xyz_cm, rng: np.random.Generator) -> TruthChunk:
+    """Shift the vertices of every event by one Gaussian primary vertex with sizes
+    ``sigma_xyz_cm`` [cm] (in place; no draws when all sizes are zero)."""
+    sx, sy, sz = (float(v) for v in sigma_xyz_cm)
+    if sx > 0 or sy > 0 or sz > 0:
+        _shift_vertices(rng, truth.npart, truth.vtx, sx, sy, sz)
     return truth

@@ -19,9 +19,15 @@ rates are wall clock. Every timed call follows an untimed warm-up call (JIT comp
 
 Limits measured in the same run: random numbers/s of ``Generator(PCG64).random()`` inside a
 numba loop, memory copy bandwidth, pyarrow's raw Parquet write speed (no compression,
-dictionary or statistics) for the same leaf columns as flat arrays. The isr_mumu generation is
-compared with the vectorised NumPy implementation of the same physics in
-``benchmarks/numpy_baseline.py``.
+dictionary or statistics) for the same leaf columns as flat arrays.
+
+NumPy baseline (``benchmarks/numpy_baseline.py``, same physics, plain vectorised NumPy):
+isr_mumu generation alone, and generate + primary vertex + detector simulation (belle2) +
+``chunk_to_table`` + ``EventWriter`` in chunks of ``--block`` events, measured against the
+same isrsim pipeline in the same run (thread CPU time, best of ``--repeat``, warm-up first;
+JSON ``{"isr_mumu": {"gen_sim_write_vs_numpy": ratio}}``). Before it, the baseline's
+equivalence with isrsim is printed and asserted (exact helix and covariances, acceptance
+fractions, pulls, widths; :func:`numpy_baseline.check_equivalence`).
 """
 
 from __future__ import annotations
@@ -245,6 +251,107 @@ def numpy_baseline(det, n: int, repeat: int) -> dict:
     return {"generate": rate, "mean_m_pull_vs_numba": float(pull), "trials_per_event": st.n_trials / n}
 
 
+def gen_sim_write_vs_numpy(det, n: int, repeat: int, tmp: Path, block: int) -> dict:
+    """isr_mumu generate + primary vertex + simulate + write, isrsim vs the NumPy baseline.
+
+    Both pipelines process ``n`` events in chunks of ``block`` (the runner's default chunk
+    size) and write every chunk with ``io.chunk_to_table`` + ``io.EventWriter`` (isrsim's
+    Parquet settings) as one row group of one file. One core: thread CPU time, best of
+    ``repeat`` after an untimed warm-up; the two pipelines alternate so that they see the
+    same machine load. Process CPU time and wall time are recorded as cross-checks.
+    """
+    import pyarrow.parquet as pq
+    from numpy_baseline import NumpyDetector, NumpyIsrMuMu
+
+    from isrsim.detector.simulate import simulate
+    from isrsim.io import EventWriter, chunk_to_table
+    from isrsim.processes import make_process
+    from isrsim.runner import apply_primary_vertex
+
+    proc = make_process("isr_mumu", det.beam, **PROCESSES["isr_mumu"])
+    base, nd = NumpyIsrMuMu(proc), NumpyDetector(det)
+
+    def isrsim_chunk(rng, nb, start):
+        truth, _ = proc.sample(rng, nb, weighted=False)
+        apply_primary_vertex(truth, det.beam, rng)
+        return chunk_to_table(truth, start, "isr_mumu", simulate(truth, det, rng))
+
+    def numpy_chunk(rng, nb, start):
+        truth = nd.add_primary_vertex(base.sample_truth(rng, nb), rng)
+        return chunk_to_table(truth, start, "isr_mumu", nd.simulate(truth, rng))
+
+    def pipeline(chunk_fn, path, n_ev, rng):
+        w = EventWriter(path)
+        for start in range(0, n_ev, block):
+            w.write(chunk_fn(rng, min(block, n_ev - start), start))
+        w.close({"bench": True})
+
+    paths = {"isrsim": tmp / "gsw_isrsim.parquet", "numpy": tmp / "gsw_numpy.parquet"}
+    fns = {"isrsim": isrsim_chunk, "numpy": numpy_chunk}
+    rngs = {"isrsim": np.random.default_rng(101), "numpy": np.random.default_rng(202)}
+    for key in fns:                                               # warm-up (JIT / cache load)
+        pipeline(fns[key], paths[key], min(n, 20_000), rngs[key])
+    best = {key: {"thread": math.inf, "process": math.inf, "wall": math.inf} for key in fns}
+    for _ in range(repeat):
+        for key in fns:
+            t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+            pipeline(fns[key], paths[key], n, rngs[key])
+            b = best[key]
+            b["thread"] = min(b["thread"], time.thread_time() - t0)
+            b["process"] = min(b["process"], time.process_time() - p0)
+            b["wall"] = min(b["wall"], time.perf_counter() - w0)
+    # stage breakdown of the baseline on one chunk (where the time goes)
+    nb = min(block, n)
+    rng = np.random.default_rng(303)
+    r_gen, t_np = best_rate(lambda: base.sample_truth(rng, nb), nb, repeat)
+    nd.add_primary_vertex(t_np, rng)
+    r_sim, reco_np = best_rate(lambda: nd.simulate(t_np, rng), nb, repeat)
+    r_tab, _ = best_rate(lambda: chunk_to_table(t_np, 0, "isr_mumu", reco_np), nb, repeat)
+    # the same output: identical schema and row count
+    sa, sb = pq.read_schema(paths["isrsim"]), pq.read_schema(paths["numpy"])
+    same_schema = sa.remove_metadata().equals(sb.remove_metadata())
+    rows = [pq.ParquetFile(p).metadata.num_rows for p in paths.values()]
+    assert same_schema and rows == [n, n], f"output mismatch: schema equal {same_schema}, rows {rows}"
+    return {
+        "block": block,
+        "isrsim_events_per_s": n / best["isrsim"]["thread"],
+        "numpy_events_per_s": n / best["numpy"]["thread"],
+        "ratio_thread_cpu": best["numpy"]["thread"] / best["isrsim"]["thread"],
+        "ratio_process_cpu": best["numpy"]["process"] / best["isrsim"]["process"],
+        "ratio_wall": best["numpy"]["wall"] / best["isrsim"]["wall"],
+        "bytes_isrsim": paths["isrsim"].stat().st_size, "bytes_numpy": paths["numpy"].stat().st_size,
+        "numpy_stage_events_per_s": {"generate": r_gen, "simulate": r_sim, "chunk_to_table": r_tab},
+    }
+
+
+def baseline_equivalence(det, n: int) -> list[dict]:
+    """Print and assert the equivalence of the NumPy baseline with isrsim
+    (:func:`numpy_baseline.check_equivalence`)."""
+    from numpy_baseline import check_equivalence
+
+    from isrsim.processes import make_process
+
+    proc = make_process("isr_mumu", det.beam, **PROCESSES["isr_mumu"])
+    rows = check_equivalence(det, proc, n)
+    print(f"\nNumPy baseline vs isrsim, isr_mumu + belle2, {n} events (z = difference / its "
+          "statistical error; exact checks: max relative deviation):")
+    bad = [r["check"] for r in rows if not r["ok"]]
+    for r in rows:  # the exact checks, the key distributions, every failure (all rows: JSON)
+        key = (r["check"].startswith(("helix", "cov", "numpy pull"))
+               or (r["check"].startswith("same truth") and ("frac events with" in r["check"]
+                                                            or "std " in r["check"])))
+        if key or not r["ok"]:
+            print(f"  {r['check']:58s} isrsim {r['isrsim']:+.5g}  numpy {r['numpy']:+.5g}  "
+                  f"z {r['z']:+.2f}  {'ok' if r['ok'] else 'FAIL'}")
+    worst = max(rows, key=lambda r: abs(r["z"]))
+    n_stat = sum(1 for r in rows if not r["check"].startswith(("helix", "cov")))
+    print(f"  {len(rows)} checks ({n_stat} statistical, same truth and whole gen+sim chain): "
+          f"max |z| {abs(worst['z']):.2f} ({worst['check']}), "
+          f"{sum(abs(r['z']) > 3 for r in rows)} with |z| > 3; {len(bad)} failed")
+    assert not bad, f"NumPy baseline differs from isrsim: {bad}"
+    return rows
+
+
 def machine() -> dict:
     import numba
     import pyarrow
@@ -271,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="100k events, 1 repeat, isr_mumu only")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--processes", nargs="*", default=list(PROCESSES))
+    ap.add_argument("--block", type=int, default=100_000,
+                    help="chunk size of the gen+sim+write comparison with the NumPy baseline")
     args = ap.parse_args(argv)
     n, repeat, procs = args.events, args.repeat, args.processes
     if args.quick:
@@ -296,10 +405,17 @@ def main(argv: list[str] | None = None) -> int:
                                          if k in ("generate", "simulate", "reconstruct", "write",
                                                   "gen+sim", "gen+write", "gen+sim+write")))
     if "isr_mumu" in results:
+        rows = baseline_equivalence(det, min(n, 400_000))
         nb = numpy_baseline(det, n, repeat)
         r = results["isr_mumu"]
         r["numpy_baseline"] = nb
         r["ratio_to_numpy_generate"] = r["generate"] / nb["generate"]
+        with tempfile.TemporaryDirectory() as td:
+            gsw = gen_sim_write_vs_numpy(det, n, repeat, Path(td), min(args.block, n))
+        nb["gen_sim_write"] = gsw
+        nb["equivalence"] = {"n_checks": len(rows), "max_abs_z": max(abs(x["z"]) for x in rows),
+                             "all_ok": all(x["ok"] for x in rows)}
+        r["gen_sim_write_vs_numpy"] = gsw["ratio_thread_cpu"]
         # random-number budget: draws per event (structure of the sampler, measured trial rates
         # of the mass step; photon and decay acceptances from physics.md 1.6 / eq. 1.8 bounds)
         draws = 2.0 * nb["trials_per_event"] + 2.0 * 1.08 + 1.0 + 1.5 * (1.0 + 8.0 / math.pi)
@@ -336,6 +452,18 @@ def print_table(res: dict, procs: list[str]) -> None:
         print(f"\nisr_mumu generate: numba {r['generate'] / 1e6:.2f} M/s vs NumPy baseline "
               f"{nb['generate'] / 1e6:.2f} M/s -> x{r['ratio_to_numpy_generate']:.2f} "
               f"(mean M pull {nb['mean_m_pull_vs_numba']:+.2f})")
+        g = nb["gen_sim_write"]
+        print(f"isr_mumu generate + simulate + write (chunks of {g['block']}): isrsim "
+              f"{g['isrsim_events_per_s'] / 1e6:.2f} M/s vs NumPy baseline "
+              f"{g['numpy_events_per_s'] / 1e6:.2f} M/s -> x{g['ratio_thread_cpu']:.2f} "
+              f"(process CPU x{g['ratio_process_cpu']:.2f}, wall x{g['ratio_wall']:.2f}; "
+              f"equivalence: {nb['equivalence']['n_checks']} checks, max |z| "
+              f"{nb['equivalence']['max_abs_z']:.2f})")
+        st = g["numpy_stage_events_per_s"]
+        print(f"  NumPy baseline stages [M/s]: generate {st['generate'] / 1e6:.2f}, simulate "
+              f"{st['simulate'] / 1e6:.2f}, chunk_to_table {st['chunk_to_table'] / 1e6:.2f} "
+              f"(isrsim: generate {r['generate'] / 1e6:.2f}, simulate {r['simulate'] / 1e6:.2f}, "
+              f"write {r['write'] / 1e6:.2f})")
         print(f"random numbers: ~{r['rng_draws_per_event_est']:.1f} draws/event -> "
               f"{100 * r['rng_fraction']:.0f}% of the PCG64-in-numba limit")
 

@@ -388,3 +388,29 @@ def read_candidate_tables(paths: Sequence[str | os.PathLike[str]], *,
         msg = "candidate weights contain non-finite values"
         raise InputFileError(msg)
     return cs
+
+
+def merge_workflow_card(args: Any, defaults: dict[str, Any], bundled: str, what: str,
+                        flags: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Defaults <- card ([run] and [analysis] tables; ``--card`` or the bundled ``bundled``)
+    <- command-line flags (``(attribute, key)`` pairs, applied when not None). Unknown sections
+    or keys are ConfigErrors naming the card table; ``output`` is always accepted."""
+    from ..config import bundled_card, load_card
+
+    card = load_card(args.card) if getattr(args, "card", None) else bundled_card(bundled)
+    cfg = dict(defaults)
+    unknown = set(card) - {"run", "analysis"}
+    if unknown:
+        msg = f"{what} card: unknown section(s) {sorted(unknown)}; allowed [run], [analysis]"
+        raise ConfigError(msg)
+    for sec in ("run", "analysis"):
+        for k, v in (card.get(sec) or {}).items():
+            if k != "output" and k not in defaults:
+                msg = f"{what} card [{sec}]: unknown key {k!r}; allowed {sorted(defaults)} (and output)"
+                raise ConfigError(msg)
+            cfg[k] = v
+    for flag, key in flags:
+        v = getattr(args, flag, None)
+        if v is not None:
+            cfg[key] = v
+    return cfg

@@ -97,29 +97,12 @@ def load_config(args: Any) -> dict[str, Any]:
     Returns a validated flat dict (keys of :data:`DEFAULTS` plus ``output``,
     ``luminosity_invnb``, ``workers``, ``quiet``).
     """
-    from ..config import bundled_card, load_card
+    from ._common import merge_workflow_card
 
-    card = load_card(args.card) if getattr(args, "card", None) else bundled_card("inject_besiii")
-    cfg = dict(DEFAULTS)
-    unknown = set(card) - {"run", "analysis"}
-    if unknown:
-        msg = f"inject card: unknown section(s) {sorted(unknown)}; allowed [run], [analysis]"
-        raise ConfigError(msg)
-    for sec in ("run", "analysis"):
-        for k, v in (card.get(sec) or {}).items():
-            if k == "output":
-                cfg["output"] = v
-                continue
-            if k not in DEFAULTS:
-                msg = f"inject card [{sec}]: unknown key {k!r}; allowed {sorted(DEFAULTS)} (and output)"
-                raise ConfigError(msg)
-            cfg[k] = v
-    for flag, key in (("detector", "detector"), ("luminosity", "luminosity"), ("mass", "masses"),
-                      ("epsilon", "epsilon"), ("toys", "toys"), ("seed", "seed"),
-                      ("events", "background_events"), ("output", "output")):
-        v = getattr(args, flag, None)
-        if v is not None:
-            cfg[key] = v
+    cfg = merge_workflow_card(args, DEFAULTS, "inject_besiii", "inject", (
+        ("detector", "detector"), ("luminosity", "luminosity"), ("mass", "masses"),
+        ("epsilon", "epsilon"), ("toys", "toys"), ("seed", "seed"),
+        ("events", "background_events"), ("output", "output")))
     cfg["workers"] = getattr(args, "workers", None) or 1
     cfg["quiet"] = bool(getattr(args, "quiet", False))
     from ..units import parse_luminosity

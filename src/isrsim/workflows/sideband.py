@@ -98,29 +98,11 @@ def load_config(args: Any) -> dict[str, Any]:
     ``--mass`` takes one value, ``--epsilon`` a list, ``--events`` sets the background MC
     events per sample, ``--luminosity`` may be a comma list (regions optimised at the first).
     """
-    from ..config import bundled_card, load_card
-    from ._common import parse_luminosities
+    from ._common import merge_workflow_card, parse_luminosities
 
-    card = load_card(args.card) if getattr(args, "card", None) else bundled_card("sideband_belle2_x17")
-    cfg = dict(DEFAULTS)
-    unknown = set(card) - {"run", "analysis"}
-    if unknown:
-        msg = f"sideband card: unknown section(s) {sorted(unknown)}; allowed [run], [analysis]"
-        raise ConfigError(msg)
-    for sec in ("run", "analysis"):
-        for k, v in (card.get(sec) or {}).items():
-            if k == "output":
-                cfg["output"] = v
-                continue
-            if k not in DEFAULTS:
-                msg = f"sideband card [{sec}]: unknown key {k!r}; allowed {sorted(DEFAULTS)} (and output)"
-                raise ConfigError(msg)
-            cfg[k] = v
-    for flag, key in (("detector", "detector"), ("luminosity", "luminosity"), ("epsilon", "epsilon"),
-                      ("seed", "seed"), ("events", "background_events"), ("output", "output")):
-        v = getattr(args, flag, None)
-        if v is not None:
-            cfg[key] = v
+    cfg = merge_workflow_card(args, DEFAULTS, "sideband_belle2_x17", "sideband", (
+        ("detector", "detector"), ("luminosity", "luminosity"), ("epsilon", "epsilon"),
+        ("seed", "seed"), ("events", "background_events"), ("output", "output")))
     m = getattr(args, "mass", None)
     if m is not None:
         if len(m) != 1:

@@ -150,6 +150,45 @@ def _vertex_one(meas, wmat, q, bz, sz, max_iter, tol, theta, cov):
 
 
 @kernel
+def _normal_equations(jac, wmat, resid, big, wj, nmat, bvec):
+    """Gauss-Newton normal equations N = J^T W J, b = J^T W r for the 9 fit parameters
+    (vertex x, y, z shared; momenta per track) from the per-track helix Jacobians ``jac``
+    (2 x 5 x 6), weights ``wmat`` and residuals ``resid``; ``big`` and ``wj`` are scratch."""
+    # J (2 x 5 x 9): vertex columns shared, momentum columns per track
+    for t in range(2):
+        for k in range(5):
+            for c in range(9):
+                big[t, k, c] = 0.0
+            for c in range(3):
+                big[t, k, c] = jac[t, k, c]
+                big[t, k, 3 + 3 * t + c] = jac[t, k, 3 + c]
+    for a in range(9):
+        bvec[a] = 0.0
+        for b in range(9):
+            nmat[a, b] = 0.0
+    for t in range(2):
+        for a in range(9):
+            # wj = W J[:, a]
+            for k in range(5):
+                acc = 0.0
+                for m in range(5):
+                    acc += wmat[t, k, m] * big[t, m, a]
+                wj[k] = acc
+            acc_b = 0.0
+            for k in range(5):
+                acc_b += wj[k] * resid[t, k]
+            bvec[a] += acc_b
+            for b in range(a, 9):
+                acc = 0.0
+                for k in range(5):
+                    acc += wj[k] * big[t, k, b]
+                nmat[a, b] += acc
+    for a in range(9):
+        for b in range(a):
+            nmat[a, b] = nmat[b, a]
+
+
+@kernel
 def _gauss_newton(meas, wmat, q, bz, seed, max_iter, tol, theta, cov):
     """Gauss-Newton with step halving from the vertex ``seed`` (x, y, z, .)."""
     for i in range(3):
@@ -172,38 +211,7 @@ def _gauss_newton(meas, wmat, q, bz, seed, max_iter, tol, theta, cov):
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        # J (2 x 5 x 9): vertex columns shared, momentum columns per track
-        for t in range(2):
-            for k in range(5):
-                for c in range(9):
-                    big[t, k, c] = 0.0
-                for c in range(3):
-                    big[t, k, c] = jac[t, k, c]
-                    big[t, k, 3 + 3 * t + c] = jac[t, k, 3 + c]
-        for a in range(9):
-            bvec[a] = 0.0
-            for b in range(9):
-                nmat[a, b] = 0.0
-        for t in range(2):
-            for a in range(9):
-                # wj = W J[:, a]
-                for k in range(5):
-                    acc = 0.0
-                    for m in range(5):
-                        acc += wmat[t, k, m] * big[t, m, a]
-                    wj[k] = acc
-                acc_b = 0.0
-                for k in range(5):
-                    acc_b += wj[k] * resid[t, k]
-                bvec[a] += acc_b
-                for b in range(a, 9):
-                    acc = 0.0
-                    for k in range(5):
-                        acc += wj[k] * big[t, k, b]
-                    nmat[a, b] += acc
-        for a in range(9):
-            for b in range(a):
-                nmat[a, b] = nmat[b, a]
+        _normal_equations(jac, wmat, resid, big, wj, nmat, bvec)
         if not chol_factor(nmat, 9, low):
             return np.nan, it, False
         chol_solve(low, 9, bvec, step)
@@ -224,28 +232,7 @@ def _gauss_newton(meas, wmat, q, bz, seed, max_iter, tol, theta, cov):
             converged = True
             break
     # covariance at the final point: N^-1 with the Jacobian at theta (already in jac)
-    for t in range(2):
-        for k in range(5):
-            for c in range(9):
-                big[t, k, c] = 0.0
-            for c in range(3):
-                big[t, k, c] = jac[t, k, c]
-                big[t, k, 3 + 3 * t + c] = jac[t, k, 3 + c]
-    for a in range(9):
-        for b in range(9):
-            nmat[a, b] = 0.0
-    for t in range(2):
-        for a in range(9):
-            for k in range(5):
-                acc = 0.0
-                for m in range(5):
-                    acc += wmat[t, k, m] * big[t, m, a]
-                wj[k] = acc
-            for b in range(9):
-                acc = 0.0
-                for k in range(5):
-                    acc += wj[k] * big[t, k, b]
-                nmat[a, b] += acc
+    _normal_equations(jac, wmat, resid, big, wj, nmat, bvec)
     if not chol_inverse(nmat, 9, cov, low):
         return chi2, it, False
     return chi2, it, converged

@@ -112,6 +112,19 @@ def _disc_interval(a, bq, c):
 
 
 @kernel
+def _add_segment(p0, p1, lam, layer, seg_s0, seg_s1, seg_t, seg_layer, nseg):
+    """Append the path segment [p0, p1] through ``layer`` (t = path x lam) if non-empty;
+    returns the new segment count."""
+    if p1 > p0:
+        seg_s0[nseg] = p0
+        seg_s1[nseg] = p1
+        seg_t[nseg] = (p1 - p0) * lam
+        seg_layer[nseg] = layer
+        nseg += 1
+    return nseg
+
+
+@kernel
 def layer_path_segments(vx, vy, vz, ux, uy, uz, r_cm, dr_cm, z_min_cm, z_max_cm, x_over_x0,
                         seg_s0, seg_s1, seg_t, seg_layer):
     """Segments of the ray V + s u (s >= 0, |u| = 1) inside each material layer.
@@ -167,23 +180,11 @@ def layer_path_segments(vx, vy, vz, ux, uy, uz, r_cm, dr_cm, z_min_cm, z_max_cm,
                         p0, p1 = so1, si1
                     else:
                         p0, p1 = si2, so2
-                    p0 = max(p0, lo_clip)
-                    p1 = min(p1, sz2)
-                    if p1 > p0:
-                        seg_s0[nseg] = p0
-                        seg_s1[nseg] = p1
-                        seg_t[nseg] = (p1 - p0) * lam
-                        seg_layer[nseg] = i
-                        nseg += 1
+                    nseg = _add_segment(max(p0, lo_clip), min(p1, sz2), lam, i,
+                                        seg_s0, seg_s1, seg_t, seg_layer, nseg)
             else:
-                p0 = max(so1, lo_clip)
-                p1 = min(so2, sz2)
-                if p1 > p0:
-                    seg_s0[nseg] = p0
-                    seg_s1[nseg] = p1
-                    seg_t[nseg] = (p1 - p0) * lam
-                    seg_layer[nseg] = i
-                    nseg += 1
+                nseg = _add_segment(max(so1, lo_clip), min(so2, sz2), lam, i,
+                                    seg_s0, seg_s1, seg_t, seg_layer, nseg)
         else:
             rr = r_cm[i]
             s1, s2, ok = _disc_interval(a, bq, r0sq - rr * rr)

@@ -53,59 +53,117 @@ _MANIFEST = "_manifest.json"
 # ---------------------------------------------------------------------------------------
 # flat kernel arrays -> Arrow
 # ---------------------------------------------------------------------------------------
-def _gather_kernel():
+def _gather_kernels():
     """Compiled on first use (keeps ``import isrsim.io`` light)."""
     from ._numba import kernel
 
+    # Both return the number of non-finite values copied (v - v is 0 for every finite value
+    # and for integers, NaN for NaN and +-inf), so the writer's NaN check costs no extra pass.
     @kernel
-    def gather(counts, src, out):
+    def gather_rows(counts, src, out):
         # slots [i, :counts[i]] of a (possibly strided) [n, k, m] array -> contiguous [total, m]
         j = 0
+        bad = 0
         for i in range(src.shape[0]):
             for s in range(counts[i]):
                 for c in range(src.shape[2]):
-                    out[j, c] = src[i, s, c]
+                    v = src[i, s, c]
+                    out[j, c] = v
+                    if v - v != 0:
+                        bad += 1
                 j += 1
+        return bad
 
-    return gather
+    @kernel
+    def gather_split(counts, src, out):
+        # the same slots, each component c of the last axis to its own contiguous row out[c]:
+        # one pass over src for all of its fields (e.g. px, py, pz, E of p4[n, k, 4])
+        j = 0
+        bad = 0
+        for i in range(src.shape[0]):
+            for s in range(counts[i]):
+                for c in range(src.shape[2]):
+                    v = src[i, s, c]
+                    out[c, j] = v
+                    if v - v != 0:
+                        bad += 1
+                j += 1
+        return bad
+
+    return gather_rows, gather_split
 
 
 _GATHER: list = []
 
 
-def _gather(counts: np.ndarray, arr: np.ndarray, total: int) -> np.ndarray:
-    """Contiguous copy of the valid slots of ``arr`` ([n, k] or [n, k, m]) in one pass."""
+def _kernels():
     if not _GATHER:
-        _GATHER.append(_gather_kernel())
+        _GATHER.extend(_gather_kernels())
+    return _GATHER
+
+
+def _gather(counts: np.ndarray, arr: np.ndarray, total: int) -> tuple[np.ndarray, int]:
+    """Contiguous copy of the valid slots of ``arr`` ([n, k] or [n, k, m]) in one pass, and the
+    number of non-finite values among them."""
     src = arr if arr.ndim == 3 else arr[:, :, None]
     out = np.empty((total, src.shape[2]), dtype=arr.dtype)
-    _GATHER[0](counts, src, out)
-    return out if arr.ndim == 3 else out[:, 0]
+    bad = _kernels()[0](counts, src, out)
+    return (out if arr.ndim == 3 else out[:, 0]), bad
+
+
+def _gather_split(counts: np.ndarray, arr: np.ndarray, total: int) -> tuple[np.ndarray, int]:
+    """The valid slots of ``arr`` [n, k, m] as m contiguous rows [m, total], in one pass, and
+    the number of non-finite values among them."""
+    out = np.empty((arr.shape[2], total), dtype=arr.dtype)
+    bad = _kernels()[1](counts, arr, out)
+    return out, bad
 
 
 def _field(name: str, arr: pa.Array) -> pa.Field:
     return pa.field(name, arr.type, nullable=False)
 
 
-def _list_of_struct(counts: np.ndarray, fields: dict[str, np.ndarray], k: int) -> pa.Array:
-    """Jagged, non-nullable list<struct> from [n, k, ...] slot arrays and per-event counts.
+#: one entry of a list<struct> column: a field name with an [n, k] array (or [n, k, m]: a
+#: fixed-size list per object, e.g. cov[15]), or a tuple of m names with an [n, k, m] array
+#: whose last axis is split into m fields (e.g. px, py, pz, E of p4)
+Columns = list[tuple[str | tuple[str, ...], np.ndarray]]
+
+
+#: how the writer's error message names non-finite values of a list<struct> entry
+_LABELS = {("truth", ("px", "py", "pz", "E")): "truth momenta",
+           ("truth", ("vx", "vy", "vz")): "truth vertices",
+           ("tracks", ("d0", "phi0", "omega", "z0", "tanl")): "track helices",
+           ("tracks", "cov"): "track covariances", ("photons", ("E", "theta", "phi")): "photons"}
+
+
+def _list_of_struct(counts: np.ndarray, columns: Columns, prefix: str, bad: list[str]) -> pa.Array:
+    """Jagged, non-nullable list<struct> from [n, k, ...] slot arrays and per-event counts; the
+    labels of entries with non-finite values (in written slots) are appended to ``bad``.
 
     Non-nullable types spare Parquet the definition levels (~30 % faster writes)."""
     counts = counts.astype(np.int32, copy=False)
     offsets = np.zeros(counts.shape[0] + 1, np.int32)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
-    children = []
-    for arr in fields.values():
-        flat = _gather(counts, arr, total)
-        if arr.ndim == 3:  # fixed-size vector per object (e.g. cov[15])
-            value_field = pa.field("item", pa.from_numpy_dtype(flat.dtype), nullable=False)
-            child = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()),
-                                                      type=pa.list_(value_field, arr.shape[2]))
+    names: list[str] = []
+    children: list[pa.Array] = []
+    for name, arr in columns:
+        if isinstance(name, tuple):  # split the last axis into len(name) fields
+            rows, n_bad = _gather_split(counts, arr, total)
+            names.extend(name)
+            children.extend(pa.array(r) for r in rows)
         else:
-            child = pa.array(flat)
-        children.append(child)
-    struct = pa.StructArray.from_arrays(children, fields=[_field(n, c) for n, c in zip(fields, children)])
+            flat, n_bad = _gather(counts, arr, total)
+            if arr.ndim == 3:  # fixed-size vector per object (e.g. cov[15])
+                value_field = pa.field("item", pa.from_numpy_dtype(flat.dtype), nullable=False)
+                children.append(pa.FixedSizeListArray.from_arrays(
+                    pa.array(flat.ravel()), type=pa.list_(value_field, arr.shape[2])))
+            else:
+                children.append(pa.array(flat))
+            names.append(name)
+        if n_bad:
+            bad.append(_LABELS.get((prefix, name), f"{prefix}.{name}"))
+    struct = pa.StructArray.from_arrays(children, fields=[_field(n, c) for n, c in zip(names, children)])
     list_type = pa.list_(pa.field("item", struct.type, nullable=False))
     return pa.ListArray.from_arrays(pa.array(offsets), struct, type=list_type)
 
@@ -114,30 +172,28 @@ def chunk_to_table(truth: TruthChunk, event_id_start: int, process: str,
                    reco: RecoChunk | None = None) -> pa.Table:
     """Convert one chunk to an Arrow table with the isrsim event schema."""
     n = truth.n
-    check_finite(truth, reco)
+    bad = _check_event_level(truth)
     cols: dict[str, pa.Array] = {
         "event_id": pa.array(np.arange(event_id_start, event_id_start + n, dtype=np.int64)),
         "process": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([process])),
         "weight": pa.array(truth.weight),
     }
-    p4, vtx = truth.p4, truth.vtx
-    cols["truth"] = _list_of_struct(truth.npart, {
-        "pdg": truth.pdg, "px": p4[..., 0], "py": p4[..., 1], "pz": p4[..., 2], "E": p4[..., 3],
-        "vx": vtx[..., 0], "vy": vtx[..., 1], "vz": vtx[..., 2], "parent": truth.parent,
-    }, truth.k)
+    cols["truth"] = _list_of_struct(truth.npart, [
+        ("pdg", truth.pdg), (("px", "py", "pz", "E"), truth.p4), (("vx", "vy", "vz"), truth.vtx),
+        ("parent", truth.parent)], "truth", bad)
     if truth.extra:
         gen = [pa.array(v) for v in truth.extra.values()]
         cols["gen"] = pa.StructArray.from_arrays(gen, fields=[_field(n, c) for n, c in zip(truth.extra, gen)])
     if reco is not None:
-        h = reco.helix
-        tfields = {"charge": reco.charge, "d0": h[..., 0], "phi0": h[..., 1], "omega": h[..., 2],
-                   "z0": h[..., 3], "tanl": h[..., 4], "cov": reco.cov, "truth": reco.trk_truth}
-        tfields.update(reco.track_extra)
-        cols["tracks"] = _list_of_struct(reco.ntrk, tfields, reco.charge.shape[1])
-        ph = reco.phot
-        pfields = {"E": ph[..., 0], "theta": ph[..., 1], "phi": ph[..., 2], "truth": reco.phot_truth}
-        pfields.update(reco.photon_extra)
-        cols["photons"] = _list_of_struct(reco.nphot, pfields, ph.shape[1])
+        tcols: Columns = [("charge", reco.charge), (("d0", "phi0", "omega", "z0", "tanl"), reco.helix),
+                          ("cov", reco.cov), ("truth", reco.trk_truth), *reco.track_extra.items()]
+        cols["tracks"] = _list_of_struct(reco.ntrk, tcols, "tracks", bad)
+        pcols: Columns = [(("E", "theta", "phi"), reco.phot), ("truth", reco.phot_truth),
+                          *reco.photon_extra.items()]
+        cols["photons"] = _list_of_struct(reco.nphot, pcols, "photons", bad)
+    if bad:
+        msg = f"internal error: non-finite values in {', '.join(bad)}; nothing was written"
+        raise RuntimeError(msg)
     return pa.table(cols, schema=pa.schema([_field(name, col) for name, col in cols.items()]))
 
 
@@ -170,31 +226,15 @@ def table_to_truth(table: pa.Table, k: int) -> TruthChunk:
     return out
 
 
-def check_finite(truth: TruthChunk, reco: RecoChunk | None = None) -> None:
-    """Refuse NaN/inf values and negative or non-finite weights before they reach a file."""
+def _check_event_level(truth: TruthChunk) -> list[str]:
+    """Labels of the event-level fields with NaN/inf values or negative weights (the particle
+    lists are checked while they are gathered, :func:`_list_of_struct`)."""
     bad = []
-    if not np.all(np.isfinite(truth.p4)):
-        bad.append("truth momenta")
-    if not np.all(np.isfinite(truth.vtx)):
-        bad.append("truth vertices")
     w = truth.weight
     if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
         bad.append("weights (must be finite and >= 0)")
-    for key, v in truth.extra.items():
-        if not np.all(np.isfinite(v)):
-            bad.append(f"gen.{key}")
-    if reco is not None:
-        for name, arr in (("track helices", reco.helix), ("track covariances", reco.cov),
-                          ("photons", reco.phot)):
-            if not np.all(np.isfinite(arr)):
-                bad.append(name)
-        for prefix, extras in (("tracks", reco.track_extra), ("photons", reco.photon_extra)):
-            for key, v in extras.items():
-                if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.all(np.isfinite(v)):
-                    bad.append(f"{prefix}.{key}")
-    if bad:
-        msg = f"internal error: non-finite values in {', '.join(bad)}; nothing was written"
-        raise RuntimeError(msg)
+    bad.extend(f"gen.{key}" for key, v in truth.extra.items() if not np.all(np.isfinite(v)))
+    return bad
 
 
 # ---------------------------------------------------------------------------------------

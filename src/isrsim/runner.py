@@ -179,7 +179,7 @@ def _run_chunk(first_block: int, n_blocks: int, n_total: int, chunk_index: int,
         truth, reco, st = _simulate_block(state, j, nb, n_total)
         stats += st
         tables.append(chunk_to_table(truth, j * BLOCK_EVENTS, state["process"].name, reco))
-    table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     part_dir = state.get("part_dir")
     if part_dir is None:
         return table, stats.to_dict()

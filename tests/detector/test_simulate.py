@@ -87,13 +87,13 @@ def test_belle2_d0_resolution_at_1gev():
 
 
 def test_besiii_mumu_mass_resolution():
-    """Seed paper arXiv:1705.04265 (physics.md 7.1 and 10): the mu+mu- mass resolution rises
-    from 5 to 12 MeV over 1.5-3.4 GeV. Those numbers are after the 1C kinematic fit, which
-    helps most at high mass (stiff tracks, curvature term dominates); this is the track-level
-    (pre-fit) resolution from the file's pT parameterisation (0.20% pT (+) 0.45%/beta, split tuned
-    to this range), so we require 5 MeV within 10 % at 1.5 GeV, a monotonic rise, and 12 MeV
-    within 25 % at 3.4 GeV (measured: 5.1 -> 13.2 MeV). Robust width = half the 16-84 % interval; N ~ 3.5e4 gives a
-    ~0.5 % statistical error, negligible against the tolerances."""
+    """Seed paper arXiv:1705.04265 (physics.md 7.1 and 10): "The mass resolution of the lepton
+    pairs determined with MC for e+e- and mu+mu- is between 5 and 12 MeV/c2" over 1.5-3.4 GeV,
+    quoted in whole MeV, so a width that rounds to 5 ... 12 MeV agrees: [4.5, 12.5) MeV at the
+    ends, rising monotonically. This is the track-level (pre-fit) resolution of besiii.toml
+    (0.10% pT (+) 0.48%/beta with the direction terms; measured 5.2 -> 12.4 MeV); isrsim's 1C
+    fit narrows it further (validation/reco). Robust width = half the 16-84 % interval; N ~ 3.5e4
+    gives a ~0.5 % statistical error (0.06 MeV at 12 MeV), negligible against the band."""
     det = load_detector("besiii")
     rng = np.random.default_rng(14)
     widths = []
@@ -104,9 +104,9 @@ def test_besiii_mumu_mass_resolution():
         lo, med, hi = np.percentile(m, [16, 50, 84])
         widths.append(0.5 * (hi - lo))
         assert abs(med - mass) < 0.1 * widths[-1]
-    assert widths[0] == pytest.approx(0.005, rel=0.10)
+    assert 0.0045 <= widths[0] < 0.0055
     assert widths[0] < widths[1] < widths[2]
-    assert widths[2] == pytest.approx(0.012, rel=0.25)
+    assert 0.0115 <= widths[2] < 0.0125
 
 
 def test_bremsstrahlung_tail_for_electrons_not_muons():

@@ -24,11 +24,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 
 from isrsim.constants import ALPHA, HBARC2_GEV2_NB, K_CURV, M_E, M_MU, ZETA2, ZETA3
 from isrsim.events import RecoChunk, TruthChunk
 
-__all__ = ["NumpyDetector", "NumpyIsrMuMu", "check_equivalence", "perigee_from_state_np"]
+__all__ = ["NumpyDetector", "NumpyIsrMuMu", "check_equivalence", "numpy_chunk_to_table",
+           "perigee_from_state_np"]
 
 
 class NumpyIsrMuMu:
@@ -437,6 +439,72 @@ class NumpyDetector:
         reco.phot[ei, slot] = c
         reco.phot_truth[ei, slot] = ji
         return reco
+
+
+# ---------------------------------------------------------------------------------------
+# Arrow conversion, the NumPy way
+# ---------------------------------------------------------------------------------------
+def _np_list_of_struct(counts: np.ndarray, fields: list[tuple[str, np.ndarray]], bad: list[str]) -> pa.Array:
+    """Non-nullable list<struct> from [n, k] (or [n, k, m]: fixed-size list) slot arrays with
+    boolean-mask indexing: the written slots of every field, checked for NaN/inf."""
+    k = fields[0][1].shape[1]
+    mask = np.arange(k)[None, :] < counts[:, None]
+    offsets = np.zeros(counts.shape[0] + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    children = []
+    for name, arr in fields:
+        flat = arr[mask]
+        if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+            bad.append(name)
+        if arr.ndim == 3:
+            item = pa.field("item", pa.from_numpy_dtype(flat.dtype), nullable=False)
+            children.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()),
+                                                              type=pa.list_(item, arr.shape[2])))
+        else:
+            children.append(pa.array(flat))
+    struct = pa.StructArray.from_arrays(
+        children, fields=[pa.field(name, c.type, nullable=False) for (name, _), c in zip(fields, children)])
+    return pa.ListArray.from_arrays(pa.array(offsets), struct,
+                                    type=pa.list_(pa.field("item", struct.type, nullable=False)))
+
+
+def numpy_chunk_to_table(truth: TruthChunk, start: int, process: str, reco: RecoChunk | None = None) -> pa.Table:
+    """The same Arrow table as ``isrsim.io.chunk_to_table`` (equal, tested), written the plain
+    NumPy way: a boolean-mask copy per field and ``np.isfinite`` checks, where isrsim gathers
+    each slot array in one compiled pass with the check folded in."""
+    n = truth.n
+    bad = []
+    w = truth.weight
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        bad.append("weight")
+    bad.extend(f"gen.{key}" for key, v in truth.extra.items() if not np.isfinite(v).all())
+    cols = {
+        "event_id": pa.array(np.arange(start, start + n, dtype=np.int64)),
+        "process": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([process])),
+        "weight": pa.array(w),
+    }
+    p4, vtx = truth.p4, truth.vtx
+    cols["truth"] = _np_list_of_struct(truth.npart.astype(np.int32), [
+        ("pdg", truth.pdg), ("px", p4[..., 0]), ("py", p4[..., 1]), ("pz", p4[..., 2]), ("E", p4[..., 3]),
+        ("vx", vtx[..., 0]), ("vy", vtx[..., 1]), ("vz", vtx[..., 2]), ("parent", truth.parent)], bad)
+    if truth.extra:
+        gen = [pa.array(v) for v in truth.extra.values()]
+        cols["gen"] = pa.StructArray.from_arrays(
+            gen, fields=[pa.field(key, c.type, nullable=False) for key, c in zip(truth.extra, gen)])
+    if reco is not None:
+        h = reco.helix
+        cols["tracks"] = _np_list_of_struct(reco.ntrk.astype(np.int32), [
+            ("charge", reco.charge), ("d0", h[..., 0]), ("phi0", h[..., 1]), ("omega", h[..., 2]),
+            ("z0", h[..., 3]), ("tanl", h[..., 4]), ("cov", reco.cov), ("truth", reco.trk_truth),
+            *reco.track_extra.items()], bad)
+        ph = reco.phot
+        cols["photons"] = _np_list_of_struct(reco.nphot.astype(np.int32), [
+            ("E", ph[..., 0]), ("theta", ph[..., 1]), ("phi", ph[..., 2]), ("truth", reco.phot_truth),
+            *reco.photon_extra.items()], bad)
+    if bad:
+        msg = f"non-finite values in {', '.join(bad)}"
+        raise RuntimeError(msg)
+    return pa.table(cols, schema=pa.schema([pa.field(key, c.type, nullable=False) for key, c in cols.items()]))
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ dictionary or statistics) for the same leaf columns as flat arrays.
 
 NumPy baseline (``benchmarks/numpy_baseline.py``, same physics, plain vectorised NumPy):
 isr_mumu generation alone, and generate + primary vertex + detector simulation (belle2) +
-``chunk_to_table`` + ``EventWriter`` in chunks of ``--block`` events, measured against the
+Arrow conversion (NumPy masks, ``numpy_chunk_to_table``) + ``EventWriter`` in chunks of ``--block`` events, measured against the
 same isrsim pipeline in the same run (thread CPU time, best of ``--repeat``, warm-up first;
 JSON ``{"isr_mumu": {"gen_sim_write_vs_numpy": ratio}}``). Before it, the baseline's
 equivalence with isrsim is printed and asserted (exact helix and covariances, acceptance
@@ -255,13 +255,14 @@ def gen_sim_write_vs_numpy(det, n: int, repeat: int, tmp: Path, block: int) -> d
     """isr_mumu generate + primary vertex + simulate + write, isrsim vs the NumPy baseline.
 
     Both pipelines process ``n`` events in chunks of ``block`` (the runner's default chunk
-    size) and write every chunk with ``io.chunk_to_table`` + ``io.EventWriter`` (isrsim's
-    Parquet settings) as one row group of one file. One core: thread CPU time, best of
-    ``repeat`` after an untimed warm-up; the two pipelines alternate so that they see the
-    same machine load. Process CPU time and wall time are recorded as cross-checks.
+    size) and write every chunk as one row group of one file with ``io.EventWriter`` (isrsim's
+    Parquet settings); isrsim converts with ``io.chunk_to_table``, the baseline with
+    ``numpy_chunk_to_table`` (boolean-mask copies: the same table, tested). One core: thread
+    CPU time, best of ``repeat`` after an untimed warm-up; the two pipelines alternate so that
+    they see the same machine load. Process CPU time and wall time are recorded as cross-checks.
     """
     import pyarrow.parquet as pq
-    from numpy_baseline import NumpyDetector, NumpyIsrMuMu
+    from numpy_baseline import NumpyDetector, NumpyIsrMuMu, numpy_chunk_to_table
 
     from isrsim.detector.simulate import simulate
     from isrsim.io import EventWriter, chunk_to_table
@@ -278,7 +279,7 @@ def gen_sim_write_vs_numpy(det, n: int, repeat: int, tmp: Path, block: int) -> d
 
     def numpy_chunk(rng, nb, start):
         truth = nd.add_primary_vertex(base.sample_truth(rng, nb), rng)
-        return chunk_to_table(truth, start, "isr_mumu", nd.simulate(truth, rng))
+        return numpy_chunk_to_table(truth, start, "isr_mumu", nd.simulate(truth, rng))
 
     def pipeline(chunk_fn, path, n_ev, rng):
         w = EventWriter(path)
@@ -306,7 +307,7 @@ def gen_sim_write_vs_numpy(det, n: int, repeat: int, tmp: Path, block: int) -> d
     r_gen, t_np = best_rate(lambda: base.sample_truth(rng, nb), nb, repeat)
     nd.add_primary_vertex(t_np, rng)
     r_sim, reco_np = best_rate(lambda: nd.simulate(t_np, rng), nb, repeat)
-    r_tab, _ = best_rate(lambda: chunk_to_table(t_np, 0, "isr_mumu", reco_np), nb, repeat)
+    r_tab, _ = best_rate(lambda: numpy_chunk_to_table(t_np, 0, "isr_mumu", reco_np), nb, repeat)
     # the same output: identical schema and row count
     sa, sb = pq.read_schema(paths["isrsim"]), pq.read_schema(paths["numpy"])
     same_schema = sa.remove_metadata().equals(sb.remove_metadata())

@@ -16,7 +16,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from numpy_baseline import NumpyDetector, NumpyIsrMuMu, check_equivalence  # noqa: E402
+from numpy_baseline import (  # noqa: E402
+    NumpyDetector,
+    NumpyIsrMuMu,
+    check_equivalence,
+    numpy_chunk_to_table,
+)
 
 from isrsim.detector import load_detector  # noqa: E402
 from isrsim.detector.simulate import simulate  # noqa: E402
@@ -59,3 +64,14 @@ def test_same_output_layout(setup):
     # the ordering of objects follows the truth order, as in the isrsim kernel
     t = rb.trk_truth
     assert np.all((rb.ntrk < 2) | (t[:, 0] < t[:, 1]))
+
+
+def test_numpy_conversion_gives_the_same_table(setup):
+    """The baseline's NumPy Arrow conversion produces exactly isrsim's table (values and schema)."""
+    det, proc = setup
+    rng = np.random.default_rng(6)
+    truth, _ = proc.sample(rng, 3000)
+    reco = simulate(truth, det, rng)
+    assert (reco.ntrk == 0).any() and (reco.ntrk == 2).any() and (reco.nphot > 0).any()
+    for r in (None, reco):
+        assert numpy_chunk_to_table(truth, 17, "isr_mumu", r).equals(chunk_to_table(truth, 17, "isr_mumu", r))

@@ -52,6 +52,8 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--photon-cut", metavar="SPEC",
                    help="ISR photon CM polar-angle cut: all | untagged:THETA_MAX | tagged:THETA_MIN:THETA_MAX (rad)")
     p.add_argument("--radiator", choices=["kf", "lo"], help="ISR radiator (default kf)")
+    p.add_argument("--fsr", action="store_true", default=None,
+                   help="final-state radiation off the X system (photon in truth slot 3)")
     p.add_argument("--mass", type=float, help="darkphoton: A' mass [GeV]")
     p.add_argument("--epsilon", type=float, help="darkphoton: kinetic mixing")
     p.add_argument("--decay", help="darkphoton: ee, mumu or ll")
@@ -106,7 +108,7 @@ def _card_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None
         proc["mass_range"] = list(args.mll)
     if getattr(args, "photon_cut", None):
         proc["photon_cut"] = _photon_cut(args.photon_cut)
-    for key in ("radiator", "mass", "epsilon", "decay"):
+    for key in ("radiator", "fsr", "mass", "epsilon", "decay"):
         v = getattr(args, key, None)
         if v is not None:
             proc[key] = v

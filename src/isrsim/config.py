@@ -20,6 +20,7 @@ A run card::
     mass_range = [1.5, 3.4]
     photon_cut = { mode = "untagged", theta_max = 0.1 }
     radiator = "kf"
+    fsr = false                 # final-state radiation (one photon off the X system; isr_*, darkphoton)
 
     [conversions]               # optional: photon conversions in the detector material
     mode = "natural"            # or "forced" (+ forced_layers = ["beam pipe: Au coating", ...])

@@ -78,10 +78,10 @@ class Process:
     implement ``sample`` and ``config``; ``__init__`` validates every parameter."""
 
     name: ClassVar[str] = ""
-    #: maximum number of truth particles per event
-    k: ClassVar[int] = 0
+    #: maximum number of truth particles per event (an instance may need more, e.g. with FSR)
+    k: int = 0
     #: names of process-specific event-level truth fields (float64)
-    extra_fields: ClassVar[tuple[str, ...]] = ()
+    extra_fields: tuple[str, ...] = ()
 
     def __init__(self, beam: Beam) -> None:
         if not isinstance(beam, Beam):
@@ -95,6 +95,15 @@ class Process:
 
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def check_fsr(fsr: Any, fsr_x_min: Any) -> tuple[bool, float]:
+    """Validate the final-state-radiation parameters shared by the processes with a gamma*/A'
+    -> f fbar decay (:mod:`isrsim.physics.fsr`)."""
+    if not isinstance(fsr, bool):
+        msg = f"fsr = {fsr!r} is invalid: allowed true or false"
+        raise ConfigError(msg)
+    return fsr, check_number("fsr_x_min", fsr_x_min, lo=1e-12, hi=0.1)
 
 
 def check_number(field: str, value: Any, *, lo: float | None = None, hi: float | None = None,

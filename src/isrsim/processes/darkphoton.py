@@ -56,9 +56,10 @@ from ..constants import ALPHA, M_E, M_MU, PDG_APRIME, PDG_E, PDG_GAMMA, PDG_MU
 from ..events import TruthChunk
 from ..exceptions import ConfigError
 from ..physics import darkphoton as dp
+from ..physics.fsr import decay_with_fsr
 from ..physics.radiator import angular_fraction, h_primitive, w_lo
-from ._kin import apply_matrix, boost_by, sample_gamma_star_decay, sample_photon_cos
-from .base import Process, SampleStats, check_number
+from ._kin import apply_matrix, sample_gamma_star_decay, sample_photon_cos
+from .base import Process, SampleStats, check_fsr, check_number
 from .isr import X_MIN, PhotonCut
 
 __all__ = ["DECAYS", "LINESHAPES", "DarkPhoton"]
@@ -106,8 +107,12 @@ def _mass_factor(m, m_l):
 def _darkphoton_block(rng, n, weighted, s, m0, gam, use_bw, u_lo, u_hi, shape_max,
                       acc0, acc1, y_lo, y_hi, b_e, decay_code, ctau, sigma_prop, lab,
                       npart, pdg, p4, vtx, parent, weight,
-                      x_out, m_out, cg_out, cs_out, l_out, ct_out, bg_out):
-    """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight)."""
+                      x_out, m_out, cg_out, cs_out, l_out, ct_out, bg_out, fsr, fsr_x_min, xf_out):
+    """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight).
+
+    With ``fsr`` the A' decay radiates (:func:`isrsim.physics.fsr.emit_fsr`): a photon above
+    ``fsr_x_min`` goes to slot 4 (parent 0, at the decay vertex), its fraction to ``xf_out``.
+    """
     sqrt_s = math.sqrt(s)
     ebeam = 0.5 * sqrt_s
     n_trials = 0
@@ -155,21 +160,30 @@ def _darkphoton_block(rng, n, weighted, s, m0, gam, use_bw, u_lo, u_hi, shape_ma
         q0 = sqrt_s - eg
         nx, ny, nz = sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, 1)
         bx, by, bz = -kx / q0, -ky / q0, -kz / q0
-        pstar = 0.5 * math.sqrt(max(0.0, m * m - 4.0 * m_f * m_f))
-        ax, ay, az, ae = boost_by(bx, by, bz, pstar * nx, pstar * ny, pstar * nz, 0.5 * m)
-        # --- to the lab; l+ = A' - l- keeps the A' 4-momentum exact to rounding ---
+        xf, ax, ay, az, ae, gx, gy, gz, ge = decay_with_fsr(rng, fsr, fsr_x_min, m, m_f, 1,
+                                                           nx, ny, nz, bx, by, bz)
+        if fsr:
+            xf_out[i] = xf
+        # --- to the lab; l+ = A' - l- [- FSR photon] keeps the A' 4-momentum exact to rounding ---
         apx, apy, apz, ape = apply_matrix(lab, -kx, -ky, -kz, q0)
         lx, ly, lz, le = apply_matrix(lab, ax, ay, az, ae)
         p4[i, 0, 0], p4[i, 0, 1], p4[i, 0, 2], p4[i, 0, 3] = apx, apy, apz, ape
         p4[i, 1, 0], p4[i, 1, 1], p4[i, 1, 2], p4[i, 1, 3] = apply_matrix(lab, kx, ky, kz, eg)
         p4[i, 2, 0], p4[i, 2, 1], p4[i, 2, 2], p4[i, 2, 3] = lx, ly, lz, le
-        p4[i, 3, 0], p4[i, 3, 1], p4[i, 3, 2], p4[i, 3, 3] = apx - lx, apy - ly, apz - lz, ape - le
+        n_i = 4
+        if xf > 0.0:
+            gx, gy, gz, ge = apply_matrix(lab, gx, gy, gz, ge)
+            p4[i, 4, 0], p4[i, 4, 1], p4[i, 4, 2], p4[i, 4, 3] = gx, gy, gz, ge
+            pdg[i, 4] = PDG_GAMMA
+            n_i = 5
+        p4[i, 3, 0], p4[i, 3, 1], p4[i, 3, 2], p4[i, 3, 3] = (apx - lx - gx, apy - ly - gy,
+                                                              apz - lz - gz, ape - le - ge)
         # --- decay vertex: Exp(beta gamma c tau) along the lab flight direction (6.3) ---
         p_lab = math.sqrt(apx * apx + apy * apy + apz * apz)
         bg = p_lab / m
         ell = bg * ctau * rng.exponential()
         f = ell / p_lab
-        for j in range(2, 4):
+        for j in range(2, n_i):
             vtx[i, j, 0] = f * apx
             vtx[i, j, 1] = f * apy
             vtx[i, j, 2] = f * apz
@@ -182,7 +196,7 @@ def _darkphoton_block(rng, n, weighted, s, m0, gam, use_bw, u_lo, u_hi, shape_ma
         vtx[i, 1, 2] = 0.0
         parent[i, 0] = -1
         parent[i, 1] = -1
-        npart[i] = 4
+        npart[i] = n_i
         pdg[i, 0] = PDG_APRIME
         pdg[i, 1] = PDG_GAMMA
         pdg[i, 2] = pdg_neg
@@ -223,6 +237,10 @@ class DarkPhoton(Process):
         "bw" (relativistic Breit-Wigner, physical width, default) or "delta" (m' = m).
     bw_window
         Half-width of the Breit-Wigner window in units of Gamma_tot (default 10; 0 < N <= 1e6).
+    fsr, fsr_x_min
+        Final-state radiation in the A' decay (:mod:`isrsim.physics.fsr`, default off): one photon
+        (slot 4, parent 0, at the decay vertex) with ``x_fsr = 2 E/m`` in the A' frame above
+        ``fsr_x_min`` (default 1e-4).
 
     Notes
     -----
@@ -238,12 +256,17 @@ class DarkPhoton(Process):
 
     def __init__(self, beam: Beam, *, mass: Any = None, epsilon: Any = None, decay: str = "ll",
                  photon_cut: Any = None, ctau_cm: Any = None, lineshape: str = "bw",
-                 bw_window: Any = 10.0, **unknown: Any) -> None:
+                 bw_window: Any = 10.0, fsr: bool = False, fsr_x_min: float = 1e-4,
+                 **unknown: Any) -> None:
         super().__init__(beam)
         if unknown:
             msg = (f"darkphoton: unknown parameter(s) {sorted(unknown)}; allowed mass, epsilon, "
-                   "decay, photon_cut, ctau_cm, lineshape, bw_window")
+                   "decay, photon_cut, ctau_cm, lineshape, bw_window, fsr, fsr_x_min")
             raise ConfigError(msg)
+        self.fsr, self.fsr_x_min = check_fsr(fsr, fsr_x_min)
+        if fsr:  # the FSR photon (slot 4, daughter of the A') and the radiated fraction
+            self.k = 5
+            self.extra_fields = (*type(self).extra_fields, "x_fsr")
         if decay not in DECAYS:
             msg = f"decay = {decay!r} is unknown: allowed {', '.join(DECAYS)}"
             raise ConfigError(msg)
@@ -370,6 +393,7 @@ class DarkPhoton(Process):
             out.npart, out.pdg, out.p4, out.vtx, out.parent, out.weight,
             ex["x_cms"], ex["m_true"], ex["cos_gamma_cms"], ex["cos_star"],
             ex["decay_length_cm"], ex["ctau_cm"], ex["betagamma_lab"],
+            self.fsr, self.fsr_x_min, ex["x_fsr"] if self.fsr else np.empty(0),
         )
         stats = SampleStats(int(res[0]), float(res[1]), float(res[2]), int(res[3]), self.sigma_prop_nb)
         return out, stats
@@ -383,4 +407,6 @@ class DarkPhoton(Process):
             "ctau_cm": self.ctau_override_cm,
             "lineshape": self.lineshape,
             "bw_window": self.bw_window,
+            "fsr": self.fsr,
+            "fsr_x_min": self.fsr_x_min,
         }

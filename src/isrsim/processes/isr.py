@@ -27,13 +27,14 @@ import numpy as np
 
 from .._numba import kernel
 from ..beam import Beam
-from ..constants import M_E, PDG_GAMMA
+from ..constants import M_E
 from ..events import TruthChunk
 from ..exceptions import ConfigError
 from ..physics.born import FINAL_STATES, FS_PIPI, dsigma_dm_isr_nb, sigma_born_nb
+from ..physics.fsr import decay_with_fsr
 from ..physics.radiator import RADIATORS, beta_isr, h_primitive, radiator
-from ._kin import apply_matrix, boost_by, sample_gamma_star_decay, sample_photon_cos
-from .base import Process, SampleStats, check_number, check_range_pair
+from ._kin import apply_matrix, sample_gamma_star_decay, sample_photon_cos
+from .base import Process, SampleStats, check_fsr, check_number, check_range_pair
 
 __all__ = ["X_MIN", "IsrEE", "IsrMuMu", "IsrPiPi", "IsrProcess", "PhotonCut"]
 
@@ -131,8 +132,11 @@ def _dsigma_dm_fast(s, m, code, rad_code, acc0, acc1):
 def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
                c_lo, c_hi, y_lo, y_hi, b_e, edges, cdf, qdens, sigma_prop, lab,
                npart, pdg, p4, weight, x_out, m_out, cg_out, cs_out,
-               guide, acc0, acc1, fast):
+               guide, acc0, acc1, fast, fsr, fsr_x_min, xf_out):
     """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight).
+
+    With ``fsr`` the gamma* decay radiates (:func:`isrsim.physics.fsr.emit_fsr`): a photon
+    above ``fsr_x_min`` goes to slot 3 and its fraction to ``xf_out``.
 
     The mass bin is found with the guide table ``guide`` (Chen & Asau 1974: guide[g] is the bin
     holding g/len(guide)), then a short forward search: the same bin as
@@ -177,16 +181,22 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
         nx, ny, nz = sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, spin)
         q0 = sqrt_s - eg
         bx, by, bz = -kx / q0, -ky / q0, -kz / q0
-        pstar = 0.5 * math.sqrt(max(0.0, m * m - 4.0 * m_f * m_f))
-        estar = 0.5 * m
-        ax, ay, az, ae = boost_by(bx, by, bz, pstar * nx, pstar * ny, pstar * nz, estar)
+        xf, ax, ay, az, ae, gx, gy, gz, ge = decay_with_fsr(rng, fsr, fsr_x_min, m, m_f, spin,
+                                                           nx, ny, nz, bx, by, bz)
+        if fsr:
+            xf_out[i] = xf
         # momentum conservation: the positive particle is Q - (negative); exact to rounding
         cx, cy, cz, ce = -kx - ax, -ky - ay, -kz - az, q0 - ae
+        npart[i] = 3
+        if xf > 0.0:  # ... minus the FSR photon
+            cx, cy, cz, ce = cx - gx, cy - gy, cz - gz, ce - ge
+            p4[i, 3, 0], p4[i, 3, 1], p4[i, 3, 2], p4[i, 3, 3] = apply_matrix(lab, gx, gy, gz, ge)
+            pdg[i, 3] = 22
+            npart[i] = 4
         # --- to the lab ---
         p4[i, 0, 0], p4[i, 0, 1], p4[i, 0, 2], p4[i, 0, 3] = apply_matrix(lab, ax, ay, az, ae)
         p4[i, 1, 0], p4[i, 1, 1], p4[i, 1, 2], p4[i, 1, 3] = apply_matrix(lab, cx, cy, cz, ce)
         p4[i, 2, 0], p4[i, 2, 1], p4[i, 2, 2], p4[i, 2, 3] = apply_matrix(lab, kx, ky, kz, eg)
-        npart[i] = 3
         pdg[i, 0] = pdg_neg
         pdg[i, 1] = -pdg_neg
         pdg[i, 2] = 22
@@ -216,6 +226,13 @@ class IsrProcess(Process):
         "kf" (Kuraev-Fadin eq. 1.3, default) or "lo" (eq. 1.2).
     grid_points
         Number of tabulation nodes per sub-grid (default 2048; 4 sub-grids are merged).
+    fsr
+        Final-state radiation (:mod:`isrsim.physics.fsr`, default off): the X system radiates
+        one photon (truth slot 3, ``parent = -1``) carrying the fraction ``x_fsr = 2 E/M`` of
+        the gamma* energy in its rest frame; ``mass_range`` and ``m_true`` remain the gamma* mass.
+    fsr_x_min
+        Smallest ``x_fsr`` written as a photon (default 1e-4); softer emission is left with the
+        pair (M_X shifts by less than ``fsr_x_min/2`` relative).
     """
 
     k = 3
@@ -223,12 +240,17 @@ class IsrProcess(Process):
     final_state = ""
 
     def __init__(self, beam: Beam, *, mass_range: Any = None, photon_cut: Any = None,
-                 radiator: str = "kf", grid_points: int = 2048, **unknown: Any) -> None:
+                 radiator: str = "kf", grid_points: int = 2048, fsr: bool = False,
+                 fsr_x_min: float = 1e-4, **unknown: Any) -> None:
         super().__init__(beam)
         if unknown:
             msg = (f"{self.name}: unknown parameter(s) {sorted(unknown)}; allowed mass_range, "
-                   "photon_cut, radiator, grid_points")
+                   "photon_cut, radiator, grid_points, fsr, fsr_x_min")
             raise ConfigError(msg)
+        self.fsr, self.fsr_x_min = check_fsr(fsr, fsr_x_min)
+        if fsr:  # one more particle slot and the radiated fraction per event
+            self.k = 4
+            self.extra_fields = (*type(self).extra_fields, "x_fsr")
         self.code, self.m_f, self.pdg_neg = FINAL_STATES[self.final_state]
         self.spin = 0 if self.code == FS_PIPI else 1
         s = beam.s
@@ -324,6 +346,7 @@ class IsrProcess(Process):
             out.npart, out.pdg, out.p4, out.weight,
             ex["x_cms"], ex["m_true"], ex["cos_gamma_cms"], ex["cos_star"],
             self._guide, self._acc0, self._acc1, self._fast,
+            self.fsr, self.fsr_x_min, ex["x_fsr"] if self.fsr else np.empty(0),
         )
         stats = SampleStats(int(res[0]), float(res[1]), float(res[2]), int(res[3]), self.sigma_prop_nb)
         return out, stats
@@ -340,6 +363,8 @@ class IsrProcess(Process):
             "photon_cut": self.photon_cut.to_dict(),
             "radiator": self.radiator,
             "grid_points": self.grid_points,
+            "fsr": self.fsr,
+            "fsr_x_min": self.fsr_x_min,
         }
 
 

@@ -203,3 +203,22 @@ def test_darkphoton_with_fsr_photon_at_the_decay_vertex():
     # the rate at 17 MeV (beta_f = 0.028): binomial; the Breit-Wigner width is negligible
     p = _p_photon(0.017, M_E, 1e-4)
     assert abs(rad.sum() - t.n * p) < 4 * math.sqrt(t.n * p * (1 - p))
+
+
+def test_fsr_events_survive_the_file_round_trip(tmp_path):
+    """generate --fsr then simulate == generate --fsr --detector (k = 4 truth lists via Parquet)."""
+    import pyarrow.parquet as pq
+
+    from isrsim.detector import load_detector
+    from isrsim.runner import RunSpec, run, simulate_file
+
+    det = load_detector("besiii")
+    params = {"mass_range": [1.5, 3.4], "fsr": True}
+    common = dict(process="isr_ee", params=params, beam=det.beam, seed=3, n_events=5000, progress=False)
+    run(RunSpec(output=tmp_path / "one.parquet", detector=det, **common))
+    run(RunSpec(output=tmp_path / "truth.parquet", **common))
+    simulate_file(tmp_path / "truth.parquet", det, tmp_path / "two.parquet")
+    a, b = pq.read_table(tmp_path / "one.parquet"), pq.read_table(tmp_path / "two.parquet")
+    assert max(len(x) for x in a.column("truth").to_pylist()) == 4
+    for col in ("truth", "gen", "tracks", "photons"):
+        assert a.column(col).equals(b.column(col)), col

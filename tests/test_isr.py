@@ -183,7 +183,7 @@ def test_decay_angle_collinear_limit_chi2():
 def test_decay_matrix_element_large_angle():
     """At a fixed hard photon at 70 degrees, the sampled gamma* decay direction follows the
     exact LO matrix element eq. (1.8) evaluated from the Mandelstam invariants."""
-    from isrsim.processes._kin import boost_by, sample_gamma_star_decay
+    from isrsim.processes._kin import sample_gamma_star_decay
 
     rng = np.random.default_rng(2)
     sqrt_s, m = 10.58, 4.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
-import numba
 from isrsim.constants import K_CURV, M_E, M_MU, M_PI
 from isrsim.detector.material import bremsstrahlung_survival_fraction, crossing_arclength
 from isrsim.detector.model import DetectorModel

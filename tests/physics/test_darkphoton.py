@@ -16,8 +16,8 @@ from scipy.integrate import quad
 from isrsim.constants import ALPHA, HBARC2_GEV2_NB, M_E, M_MU, M_TAU
 from isrsim.exceptions import ConfigError
 from isrsim.physics import darkphoton as dp
-from isrsim.physics.rratio import r_ratio
 from isrsim.physics.born import FS_MUMU, dsigma_dm_isr_nb
+from isrsim.physics.rratio import r_ratio
 
 
 def mass_factor(m, m_l):

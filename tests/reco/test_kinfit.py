@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from isrsim.constants import M_E, M_MU
+from isrsim.constants import M_MU
 from isrsim.exceptions import ConfigError
-from isrsim.reco import toys
-from isrsim.reco.kinfit import fit_1c_missing_photon, fit_energy_constrained
+from isrsim.reco.kinfit import fit_1c_missing_photon
 
 DIAG = [0, 5, 9, 12, 14]  # packed indices of the 5x5 diagonal
 

@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 
 from isrsim.beam import Beam
-from isrsim.constants import M_E, M_MU
+from isrsim.constants import M_E
 from isrsim.events import RecoChunk
 from isrsim.exceptions import ConfigError
 from isrsim.reco import toys
 from isrsim.reco.selection import COLUMNS, reconstruct_chunk
-
-from .conftest import BES_SIGMAS
 
 
 def _chunk(h1, c1, h2, c2, *, prob_mu, e_over_p, photons=None):

@@ -185,7 +185,6 @@ def test_internal_error_short_message_exit_1(output, tmp_path, monkeypatch):
 
 def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
     import isrsim.runner
-
     from isrsim.cli import main
 
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from isrsim.config import build_spec
-from isrsim.io import chunk_to_table, content_hash, read_events
+from isrsim.io import chunk_to_table, content_hash
 from isrsim.runner import run
 
 # 60000 events = 6 blocks of 10000: chunk 30000 gives 2 chunks, chunk 10000 gives 6, so block

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import optimize, stats
+from stats_spectra import besiii_like_expected, sigma_m
 
 from isrsim.exceptions import ConfigError
 from isrsim.stats import (
@@ -24,8 +25,6 @@ from isrsim.stats import (
     upper_limit,
     window_mask,
 )
-
-from stats_spectra import besiii_like_expected, sigma_m
 
 # ---------------------------------------------------------------------------------------
 # independent closed-form single-bin references (written here, not using isrsim)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
 import pytest
 
 from isrsim.exceptions import ConfigError

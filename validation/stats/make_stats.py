@@ -13,7 +13,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy import stats
 from scipy.interpolate import CubicSpline
 
 from isrsim.stats import (

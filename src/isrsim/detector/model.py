@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..beam import Beam
+from ..config import tomllib  # tomllib on Python >= 3.11, tomli before
 from ..exceptions import ConfigError
 from .material import MaterialLayers
 

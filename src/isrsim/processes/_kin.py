@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from .._numba import kernel
+
 __all__ = ["apply_matrix", "boost_by", "sample_gamma_star_decay", "sample_photon_cos"]
 
 

@@ -25,8 +25,15 @@ from scipy import special
 
 from ..exceptions import ConfigError
 from .background import fit_background
-from .limits import Channel, _build_problems, _check_channels, _check_convention, _check_masses, \
-    _check_signal, _limit_on_problem
+from .limits import (
+    Channel,
+    _build_problems,
+    _check_channels,
+    _check_convention,
+    _check_masses,
+    _check_signal,
+    _limit_on_problem,
+)
 
 __all__ = [
     "ExpectedLimits",

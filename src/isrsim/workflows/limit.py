@@ -254,8 +254,14 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
     channels : sequence of str, optional
         Channels to use (default: all present).
     """
-    from ..stats import CONVENTIONS, JPSI_WINDOW, Channel, global_significance_toys, \
-        pseudo_experiments, scan_epsilon
+    from ..stats import (
+        CONVENTIONS,
+        JPSI_WINDOW,
+        Channel,
+        global_significance_toys,
+        pseudo_experiments,
+        scan_epsilon,
+    )
 
     t0 = time.perf_counter()
     if convention not in CONVENTIONS:

@@ -40,8 +40,13 @@ import numpy as np
 
 from .. import __version__
 from ..exceptions import ConfigError
-from ._common import card_hash, parse_luminosities, read_candidate_tables, save_figure_atomic, \
-    stream_rng, write_csv_atomic
+from ._common import (
+    card_hash,
+    parse_luminosities,
+    read_candidate_tables,
+    save_figure_atomic,
+    stream_rng,
+)
 
 __all__ = ["background_candidates", "default_card", "main", "run_projection"]
 

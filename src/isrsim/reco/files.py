@@ -81,14 +81,28 @@ def _struct_children(lst: pa.Array, what: str) -> dict[str, pa.Array]:
     return {f.name: child for f, child in zip(flat.type, flat.flatten())}
 
 
-def _fill(out: np.ndarray, idx: np.ndarray, child: pa.Array, name: str) -> None:
-    """Scatter the flat values of one list field into the slots ``idx`` of ``out`` [n, k]
-    (``idx`` = flat indices of the occupied slots, in list order)."""
+def _values(idx: np.ndarray, child: pa.Array, name: str) -> np.ndarray:
+    """The flat values of one list field, checked against the number of objects."""
     values = child.to_numpy(zero_copy_only=False)
     if values.shape[0] != idx.size:
         msg = f"field {name!r} has {values.shape[0]} entries for {idx.size} objects: corrupt file"
         raise InputFileError(msg)
+    return values
+
+
+def _fill(out: np.ndarray, idx: np.ndarray, child: pa.Array, name: str) -> None:
+    """Scatter the flat values of one list field into the slots ``idx`` of ``out`` [n, k]
+    (``idx`` = flat indices of the occupied slots, in list order)."""
+    out.reshape(-1)[idx] = _values(idx, child, name)
+
+
+def _scattered(shape: tuple[int, int], idx: np.ndarray, child: pa.Array, name: str) -> np.ndarray:
+    """A new zero [n, k] array of the field's own dtype with its values in the slots ``idx``
+    (dtype from the data: ``DataType.to_pandas_dtype`` needs pandas on some pyarrow versions)."""
+    values = _values(idx, child, name)
+    out = np.zeros(shape, values.dtype)
     out.reshape(-1)[idx] = values
+    return out
 
 
 def _slots(counts: np.ndarray, k: int) -> np.ndarray:
@@ -168,9 +182,7 @@ def table_to_reco(table: pa.Table, k: int | None = None) -> RecoChunk:
     reco.cov.reshape(-1, 15)[tidx] = cflat.reshape(-1, 15)
     for name, child in tch.items():
         if name not in _TRACK_CORE:
-            arr = np.zeros((n, k), child.type.to_pandas_dtype())
-            _fill(arr, tidx, child, f"tracks.{name}")
-            reco.track_extra[name] = arr
+            reco.track_extra[name] = _scattered((n, k), tidx, child, f"tracks.{name}")
     _fill(reco.phot_truth, pidx, pch["truth"], "photons.truth")
     for i, name in enumerate(("E", "theta", "phi")):
         col = np.zeros((n, k))
@@ -178,9 +190,7 @@ def table_to_reco(table: pa.Table, k: int | None = None) -> RecoChunk:
         reco.phot[..., i] = col
     for name, child in pch.items():
         if name not in _PHOTON_CORE:
-            arr = np.zeros((n, k), child.type.to_pandas_dtype())
-            _fill(arr, pidx, child, f"photons.{name}")
-            reco.photon_extra[name] = arr
+            reco.photon_extra[name] = _scattered((n, k), pidx, child, f"photons.{name}")
     return reco
 
 

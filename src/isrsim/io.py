@@ -53,31 +53,17 @@ _MANIFEST = "_manifest.json"
 # ---------------------------------------------------------------------------------------
 # flat kernel arrays -> Arrow
 # ---------------------------------------------------------------------------------------
-def _gather_kernels():
+def _gather_kernel():
     """Compiled on first use (keeps ``import isrsim.io`` light)."""
     from ._numba import kernel
 
-    # Both return the number of non-finite values copied (v - v is 0 for every finite value
-    # and for integers, NaN for NaN and +-inf), so the writer's NaN check costs no extra pass.
     @kernel
-    def gather_rows(counts, src, out):
-        # slots [i, :counts[i]] of a (possibly strided) [n, k, m] array -> contiguous [total, m]
-        j = 0
-        bad = 0
-        for i in range(src.shape[0]):
-            for s in range(counts[i]):
-                for c in range(src.shape[2]):
-                    v = src[i, s, c]
-                    out[j, c] = v
-                    if v - v != 0:
-                        bad += 1
-                j += 1
-        return bad
-
-    @kernel
-    def gather_split(counts, src, out):
-        # the same slots, each component c of the last axis to its own contiguous row out[c]:
-        # one pass over src for all of its fields (e.g. px, py, pz, E of p4[n, k, 4])
+    def gather(counts, src, out):
+        # slots [i, :counts[i]] of a (possibly strided) [n, k, m] array -> out[c, j] for the j-th
+        # written slot and component c: out is [m, total] (one row per field, e.g. px, py, pz, E
+        # of p4 in one pass) or the transposed view of a [total, m] array (rows, e.g. cov[15]).
+        # Returns the number of non-finite values copied (v - v is 0 for every finite value
+        # and for integers, NaN for NaN and +-inf), so the writer's NaN check costs no extra pass.
         j = 0
         bad = 0
         for i in range(src.shape[0]):
@@ -90,16 +76,16 @@ def _gather_kernels():
                 j += 1
         return bad
 
-    return gather_rows, gather_split
+    return gather
 
 
 _GATHER: list = []
 
 
-def _kernels():
+def _run_gather(counts: np.ndarray, src: np.ndarray, out: np.ndarray) -> int:
     if not _GATHER:
-        _GATHER.extend(_gather_kernels())
-    return _GATHER
+        _GATHER.append(_gather_kernel())
+    return int(_GATHER[0](counts, src, out))
 
 
 def _gather(counts: np.ndarray, arr: np.ndarray, total: int) -> tuple[np.ndarray, int]:
@@ -107,7 +93,7 @@ def _gather(counts: np.ndarray, arr: np.ndarray, total: int) -> tuple[np.ndarray
     number of non-finite values among them."""
     src = arr if arr.ndim == 3 else arr[:, :, None]
     out = np.empty((total, src.shape[2]), dtype=arr.dtype)
-    bad = _kernels()[0](counts, src, out)
+    bad = _run_gather(counts, src, out.T)
     return (out if arr.ndim == 3 else out[:, 0]), bad
 
 
@@ -115,8 +101,7 @@ def _gather_split(counts: np.ndarray, arr: np.ndarray, total: int) -> tuple[np.n
     """The valid slots of ``arr`` [n, k, m] as m contiguous rows [m, total], in one pass, and
     the number of non-finite values among them."""
     out = np.empty((arr.shape[2], total), dtype=arr.dtype)
-    bad = _kernels()[1](counts, arr, out)
-    return out, bad
+    return out, _run_gather(counts, arr, out)
 
 
 def _field(name: str, arr: pa.Array) -> pa.Field:

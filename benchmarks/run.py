@@ -23,8 +23,9 @@ dictionary or statistics) for the same leaf columns as flat arrays.
 
 NumPy baseline (``benchmarks/numpy_baseline.py``, same physics, plain vectorised NumPy):
 isr_mumu generation alone, and generate + primary vertex + detector simulation (belle2) +
-Arrow conversion (NumPy masks, ``numpy_chunk_to_table``) + ``EventWriter`` in chunks of ``--block`` events, measured against the
-same isrsim pipeline in the same run (thread CPU time, best of ``--repeat``, warm-up first;
+Arrow conversion (NumPy masks, ``numpy_chunk_to_table``) + pyarrow's Parquet writer
+(``EventWriter(lean=False)``) in chunks of ``--block`` events, measured against the
+same isrsim pipeline (isrsim's own Parquet writer) in the same run (thread CPU time, best of ``--repeat``, warm-up first;
 JSON ``{"isr_mumu": {"gen_sim_write_vs_numpy": ratio}}``). Before it, the baseline's
 equivalence with isrsim is printed and asserted (exact helix and covariances, acceptance
 fractions, pulls, widths; :func:`numpy_baseline.check_equivalence`).
@@ -255,11 +256,15 @@ def gen_sim_write_vs_numpy(det, n: int, repeat: int, tmp: Path, block: int) -> d
     """isr_mumu generate + primary vertex + simulate + write, isrsim vs the NumPy baseline.
 
     Both pipelines process ``n`` events in chunks of ``block`` (the runner's default chunk
-    size) and write every chunk as one row group of one file with ``io.EventWriter`` (isrsim's
-    Parquet settings); isrsim converts with ``io.chunk_to_table``, the baseline with
-    ``numpy_chunk_to_table`` (boolean-mask copies: the same table, tested). One core: thread
-    CPU time, best of ``repeat`` after an untimed warm-up; the two pipelines alternate so that
-    they see the same machine load. Process CPU time and wall time are recorded as cross-checks.
+    size) and write every chunk as one row group of one file with ``io.EventWriter``; isrsim
+    converts with ``io.chunk_to_table`` and writes with its own Parquet writer
+    (:mod:`isrsim.parquet_writer`), the baseline converts with ``numpy_chunk_to_table``
+    (boolean-mask copies: the same table, tested) and writes with pyarrow's
+    ``ParquetWriter`` (``EventWriter(lean=False)``, same codec, dictionary, statistics and
+    checksums): NumPy + pyarrow, nothing compiled. For transparency the baseline is also
+    timed with isrsim's writer (``numpy_lean_writer``). One core: thread CPU time, best of
+    ``repeat`` after an untimed warm-up; the pipelines alternate so that they see the same
+    machine load. Process CPU time and wall time are recorded as cross-checks.
     """
     import pyarrow.parquet as pq
     from numpy_baseline import NumpyDetector, NumpyIsrMuMu, numpy_chunk_to_table
@@ -281,22 +286,25 @@ def gen_sim_write_vs_numpy(det, n: int, repeat: int, tmp: Path, block: int) -> d
         truth = nd.add_primary_vertex(base.sample_truth(rng, nb), rng)
         return numpy_chunk_to_table(truth, start, "isr_mumu", nd.simulate(truth, rng))
 
-    def pipeline(chunk_fn, path, n_ev, rng):
-        w = EventWriter(path)
+    def pipeline(chunk_fn, path, n_ev, rng, lean):
+        w = EventWriter(path, lean=lean)
         for start in range(0, n_ev, block):
             w.write(chunk_fn(rng, min(block, n_ev - start), start))
         w.close({"bench": True})
 
-    paths = {"isrsim": tmp / "gsw_isrsim.parquet", "numpy": tmp / "gsw_numpy.parquet"}
-    fns = {"isrsim": isrsim_chunk, "numpy": numpy_chunk}
-    rngs = {"isrsim": np.random.default_rng(101), "numpy": np.random.default_rng(202)}
+    paths = {"isrsim": tmp / "gsw_isrsim.parquet", "numpy": tmp / "gsw_numpy.parquet",
+             "numpy_lean_writer": tmp / "gsw_numpy_lean.parquet"}
+    fns = {"isrsim": isrsim_chunk, "numpy": numpy_chunk, "numpy_lean_writer": numpy_chunk}
+    lean = {"isrsim": True, "numpy": False, "numpy_lean_writer": True}
+    rngs = {"isrsim": np.random.default_rng(101), "numpy": np.random.default_rng(202),
+            "numpy_lean_writer": np.random.default_rng(202)}
     for key in fns:                                               # warm-up (JIT / cache load)
-        pipeline(fns[key], paths[key], min(n, 20_000), rngs[key])
+        pipeline(fns[key], paths[key], min(n, 20_000), rngs[key], lean[key])
     best = {key: {"thread": math.inf, "process": math.inf, "wall": math.inf} for key in fns}
     for _ in range(repeat):
         for key in fns:
             t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
-            pipeline(fns[key], paths[key], n, rngs[key])
+            pipeline(fns[key], paths[key], n, rngs[key], lean[key])
             b = best[key]
             b["thread"] = min(b["thread"], time.thread_time() - t0)
             b["process"] = min(b["process"], time.process_time() - p0)
@@ -312,7 +320,7 @@ def gen_sim_write_vs_numpy(det, n: int, repeat: int, tmp: Path, block: int) -> d
     sa, sb = pq.read_schema(paths["isrsim"]), pq.read_schema(paths["numpy"])
     same_schema = sa.remove_metadata().equals(sb.remove_metadata())
     rows = [pq.ParquetFile(p).metadata.num_rows for p in paths.values()]
-    assert same_schema and rows == [n, n], f"output mismatch: schema equal {same_schema}, rows {rows}"
+    assert same_schema and rows == [n] * 3, f"output mismatch: schema equal {same_schema}, rows {rows}"
     return {
         "block": block,
         "isrsim_events_per_s": n / best["isrsim"]["thread"],
@@ -320,6 +328,8 @@ def gen_sim_write_vs_numpy(det, n: int, repeat: int, tmp: Path, block: int) -> d
         "ratio_thread_cpu": best["numpy"]["thread"] / best["isrsim"]["thread"],
         "ratio_process_cpu": best["numpy"]["process"] / best["isrsim"]["process"],
         "ratio_wall": best["numpy"]["wall"] / best["isrsim"]["wall"],
+        "numpy_lean_writer_events_per_s": n / best["numpy_lean_writer"]["thread"],
+        "ratio_vs_numpy_lean_writer": best["numpy_lean_writer"]["thread"] / best["isrsim"]["thread"],
         "bytes_isrsim": paths["isrsim"].stat().st_size, "bytes_numpy": paths["numpy"].stat().st_size,
         "numpy_stage_events_per_s": {"generate": r_gen, "simulate": r_sim, "chunk_to_table": r_tab},
     }
@@ -460,6 +470,8 @@ def print_table(res: dict, procs: list[str]) -> None:
               f"(process CPU x{g['ratio_process_cpu']:.2f}, wall x{g['ratio_wall']:.2f}; "
               f"equivalence: {nb['equivalence']['n_checks']} checks, max |z| "
               f"{nb['equivalence']['max_abs_z']:.2f})")
+        print(f"  the baseline with isrsim's Parquet writer instead of pyarrow's: "
+              f"{g['numpy_lean_writer_events_per_s'] / 1e6:.2f} M/s -> x{g['ratio_vs_numpy_lean_writer']:.2f}")
         st = g["numpy_stage_events_per_s"]
         print(f"  NumPy baseline stages [M/s]: generate {st['generate'] / 1e6:.2f}, simulate "
               f"{st['simulate'] / 1e6:.2f}, chunk_to_table {st['chunk_to_table'] / 1e6:.2f} "

@@ -73,7 +73,8 @@ def test_event_tables_equal_pyarrow(tmp_path, process, detector):
 
     assert ak.array_equal(ak.from_parquet(ours), ak.from_parquet(ref))
     md = pq.ParquetFile(ours).metadata
-    assert md.num_row_groups == 2 and md.num_rows == table.num_rows
+    assert md.num_row_groups == 2
+    assert md.num_rows == table.num_rows
     assert md.metadata[b"k"] == b"v"
 
 
@@ -116,9 +117,9 @@ def test_random_nested_tables_round_trip(tmp_path, n, empty, seed, cut):
     """Random list<struct<..., list<double>, fixed_size_list<float>[3]>> with empty lists at
     both depths, int8/int16/int32 leaves and a sliced (non-zero offset) row group."""
     rng = np.random.default_rng(seed)
-    counts, off = _jagged(rng, n, 4, empty)
+    _, off = _jagged(rng, n, 4, empty)
     m = int(off[-1])
-    icounts, ioff = _jagged(rng, m, 3, empty)
+    _, ioff = _jagged(rng, m, 3, empty)
     inner = pa.ListArray.from_arrays(pa.array(ioff), pa.array(rng.normal(size=int(ioff[-1]))),
                                      type=pa.list_(_nn("element", F64)))
     fixed = pa.FixedSizeListArray.from_arrays(
@@ -127,11 +128,11 @@ def test_random_nested_tables_round_trip(tmp_path, n, empty, seed, cut):
     children = [pa.array(rng.integers(-100, 100, m).astype(np.int8)),
                 pa.array(rng.integers(-3000, 3000, m).astype(np.int16)), inner, fixed]
     names = ["a", "b", "inner", "fixed"]
-    struct = pa.StructArray.from_arrays(children, fields=[_nn(k, c.type) for k, c in zip(names, children)])
+    struct = pa.StructArray.from_arrays(children, fields=[_nn(k, c.type) for k, c in zip(names, children, strict=True)])
     lst = pa.ListArray.from_arrays(pa.array(off), struct, type=pa.list_(_nn("element", struct.type)))
     top = pa.StructArray.from_arrays([pa.array(rng.normal(size=n)), pa.array(rng.integers(0, 9, n))],
                                      fields=[_nn("x", F64), _nn("k", pa.int64())])
-    proc = pa.array(["p%d" % (i % 3) for i in range(n)]).dictionary_encode()
+    proc = pa.array([f"p{i % 3}" for i in range(n)]).dictionary_encode()
     schema = pa.schema([_nn("event_id", pa.int64()), _nn("process", proc.type), _nn("obj", lst.type),
                         _nn("top", top.type)])
     table = pa.table([pa.array(np.arange(n, dtype=np.int64)), proc, lst, top], schema=schema)
@@ -178,6 +179,7 @@ def test_schema_mismatch_and_empty_file(tmp_path):
         w.write(table.slice(0, 0))  # no row group for an empty table
         w.close()
     back = pq.read_table(tmp_path / "e.parquet")
-    assert back.num_rows == 0 and back.schema.equals(table.schema)
+    assert back.num_rows == 0
+    assert back.schema.equals(table.schema)
     with pytest.raises(ValueError, match="compression"):
         ParquetTableWriter(open(tmp_path / "z.parquet", "wb"), table.schema, compression="brotli")  # noqa: SIM115

@@ -31,6 +31,7 @@ compare every table written here with the same table written by pyarrow, value b
 from __future__ import annotations
 
 import base64
+import itertools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -289,20 +290,20 @@ def _plan(schema: pa.Schema) -> tuple[list[Fields], list[_Leaf]]:
     def visit(field: pa.Field, path: tuple[str, ...], apath: tuple[int, ...], depth: int,
               top: int, name: str) -> None:
         if field.nullable:
-            raise _Unsupported(f"field {'.'.join(path + (name,))} is nullable")
+            raise _Unsupported(f"field {'.'.join((*path, name))} is nullable")
         t = field.type
-        here = path + (name,)
+        here = (*path, name)
         if pa.types.is_struct(t):
             elements.append([(3, "i32", _REQUIRED), (4, "bin", name), (5, "i32", t.num_fields)])
             for i in range(t.num_fields):
-                visit(t.field(i), here, apath + (i,), depth, top, t.field(i).name)
+                visit(t.field(i), here, (*apath, i), depth, top, t.field(i).name)
         elif pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
             if depth >= 2:
                 raise _Unsupported(f"field {'.'.join(here)} is nested more than two lists deep")
             elements.append([(3, "i32", _REQUIRED), (4, "bin", name), (5, "i32", 1),
                              (6, "i32", _LIST)])
             elements.append([(3, "i32", _REPEATED), (4, "bin", "list"), (5, "i32", 1)])
-            visit(t.value_field, here + ("list",), apath + (-1,), depth + 1, top, "element")
+            visit(t.value_field, (*here, "list"), (*apath, -1), depth + 1, top, "element")
         elif pa.types.is_dictionary(t):
             if depth or not pa.types.is_string(t.value_type) or t.index_type != pa.int32():
                 raise _Unsupported(f"field {'.'.join(here)}: only top-level dictionary<string>")
@@ -396,7 +397,7 @@ class ParquetTableWriter:
             crc -= 1 << 32
         size = len(data) if self._codec is None else data.size
         header = thrift_struct([(1, "i32", header_fields[0]), (2, "i32", n_uncompressed),
-                                (3, "i32", size), (4, "i32", crc)] + header_fields[1:])
+                                (3, "i32", size), (4, "i32", crc), *header_fields[1:]])
         self._fh.write(header)
         self._fh.write(data)
         self._pos += len(header) + size
@@ -472,20 +473,20 @@ class ParquetTableWriter:
         boundaries and encoded levels are shared by all leaves below the same chain of lists
         (e.g. every field of ``truth``)."""
         last_list = max((i for i, step in enumerate(leaf.arrow_path) if step < 0), default=-1)
-        key = ("pages", leaf.top) + leaf.arrow_path[:last_list + 1]  # the leaf's chain of lists
+        key = ("pages", leaf.top, *leaf.arrow_path[:last_list + 1])  # the leaf's chain of lists
         if key not in cache:
             per_event = max(len(values), 1) * 8 / max(n_rows, 1)
             step = max(1, int(_PAGE_BYTES / per_event))
-            bounds = list(range(0, n_rows, step)) + [n_rows]
+            bounds = [*range(0, n_rows, step), n_rows]
             pages = []
             if leaf.depth == 0:
-                for e0, e1 in zip(bounds[:-1], bounds[1:]):
+                for e0, e1 in itertools.pairwise(bounds):
                     pages.append((e0, e1, e0, e1, None))
             else:
                 off1 = offsets[0]
                 off2 = offsets[1] if leaf.depth == 2 else off1
                 inner = off2 if leaf.depth == 2 else None
-                for e0, e1 in zip(bounds[:-1], bounds[1:]):
+                for e0, e1 in itertools.pairwise(bounds):
                     n_lev = _count_levels(off1, off2, leaf.depth, e0, e1)
                     scratch = np.empty(2 * n_lev, np.uint8)
                     out = np.empty(8 * n_lev + 64, np.uint8)

@@ -16,6 +16,9 @@ events, cross section and MC error, sum of weights and of squared weights, equiv
 
 A dataset is either one file or a directory of ``part-NNNNN.parquet`` files with a
 ``_manifest.json`` listing the complete parts (Dask and resumable runs).
+
+Event tables are written by :mod:`isrsim.parquet_writer` (standard Parquet, ~2x faster than
+pyarrow's writer on this schema); every file is read with pyarrow, page checksums verified.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def ref_sigma(s, m1, m2, ml, cuts=((-1.0, 1.0),)):
 
 def _gen(name, sqrt_s, window, n, seed, **kw):
     proc = make_process(name, Beam.symmetric(sqrt_s), mass_range=window, **kw)
-    truth, st = proc.sample(np.random.default_rng(seed), n, **({} if "weighted" in kw else {}))
+    truth, st = proc.sample(np.random.default_rng(seed), n)
     return proc, truth, st
 
 

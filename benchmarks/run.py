@@ -26,7 +26,8 @@ NumPy baseline (``benchmarks/numpy_baseline.py``, same physics, plain vectorised
 isr_mumu generation alone, and generate + primary vertex + detector simulation (belle2) +
 Arrow conversion (NumPy masks, ``numpy_chunk_to_table``) + pyarrow's Parquet writer
 (``EventWriter(lean=False)``) in chunks of ``--block`` events, measured against the
-same isrsim pipeline (isrsim's own Parquet writer) in the same run (thread CPU time, best of ``--repeat``, warm-up first;
+same isrsim pipeline (isrsim's own Parquet writer) in the same run (thread CPU time, best of
+``--repeat``, warm-up first;
 JSON ``{"isr_mumu": {"gen_sim_write_vs_numpy": ratio}}``). Before it, the baseline's
 equivalence with isrsim is printed and asserted (exact helix and covariances, acceptance
 fractions, pulls, widths; :func:`numpy_baseline.check_equivalence`).
@@ -225,9 +226,10 @@ def all_cores(name: str, params: dict, det, n: int, ncores: int, tmp: Path) -> d
     for label, workers in (("gen+sim+write_1worker", 1), ("gen+sim+write", ncores)):
         seconds = {}
         for n_ev in (n_small, n_run):
-            spec = RunSpec(process=name, params=params, beam=det.beam, output=tmp / f"run_{name}_{workers}",
-                           seed=1, n_events=n_ev, detector=det, workers=workers, progress=False,
-                           chunk_size=max(BLOCK_EVENTS, (n_ev // (4 * workers)) // BLOCK_EVENTS * BLOCK_EVENTS))
+            chunk = max(BLOCK_EVENTS, (n_ev // (4 * workers)) // BLOCK_EVENTS * BLOCK_EVENTS)
+            spec = RunSpec(process=name, params=params, beam=det.beam,
+                           output=tmp / f"run_{name}_{workers}_{n_ev}", seed=1, n_events=n_ev,
+                           detector=det, workers=workers, progress=False, chunk_size=chunk)
             t = time.perf_counter()
             run(spec)
             seconds[n_ev] = time.perf_counter() - t
@@ -477,7 +479,8 @@ def print_table(res: dict, procs: list[str]) -> None:
               f"equivalence: {nb['equivalence']['n_checks']} checks, max |z| "
               f"{nb['equivalence']['max_abs_z']:.2f})")
         print(f"  the baseline with isrsim's Parquet writer instead of pyarrow's: "
-              f"{g['numpy_lean_writer_events_per_s'] / 1e6:.2f} M/s -> x{g['ratio_vs_numpy_lean_writer']:.2f}")
+              f"{g['numpy_lean_writer_events_per_s'] / 1e6:.2f} M/s -> "
+              f"x{g['ratio_vs_numpy_lean_writer']:.2f}")
         st = g["numpy_stage_events_per_s"]
         print(f"  NumPy baseline stages [M/s]: generate {st['generate'] / 1e6:.2f}, simulate "
               f"{st['simulate'] / 1e6:.2f}, chunk_to_table {st['chunk_to_table'] / 1e6:.2f} "

@@ -9,6 +9,7 @@ that ``isrsim --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import signal
 import sys
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not faulthandler.is_enabled():  # a crash in native code prints where it happened
+        faulthandler.enable()
     old = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _COMMANDS[args.command](args)

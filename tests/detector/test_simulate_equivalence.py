@@ -152,6 +152,22 @@ def test_electron_simulation_is_deterministic():
     _assert_same(a, b, atol=0.0)
 
 
+def _random_crossing(rng):
+    """A random helix (|d0| <= d0_max <= 1 cm, |omega| <= om_max <= 0.1/cm), a radius range
+    [r_lo, r_hi] and a radius r in it; with the transverse arc length s of the first outward
+    crossing of r, or None when the helix does not reach r."""
+    om_max = math.exp(rng.uniform(math.log(1e-3), math.log(0.1)))
+    d0_max = rng.uniform(0.0, 1.0)
+    r_lo = rng.uniform(max(d0_max, 0.5) * 1.01, 5.0)
+    r_hi = rng.uniform(r_lo, 20.0)
+    om = om_max * rng.uniform(-1.0, 1.0)
+    d0 = d0_max * rng.uniform(-1.0, 1.0)
+    r = rng.uniform(r_lo, r_hi)
+    q2 = 0.25 * (r * r - d0 * d0) * om * om / (1.0 + om * d0)
+    s = 2.0 * math.asin(math.sqrt(q2)) / abs(om) if q2 <= 1.0 else None
+    return om_max, d0_max, r_lo, r_hi, om, d0, r, s
+
+
 def test_incidence_bound_is_a_lower_bound():
     """The hazard bound of the brems walk must never be below the exact hazard: the bound
     cosine for (d0_max, om_max) is <= the exact incidence cosine of every helix with
@@ -159,21 +175,12 @@ def test_incidence_bound_is_a_lower_bound():
     rng = np.random.default_rng(42)
     n_checked = 0
     for _ in range(20_000):
-        om_max = math.exp(rng.uniform(math.log(1e-3), math.log(0.1)))
-        d0_max = rng.uniform(0.0, 1.0)
-        r_lo = rng.uniform(max(d0_max, 0.5) * 1.01, 5.0)
-        r_hi = rng.uniform(r_lo, 20.0)
+        om_max, d0_max, r_lo, r_hi, om, d0, _, s = _random_crossing(rng)
         inv_st = rng.uniform(0.3, 1.0)
         bound = _sim._cos_incidence_bound(d0_max, om_max, inv_st, r_lo, r_hi)
-        om = om_max * rng.uniform(-1.0, 1.0)
-        d0 = d0_max * rng.uniform(-1.0, 1.0)
-        r = rng.uniform(r_lo, r_hi)
-        a1 = 1.0 + om * d0
-        q2 = 0.25 * (r * r - d0 * d0) * om * om / a1
-        if q2 > 1.0:
+        if s is None:
             continue  # not reached
         # exact incidence from the propagated state (independent of the closed form)
-        s = 2.0 * math.asin(math.sqrt(q2)) / abs(om)
         x, y, _, px, py, pz = state_at_arclength(d0, 0.3, om, 0.0, math.sqrt(1 / inv_st**2 - 1), 1.5, s)
         cos_inc = abs(px * x + py * y) / (math.hypot(x, y) * math.sqrt(px * px + py * py + pz * pz))
         assert bound <= cos_inc * (1.0 + 1e-9)
@@ -189,20 +196,13 @@ def test_z_prefilter_never_drops_a_crossed_layer():
     rng = np.random.default_rng(43)
     n_inside = 0
     for _ in range(20_000):
-        om_max = math.exp(rng.uniform(math.log(1e-3), math.log(0.1)))
-        d0_max = rng.uniform(0.0, 1.0)
-        r_hi = rng.uniform(max(d0_max, 0.5) * 1.02, 20.0)
+        om_max, d0_max, _, r_hi, om, d0, r, s = _random_crossing(rng)
         cqb = _sim._cq_bound(d0_max, om_max, r_hi)
         inv_cqb = 1.0 / cqb if cqb > 0.0 else math.inf
-        om = om_max * rng.uniform(-1.0, 1.0)
-        d0 = d0_max * rng.uniform(-1.0, 1.0)
-        r = rng.uniform(max(abs(d0), 0.5) * 1.01, r_hi)
         tl = rng.choice([0.0, rng.normal(0.0, 2.0)])
         z0 = rng.normal(0.0, 3.0)
-        q2 = 0.25 * (r * r - d0 * d0) * om * om / (1.0 + om * d0)
-        if q2 > 1.0:
+        if s is None:
             continue  # not reached
-        s = 2.0 * math.asin(math.sqrt(q2)) / abs(om)
         x, y, z, *_ = state_at_arclength(d0, 0.3, om, z0, tl, 1.5, s)
         assert math.hypot(x, y) == pytest.approx(r, rel=1e-9)
         half = rng.uniform(0.01, 5.0)

@@ -154,8 +154,11 @@ def test_sigterm_with_worker_processes_cleans_up(tmp_path, reference_hash):
 def test_sigint_single_file_leaves_nothing(tmp_path):
     """Ctrl-C during a single-file run: no output file and no temporary file remain."""
     out = tmp_path / "one.parquet"
+    # as from a terminal: a test runner started in the background has SIGINT ignored, which the
+    # child would inherit (and Python honour), turning Ctrl-C into a no-op
     proc = subprocess.Popen(isrsim_cmd(*GEN, "-o", str(out)), cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob(".one.parquet.tmp-*")):  # writing has started

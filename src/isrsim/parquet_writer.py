@@ -439,7 +439,8 @@ class ParquetTableWriter:
             n_values = n_rows
             encodings = [_PLAIN, _RLE, _RLE_DICTIONARY]
         else:
-            vals = np.asarray(values.to_numpy(zero_copy_only=False), dtype=leaf.dtype).view(np.uint8)
+            typed = np.asarray(values.to_numpy(zero_copy_only=False), dtype=leaf.dtype)
+            vals = typed.view(np.uint8)
             item = leaf.dtype.itemsize
             data_offset = self._pos
             for e0, e1, v0, v1, lev in self._pages(leaf, offsets, n_rows, values, level_cache):
@@ -462,8 +463,7 @@ class ParquetTableWriter:
         if dict_offset is not None:
             meta.append((11, "i64", dict_offset))
         if leaf.top in self._stats and leaf.depth == 0 and leaf.dtype is not None and n_rows:
-            v = np.asarray(values.to_numpy(zero_copy_only=False), dtype=leaf.dtype)
-            lo, hi = v.min().tobytes(), v.max().tobytes()
+            lo, hi = typed.min().tobytes(), typed.max().tobytes()
             meta.append((12, "struct", [(3, "i64", 0), (5, "bin", hi), (6, "bin", lo)]))
         return [(2, "i64", start), (3, "struct", meta)], unc
 

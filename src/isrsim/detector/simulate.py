@@ -11,10 +11,12 @@ Model (all numbers from the detector file, see ``detectors/README.md``):
   (Bethe-Heitler: ``-ln z ~ Gamma(t/ln 2)``, as
   :func:`~isrsim.detector.material.bremsstrahlung_survival_fraction`) in every material layer
   the helix crosses between the production point and ``tracker.momentum_measurement_radius_cm``
-  (incidence angle from the exact crossing; ``phi_fraction`` as a hit probability); after each
-  loss the helix is recomputed exactly from the crossing point, so the measured momentum is the
-  degraded one (low-side M_ee tail). The sampling is exact but avoids work on the ~85 % of
-  layer crossings whose loss rounds to nothing (see :func:`_brems_walk`).
+  (incidence angle from the exact crossing; ``phi_fraction`` as a hit probability); a layer
+  loss ``-ln z`` below ``1e-5`` counts as none (soft photons below the dielectric-suppression
+  scale ``k ~ gamma hbar omega_p``, where the Bethe-Heitler spectrum does not apply; see
+  :data:`_U_MIN`). After each loss the helix is recomputed exactly from the crossing point, so
+  the measured momentum is the degraded one (low-side M_ee tail). The sampling is exact for
+  this model but does no work for the layer crossings without a loss (see :func:`_brems_walk`).
   Multiple scattering is represented by the Gaussian covariance (the ``b`` terms of the
   resolution model are the multiple-scattering terms), not by explicit kicks, so the pulls
   stay unit-normal.
@@ -49,9 +51,10 @@ decisions stay random.
 
 Cost (belle2, one core, 2026-11): an isr_mumu event (2 tracks + 1 photon) takes ~260 ns in the
 kernel (15 normal + 6 uniform draws ~90 ns, 3 atan2 and ~25 sqrt) plus ~75 ns to first-touch
-its ~630 B of output arrays; an electron adds the bremsstrahlung walk (~0.36 us for a Belle II
-ISR electron, 2026-11-21: 2.1 candidate layers, 2.0 Gamma draws and 1.7 helix updates, instead
-of ~23 draws and ~200 libm calls for 11 exact per-layer updates). Polar-angle windows are
+its ~630 B of output arrays; an electron adds the bremsstrahlung walk (~0.15 us for a Belle II
+ISR electron, 2026-11-21: ~45 ns to set up and scan the 11 layers, then 0.84 candidate layers,
+0.78 Gamma draws and 0.57 helix updates at ~120 ns per candidate, instead of ~23 draws and
+~200 libm calls for 11 exact per-layer updates). Polar-angle windows are
 compared as cos(theta) intervals (no atan2 per track), angles are wrapped without libm calls.
 """
 
@@ -76,14 +79,32 @@ TRACK_EXTRA_FIELDS = ("prob_e", "prob_mu", "prob_pi", "e_over_p", "p_lab")
 _P_FLOOR = 1e-4  # likelihood floor so that no hypothesis gets exactly zero probability
 
 
-#: Hazard scale of the candidate-layer sampling of the Bethe-Heitler loss (see
-#: :func:`_brems_walk`): a layer of ``a = t/ln 2`` is a candidate with probability
-#: ``1 - exp(-K a)``; otherwise ``-ln z < G e^{-K}`` with ``G ~ Gamma(1 + a)``, which is below
-#: 2^-54 (``z`` rounds to exactly 1.0) for every G < 5500 (numpy's Gamma(1 + a) sampler with
-#: a < 1 never returns more than a few hundred). K = ln(1e20).
-_K_CANDIDATE = 46.0517018598809136
+#: Soft-photon cutoff of the Bethe-Heitler loss per layer: a layer whose ``u = -ln z`` is below
+#: ``_U_MIN`` costs the electron nothing. Below ``y = k/E ~ hbar omega_p / m_e`` the medium's
+#: polarisation suppresses bremsstrahlung by ~(k / gamma hbar omega_p)^2 (Ter-Mikaelian
+#: dielectric suppression; PDG RPP "Passage of particles through matter", LPM and dielectric
+#: suppression; measured by SLAC E-146, Anthony et al., PRL 76 (1996) 3550), i.e. the 1/k
+#: Bethe-Heitler spectrum is wrong there: hbar omega_p = 28.816 eV sqrt(rho <Z/A>) is 21 eV
+#: (paraffin) to 80 eV (Au) for the bundled materials, y = 4e-5 to 1.6e-4. 1e-5 lies a factor
+#: >= 4 below that for every solid (suppression >= 16x at the cutoff); the energy the cutoff
+#: removes is below 1e-5 E per layer (on average ~1e-5 a E, a = t/ln 2).
+_U_MIN = 1e-5
+#: Bound on ``G ~ Gamma(1 + a)`` (a < 1) used for the candidate selection: P(G > 40) < 1e-16.
+_G_MAX = 40.0
+#: Hazard scale of the candidate-layer sampling (see :func:`_brems_walk`): a layer of
+#: ``a = t/ln 2`` is a candidate with probability ``1 - exp(-K a)``; otherwise
+#: ``u = G e^{-E/a} < G_max e^{-K} = U_MIN`` (``E > K a``): no loss. K = ln(G_max / U_MIN) = 15.2
+#: (it was ln(1e20) = 46 while losses were kept down to the last bit of z: per Belle II ISR
+#: electron 2.1 instead of 0.84 candidate layers and 1.67 instead of 0.57 helix updates).
+_K_CANDIDATE = math.log(_G_MAX / _U_MIN)
+#: Truncation of the Gamma(1 + a) series of :func:`_gamma1p_scaled`: the neglected term is below
+#: ``e^{-K} G'`` < 2^-54 for every G' < 5500 (numpy's Gamma(1 + a) sampler with a < 1 never
+#: returns more than a few hundred), i.e. exact to the last bit. K = ln(1e20).
+_K_SERIES = 46.0517018598809136
 _INV_LN2 = 1.0 / math.log(2.0)
 _TWO_PI = 2.0 * math.pi
+#: ``1/cos h`` bound meaning "no bound" (finite so that ``0 * _NO_BOUND == 0`` for tanl = 0).
+_NO_BOUND = 1e100
 
 
 @kernel
@@ -198,9 +219,10 @@ def _cq_bound(d0_max, om_max, r_hi):
 
 
 @kernel
-def _cos_incidence_bound(d0_max, om_max, inv_st, r_lo, r_hi):
+def _cos_incidence_bound(d0_max, om_max, inv_st2, r_lo, cqb):
     """Lower bound of ``cos(incidence)`` for outward crossings of radii in [r_lo, r_hi] by any
-    helix with ``|d0| <= d0_max``, ``|omega| <= om_max`` and the given ``pT/p = inv_st``.
+    helix with ``|d0| <= d0_max``, ``|omega| <= om_max`` and the given ``(pT/p)^2 = inv_st2``;
+    ``cqb = _cq_bound(d0_max, om_max, r_hi)``.
 
     At radius r the transverse incidence cosine is
     ``sqrt(a (1 - d0^2/r^2) (1 - (r^2 - d0^2) omega^2 / (4 a)))``, ``a = 1 + omega d0``
@@ -209,12 +231,34 @@ def _cos_incidence_bound(d0_max, om_max, inv_st, r_lo, r_hi):
     ``r <= r_hi`` in the third (:func:`_cq_bound`). Returns 0 when no useful bound exists.
     """
     a_lo = 1.0 - om_max * d0_max
-    if a_lo <= 0.0:
-        return 0.0
     f = 1.0 - d0_max * d0_max / (r_lo * r_lo)
-    if f <= 0.0:
+    if a_lo <= 0.0 or f <= 0.0:
         return 0.0
-    return math.sqrt(a_lo * f) * _cq_bound(d0_max, om_max, r_hi) * inv_st
+    return math.sqrt(a_lo * f * inv_st2) * cqb
+
+
+@kernel
+def _hazard_bound(d0_b, om_b, inv_st2, r_lo, r_hi):
+    """``(hfac, inv_cqb)`` of the brems walk for helices with ``|d0| <= d0_b``,
+    ``|omega| <= om_b`` crossing radii in [r_lo, r_hi]: the bound hazard per unit x/X0,
+    ``K / (ln 2 max(c_lb, 1e-3))`` (:func:`_cos_incidence_bound`), and ``1/_cq_bound``
+    (:data:`_NO_BOUND` if there is none) for :func:`_may_cross_in_z`."""
+    cqb = _cq_bound(d0_b, om_b, r_hi)
+    c_lb = _cos_incidence_bound(d0_b, om_b, inv_st2, r_lo, cqb)
+    hfac = _K_CANDIDATE * _INV_LN2 / max(c_lb, 1e-3)
+    return hfac, (1.0 / cqb if cqb > 0.0 else _NO_BOUND)
+
+
+@kernel
+def _asin_fast(x):
+    """``asin(x)`` for ``0 <= x <= 1``; below 0.1 the Taylor series to x^17 (the first neglected
+    term is 0.0098 x^19 < 1e-20 x, i.e. exact in double precision), else libm."""
+    if x >= 0.1:
+        return math.asin(x)
+    x2 = x * x
+    return x * (1.0 + x2 * (1.0 / 6.0 + x2 * (3.0 / 40.0 + x2 * (5.0 / 112.0 + x2 * (
+        35.0 / 1152.0 + x2 * (63.0 / 2816.0 + x2 * (231.0 / 13312.0 + x2 * (
+            143.0 / 10240.0 + x2 * (6435.0 / 557056.0)))))))))
 
 
 @kernel
@@ -222,14 +266,13 @@ def _may_cross_in_z(z0, tl, d0, r, inv_cqb, zmin, zmax):
     """False only if the first outward crossing of radius ``r`` certainly lies outside
     [zmin, zmax]: its transverse arc length from the perigee is at least the chord
     ``>= r - |d0|`` and at most ``chord / cos h <= (r + |d0|) inv_cqb`` (``inv_cqb`` the inverse
-    of :func:`_cq_bound`, ``inf`` for no bound), with a 1e-9 relative slack for rounding."""
+    of :func:`_cq_bound`, :data:`_NO_BOUND` for no bound), with a 1e-9 relative slack for
+    rounding. Written without branches (min/max and a bitwise and): it is evaluated for every
+    layer of every electron and its outcome is unpredictable."""
     ad0 = abs(d0)
-    z_near = z0 + tl * ((r - ad0) * (1.0 - 1e-9))
-    if tl > 0.0:
-        return z_near <= zmax and z0 + tl * ((r + ad0) * inv_cqb * (1.0 + 1e-9)) >= zmin
-    if tl < 0.0:
-        return z_near >= zmin and z0 + tl * ((r + ad0) * inv_cqb * (1.0 + 1e-9)) <= zmax
-    return zmin <= z0 <= zmax
+    z_a = z0 + tl * ((r - ad0) * (1.0 - 1e-9))
+    z_b = z0 + tl * ((r + ad0) * inv_cqb * (1.0 + 1e-9))
+    return (max(z_a, z_b) >= zmin) & (min(z_a, z_b) <= zmax)
 
 
 @kernel
@@ -238,17 +281,19 @@ def _gamma1p_scaled(rng, am, scale):
 
     Gamma(1 + a) = E_1 + Gamma(a) and Gamma(a) = Gamma(1 + a) exp(-E_2/a) (Stuart), so
     ``G = E_1 + e^{-E_2/a} (E_3 + e^{-E_4/a} (...))`` with independent Exp(1) variates. The
-    series is cut at the first ``E_2k > K a`` (K = :data:`_K_CANDIDATE`): the neglected term is
-    below ``scale e^{-K} G'`` < 2^-54 in absolute value (for every G' < 5500), i.e. it cannot
-    change ``exp(-scale G)`` beyond the last bit. Costs ~2.2 exponential draws instead of a
-    Marsaglia-Tsang gamma draw. The series needs ~2 e^{K am} exponential draws, so for
-    ``am > 0.02`` (thicker or oblique layers) numpy's Gamma(1 + am) draw is used directly.
+    series is cut at the first ``E_2k > K a``: the neglected term is
+    below ``scale e^{-K} G'`` < 2^-54 in absolute value (for every G' < 5500; K = :data:`_K_SERIES`),
+    i.e. it cannot change ``exp(-scale G)`` beyond the last bit. Costs ~2.2 exponential draws
+    instead of a Marsaglia-Tsang gamma draw. The series needs ~2 e^{K am} exponential draws, so for
+    ``am > 0.005`` numpy's Gamma(1 + am) draw (Marsaglia-Tsang, ~21 ns, independent of am) is
+    used directly (measured in numba, 2026-11-21: the series takes 16 / 21 / 31 / 47 ns at
+    am = 0.002 / 0.005 / 0.01 / 0.02; a Belle II silicon layer at normal incidence has am = 0.008).
     """
-    if am > 0.02:
+    if am > 0.005:
         return scale * rng.standard_gamma(1.0 + am)  # ~2 e^{K am} draws: Marsaglia-Tsang is cheaper
     g = 0.0
     f = scale
-    lim = _K_CANDIDATE * am
+    lim = _K_SERIES * am
     while True:
         g += f * rng.standard_exponential()
         e2 = rng.standard_exponential()
@@ -262,18 +307,20 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
                 mat_r, mat_zmin, mat_zmax, mat_x, mat_phif):
     """Bethe-Heitler energy loss in the layers between the production and measurement radii.
 
-    Physics (unchanged): every layer the helix crosses (outward, inside its z range; a layer
+    Physics: every layer the helix crosses (outward, inside its z range; a layer
     with ``phi_fraction < 1`` is met with that probability) multiplies the energy by
-    ``z = exp(-u)``, ``u ~ Gamma(a)``, ``a = t/ln 2``, ``t = x/X0 / max(cos(incidence), 1e-3)``;
+    ``z = exp(-u)``, ``u ~ Gamma(a)``, ``a = t/ln 2``, ``t = x/X0 / max(cos(incidence), 1e-3)``,
+    unless ``u < U_MIN = 1e-5`` (:data:`_U_MIN`, the soft-photon cutoff: dielectric suppression);
     after a loss the helix is recomputed exactly from the crossing point, so later crossings
     (and the final perigee) use the degraded helix.
 
-    Sampling (exact to the last bit of ``z``, cheaper):
+    Sampling (exact for this model, up to a probability < 1e-16 per layer):
 
     * ``u = G exp(-E/a)`` with ``G ~ Gamma(1 + a)``, ``E ~ Exp(1)`` (Stuart's theorem,
       Gamma(a) = Gamma(1 + a) U^{1/a}, ``U = e^{-E}``). A layer with ``E > K a``
-      (K = :data:`_K_CANDIDATE`) has ``u < 2^-54``, i.e. ``z == 1.0`` exactly: only the other
-      layers ("candidates", hazard ``K a``) need a draw of G and a helix update.
+      (K = :data:`_K_CANDIDATE` = ln(G_max/U_MIN)) has ``u < U_MIN`` unless ``G > G_max = 40``
+      (probability < 1e-16): only the other layers ("candidates", hazard ``K a``) need a draw
+      of G, and only those with ``u >= U_MIN`` a helix update.
     * The first candidate is found with one Exp(1) variate against the accumulated hazard
       (memorylessness: the overshoot is that layer's conditional E). The hazard is first
       accumulated with an upper bound ``K x/X0 / (ln 2 max(c_lb, 1e-3))``, ``c_lb`` a lower bound
@@ -286,7 +333,7 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
       bound candidate restarts with a fresh Exp(1). Layers whose z range the crossing
       certainly misses (:func:`_may_cross_in_z`, a few multiply-adds) have exact hazard 0 and
       are left out of the accumulation (this removed ~2.7 of ~4.9 bound candidates per Belle II
-      ISR electron: forward electrons miss the short inner layers).
+      ISR electron with the former K = 46: forward electrons miss the short inner layers).
     * Only true candidates draw the coverage decision (``phi_fraction``) and G
       (:func:`_gamma1p_scaled`); only real losses recompute the helix (:func:`_helix_after_loss`).
 
@@ -300,21 +347,19 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
         return True, d0, phi0, om, z0, tl, e_cur
     e_thr = rng.standard_exponential()
     h_acc = 0.0
-    inv_st = 1.0 / math.sqrt(1.0 + tl * tl)
+    inv_st2 = 1.0 / (1.0 + tl * tl)
     # hazard bound valid while |omega| <= om_b and |d0| <= d0_b (slack: losses rarely leave it)
     om_b = 1.05 * abs(om)
     d0_b = abs(d0) + 0.01 * mat_r[m0]
-    hfac = _K_CANDIDATE * _INV_LN2 / max(_cos_incidence_bound(d0_b, om_b, inv_st, mat_r[m0], r_meas), 1e-3)
-    cqb = _cq_bound(d0_b, om_b, r_meas)
-    inv_cqb = 1.0 / cqb if cqb > 0.0 else math.inf
+    hfac, inv_cqb = _hazard_bound(d0_b, om_b, inv_st2, mat_r[m0], r_meas)
     for m in range(m0, n_mat):
         rm = mat_r[m]
-        if rm <= r_prod or rm >= r_meas:
-            continue
-        if not _may_cross_in_z(z0, tl, d0, rm, inv_cqb, mat_zmin[m], mat_zmax[m]):
-            continue  # exact hazard 0: the crossing is outside the layer's z range
+        if rm >= r_meas:
+            break  # radii increase
         h_prev = h_acc
-        h_acc += mat_x[m] * hfac
+        # a layer whose z range the crossing certainly misses has exact hazard 0
+        if _may_cross_in_z(z0, tl, d0, rm, inv_cqb, mat_zmin[m], mat_zmax[m]):
+            h_acc += mat_x[m] * hfac
         if h_acc < e_thr:
             continue
         w = e_thr - h_prev  # Exp(1) conditioned on <= bound hazard of this layer
@@ -345,35 +390,33 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
                 continue
             decided = z_lo >= mat_zmin[m] and z_hi <= mat_zmax[m]
         if not decided:
-            s = 2.0 * math.asin(sq) / aom
+            s = 2.0 * _asin_fast(sq) / aom
             zc = z0 + tl * s
             if zc < mat_zmin[m] or zc > mat_zmax[m]:
                 continue
-        cos_inc = math.sqrt(a1 * (1.0 - d0 * d0 / (rm * rm))) * cq * inv_st
+        cos_inc = math.sqrt(a1 * (1.0 - d0 * d0 / (rm * rm)) * inv_st2) * cq
         am = mat_x[m] / max(cos_inc, 1e-3) * _INV_LN2
         if w > _K_CANDIDATE * am:
             continue  # not a candidate of the exact hazard: z == 1.0
         if mat_phif[m] < 1.0 and rng.random() >= mat_phif[m]:
             continue
-        zk = math.exp(-_gamma1p_scaled(rng, am, math.exp(-w / am)))
-        if zk >= 1.0:
-            continue
+        u = _gamma1p_scaled(rng, am, math.exp(-w / am))
+        if u < _U_MIN:
+            continue  # below the soft-photon cutoff: no loss
+        zk = math.exp(-u)
         e_new = e_cur * zk
         if e_new <= 1.001 * mass:
             return False, d0, phi0, om, z0, tl, e_new
         p_new = math.sqrt(e_new * e_new - mass * mass)
-        pc = K_CURV * bz / aom / inv_st
+        pc = K_CURV * bz / aom * math.sqrt(1.0 + tl * tl)
         if s < 0.0:
-            s = 2.0 * math.asin(sq) / aom
+            s = 2.0 * _asin_fast(sq) / aom
         d0, phi0, om, z0, tl = _helix_after_loss(d0, phi0, om, z0, tl, sq, cq, s, p_new / pc, q, bz)
         e_cur = e_new
         if m + 1 < n_mat and (abs(om) > om_b or abs(d0) > d0_b):
             om_b = 1.05 * abs(om)
             d0_b = abs(d0) + 0.01 * mat_r[m + 1]
-            hfac = _K_CANDIDATE * _INV_LN2 / max(
-                _cos_incidence_bound(d0_b, om_b, inv_st, mat_r[m + 1], r_meas), 1e-3)
-            cqb = _cq_bound(d0_b, om_b, r_meas)
-            inv_cqb = 1.0 / cqb if cqb > 0.0 else math.inf
+            hfac, inv_cqb = _hazard_bound(d0_b, om_b, inv_st2, mat_r[m + 1], r_meas)
     return True, d0, phi0, om, z0, tl, e_cur
 
 

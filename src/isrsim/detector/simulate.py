@@ -89,7 +89,8 @@ _P_FLOOR = 1e-4  # likelihood floor so that no hypothesis gets exactly zero prob
 #: >= 4 below that for every solid (suppression >= 16x at the cutoff); the energy the cutoff
 #: removes is below 1e-5 E per layer (on average ~1e-5 a E, a = t/ln 2).
 _U_MIN = 1e-5
-#: Bound on ``G ~ Gamma(1 + a)`` (a < 1) used for the candidate selection: P(G > 40) < 1e-16.
+#: Bound on ``G ~ Gamma(1 + a)`` used for the candidate selection: P(G > 40) <= 41 e^-40 = 1.7e-16
+#: for a <= 1 (~4e-18 for the thin layers of the bundled detectors, a ~ 0.01).
 _G_MAX = 40.0
 #: Hazard scale of the candidate-layer sampling (see :func:`_brems_walk`): a layer of
 #: ``a = t/ln 2`` is a candidate with probability ``1 - exp(-K a)``; otherwise
@@ -314,12 +315,12 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
     after a loss the helix is recomputed exactly from the crossing point, so later crossings
     (and the final perigee) use the degraded helix.
 
-    Sampling (exact for this model, up to a probability < 1e-16 per layer):
+    Sampling (exact for this model, up to a probability < 2e-16 per layer for a <= 1):
 
     * ``u = G exp(-E/a)`` with ``G ~ Gamma(1 + a)``, ``E ~ Exp(1)`` (Stuart's theorem,
       Gamma(a) = Gamma(1 + a) U^{1/a}, ``U = e^{-E}``). A layer with ``E > K a``
       (K = :data:`_K_CANDIDATE` = ln(G_max/U_MIN)) has ``u < U_MIN`` unless ``G > G_max = 40``
-      (probability < 1e-16): only the other layers ("candidates", hazard ``K a``) need a draw
+      (probability < 2e-16 for a <= 1): only the other layers ("candidates", hazard ``K a``) need a draw
       of G, and only those with ``u >= U_MIN`` a helix update.
     * The first candidate is found with one Exp(1) variate against the accumulated hazard
       (memorylessness: the overshoot is that layer's conditional E). The hazard is first

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
-import signal
 import sys
 from typing import Any
 
-from . import __version__
+from . import __version__, _interrupt
 from .exceptions import IsrsimError
 
 __all__ = ["main"]
@@ -278,19 +277,19 @@ _COMMANDS = {"generate": cmd_generate, "simulate": cmd_simulate, "info": cmd_inf
              "run": cmd_workflow}
 
 
-def _terminate(signum: int, frame: Any) -> None:  # SIGTERM -> clean unwinding (atomic output)
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not faulthandler.is_enabled():  # a crash in native code prints where it happened
         faulthandler.enable()
-    old = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _COMMANDS[args.command](args)
+        with _interrupt.handling(sigterm=True):  # SIGINT/SIGTERM -> clean unwinding (atomic output)
+            status = _COMMANDS[args.command](args)
+        if _interrupt.requested():  # swallowed by a finalizer after the last check: output complete
+            print("isrsim: interrupted after the output was complete", file=sys.stderr)
+            return 130
+        return status
     except IsrsimError as exc:
         msg = str(exc).replace("\n", " ")
         print(f"isrsim: error: {msg}", file=sys.stderr)
@@ -308,8 +307,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"isrsim: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
               "traceback)", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":  # pragma: no cover

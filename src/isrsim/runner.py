@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import SCHEMA_VERSION, __version__
+from . import SCHEMA_VERSION, __version__, _interrupt
 from .beam import Beam
 from .events import TruthChunk
 from .exceptions import ConfigError, InputFileError, OutputError
@@ -263,7 +263,15 @@ def _final_metadata(base: dict[str, Any], n: int, stats: SampleStats, spec: RunS
 
 
 def run(spec: RunSpec) -> RunResult:
-    """Generate (and optionally simulate) a run and write it; returns a summary."""
+    """Generate (and optionally simulate) a run and write it; returns a summary.
+
+    Ctrl-C (SIGINT; and SIGTERM from the CLI) stops it cleanly: no partial file, a dataset's
+    manifest lists the complete parts only (resume with ``spec.resume``)."""
+    with _interrupt.handling():
+        return _run(spec)
+
+
+def _run(spec: RunSpec) -> RunResult:
     from .io import EventWriter, check_writable
     from .processes import make_process
 
@@ -326,9 +334,11 @@ def run(spec: RunSpec) -> RunResult:
             pending = io_thread.submit(writer.write, table)
             n_written += table.num_rows
             bar.update(table.num_rows)
+            _interrupt.check()
         if pending is not None:
             pending.result()
             pending = None
+        _interrupt.check()
         meta = _final_metadata(base, n_written, stats, spec, sum_w, sum_w2, extra)
         writer.close(meta)
     except BaseException:
@@ -367,7 +377,8 @@ def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, 
         nxt = 0
         try:
             for i, c in enumerate(chunks):
-                pending[i] = pool.submit(_pool_chunk, *c)
+                with _interrupt.deferred():  # may start a worker: its bootstrap data must be whole
+                    pending[i] = pool.submit(_pool_chunk, *c)
                 while len(pending) >= 2 * spec.workers or (i == len(chunks) - 1 and pending):
                     yield pending.pop(nxt).result()
                     nxt += 1
@@ -381,10 +392,15 @@ def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, 
 # Interrupt handling in pool workers: SIGTERM/SIGINT inside a chunk raise KeyboardInterrupt, so
 # the atomic writer removes its temporary part, then the worker exits; an idle worker just exits.
 # The parent stops its workers the same way when it is interrupted (no orphans, no partial parts).
+# An interrupt swallowed by a finalizer (see _interrupt) lets the chunk finish: the worker exits
+# after it instead of returning it (the complete part is not listed and is redone on resume).
 _IN_CHUNK = False
+_WORKER_INTERRUPTED = False
 
 
 def _worker_signal(signum: int, frame: Any) -> None:
+    global _WORKER_INTERRUPTED
+    _WORKER_INTERRUPTED = True
     if _IN_CHUNK:
         raise KeyboardInterrupt
     os._exit(128 + signum)
@@ -393,6 +409,7 @@ def _worker_signal(signum: int, frame: Any) -> None:
 def _init_pool_worker(state: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, _worker_signal)
     signal.signal(signal.SIGINT, _worker_signal)
+    sys.unraisablehook = _interrupt.quiet_unraisable(sys.unraisablehook)
     _init_worker(state)
 
 
@@ -400,11 +417,14 @@ def _pool_chunk(*chunk: Any):
     global _IN_CHUNK
     _IN_CHUNK = True
     try:
-        return _run_chunk(*chunk)
+        result = _run_chunk(*chunk)
     except KeyboardInterrupt:
         os._exit(128 + signal.SIGTERM)  # temporary files are already removed by the writer
     finally:
         _IN_CHUNK = False
+    if _WORKER_INTERRUPTED:
+        os._exit(128 + signal.SIGTERM)
+    return result
 
 
 def _stop_workers(pool: cf.ProcessPoolExecutor, timeout: float = 30.0) -> None:
@@ -473,6 +493,7 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
             done[info["chunk"]] = info
             flush()
             bar.update(info["n_events"])
+            _interrupt.check()
     stats = SampleStats(sigma_prop_nb=0.0)
     n = 0
     sum_w = sum_w2 = 0.0
@@ -521,7 +542,7 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
     new_meta = dict(meta, detector={"name": detector.name, "sha256": detector.sha256,
                                     "path": str(detector.path)}, simulated_from=str(inp))
     n = 0
-    with EventWriter(output, compression=compression) as writer:
+    with _interrupt.handling(), EventWriter(output, compression=compression) as writer:
         for table in iter_tables(inp):
             ids = table.column("event_id").to_numpy()
             if ids.size == 0:
@@ -539,6 +560,7 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
             out = pa.concat_tables(pieces)
             writer.write(out)
             n += out.num_rows
+            _interrupt.check()
         writer.close(new_meta)
     stats = SampleStats.from_dict(meta["sampling"]) if "sampling" in meta else SampleStats()
     return RunResult(Path(output), n, stats, new_meta, time.perf_counter() - t0)

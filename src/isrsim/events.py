@@ -7,11 +7,11 @@ Parquet lists. All momenta and vertices are in the **lab frame**: GeV, cm, ns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-__all__ = ["RecoChunk", "TruthChunk", "concatenate_truth"]
+__all__ = ["RecoChunk", "TruthChunk", "concatenate_reco", "concatenate_truth"]
 
 
 @dataclass
@@ -114,3 +114,13 @@ class RecoChunk:
     @property
     def n(self) -> int:
         return int(self.ntrk.shape[0])
+
+
+def concatenate_reco(chunks: list[RecoChunk]) -> RecoChunk:
+    """Concatenate reco chunks with the same per-event capacities and extra fields."""
+    arrays = {f.name: np.concatenate([getattr(c, f.name) for c in chunks])
+              for f in fields(RecoChunk) if not f.name.endswith("_extra")}
+    extras = {name: {key: np.concatenate([getattr(c, name)[key] for c in chunks])
+                     for key in getattr(chunks[0], name)}
+              for name in ("track_extra", "photon_extra")}
+    return RecoChunk(**arrays, **extras)

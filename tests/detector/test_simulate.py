@@ -251,3 +251,21 @@ def test_primary_vertex_and_input_validation():
     bad.p4[3, 0, 0] = np.nan
     with pytest.raises(ConfigError, match="p4"):
         simulate(bad, det, rng)
+
+
+def test_concatenate_reco_keeps_every_event():
+    from dataclasses import fields
+
+    from isrsim.events import RecoChunk, concatenate_reco
+
+    det = load_detector("belle2")
+    parts = [simulate(isr_like_pairs(np.random.default_rng(s), n, det.beam, 1.0, 11), det,
+                      np.random.default_rng(s + 1)) for s, n in ((1, 300), (3, 200))]
+    c = concatenate_reco(parts)
+    assert c.n == 500
+    for f in fields(RecoChunk):
+        got = getattr(c, f.name)
+        for name, arr in (got.items() if isinstance(got, dict) else [(None, got)]):
+            want = [getattr(p, f.name)[name] if name else getattr(p, f.name) for p in parts]
+            np.testing.assert_array_equal(arr[:300], want[0])
+            np.testing.assert_array_equal(arr[300:], want[1])

@@ -505,8 +505,11 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             r2_prod = x * x + y * y
             d0, phi0, om, z0, tl = perigee_from_state(x, y, z, px, py, pz, q, bz)
             e_cur = math.sqrt(ptot * ptot + mass * mass)
+            in_tracker = cos_tmin <= cos_t <= cos_tmax
             # ---- bremsstrahlung in the material before the momentum measurement ----------
-            if smear and a == 11:
+            # (only where it can be seen: a track in the polar-angle acceptance or a cluster;
+            # the direction, hence both acceptances, is unchanged by the losses)
+            if smear and a == 11 and (in_tracker or _region_of_cos(cos_t, regions_cos) >= 0):
                 r_prod = math.sqrt(r2_prod)
                 alive, d0, phi0, om, z0, tl, e_cur = _brems_walk(
                     rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
@@ -520,7 +523,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             e_t = math.sqrt(p_t * p_t + mass * mass)
             r_max = abs(d0 + 2.0 * inv_om)
             # ---- tracking acceptance and efficiency --------------------------------------
-            tracked = cos_tmin <= cos_t <= cos_tmax
+            tracked = in_tracker
             r_first = -1.0
             if tracked:
                 # first sensitive layer outside the production radius (radii strictly increasing)

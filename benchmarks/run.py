@@ -148,24 +148,34 @@ def bench_process(name: str, params: dict, det, n: int, repeat: int, tmp: Path) 
     rng = np.random.default_rng(12345)
     proc.sample(rng, 1000, weighted=False)                       # warm-up (JIT / cache load)
     r: dict[str, float] = {}
-    starts = range(0, n, BLOCK_EVENTS)  # blocks of the runner's size, as in production
+    # Blocks of the runner's size, as in production, each dropped after use as the runner drops
+    # it after conversion (keeping 10^6 events alive would make every block fresh memory)
+    sizes = [min(BLOCK_EVENTS, n - s) for s in range(0, n, BLOCK_EVENTS)]
 
-    def gen():
-        return [proc.sample(rng, min(BLOCK_EVENTS, n - s), weighted=False)[0] for s in starts]
+    def gen(keep=False):
+        out = [proc.sample(rng, nb, weighted=False)[0] for nb in sizes[:1]]
+        for nb in sizes[1:]:
+            t = proc.sample(rng, nb, weighted=False)[0]
+            if keep:
+                out.append(t)
+        return out
 
-    r["generate"], blocks = best_rate(gen, n, repeat)
-
-    def sim():
+    def sim(keep=False):
         out = []
         for b in blocks:
             t = b.slice(0, b.n)
             t.vtx = b.vtx.copy()
             apply_primary_vertex(t, det.beam, rng)
-            out.append((t, simulate(t, det, rng)))
+            reco = simulate(t, det, rng)
+            if keep:
+                out.append((t, reco))
         return out
 
+    r["generate"], _ = best_rate(gen, n, repeat)
+    blocks = gen(keep=True)
     simulate(blocks[0].slice(0, 1000), det, rng)                  # warm-up
-    r["simulate"], sim_blocks = best_rate(sim, n, repeat)
+    r["simulate"], _ = best_rate(sim, n, repeat)
+    sim_blocks = sim(keep=True)
     truth = concatenate_truth(blocks)
     truth_v = concatenate_truth([t for t, _ in sim_blocks])
     reco = concatenate_reco([c for _, c in sim_blocks])

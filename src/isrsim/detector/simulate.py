@@ -64,7 +64,7 @@ import math
 
 import numpy as np
 
-from .._numba import kernel
+from .._numba import kernel, kernel_inline
 from ..constants import K_CURV, M_E, M_MU, M_PI
 from ..events import RecoChunk, TruthChunk
 from ..exceptions import ConfigError
@@ -276,7 +276,7 @@ def _may_cross_in_z(z0, tl, d0, r, inv_cqb, zmin, zmax):
     return (max(z_a, z_b) >= zmin) & (min(z_a, z_b) <= zmax)
 
 
-@kernel
+@kernel_inline
 def _gamma1p_scaled(rng, am, scale):
     """``scale * G`` with ``G ~ Gamma(1 + am)``, for ``scale <= 1`` and ``am < 1``.
 
@@ -303,7 +303,7 @@ def _gamma1p_scaled(rng, am, scale):
         f *= math.exp(-e2 / am)
 
 
-@kernel
+@kernel_inline
 def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
                 mat_r, mat_zmin, mat_zmax, mat_x, mat_phif):
     """Bethe-Heitler energy loss in the layers between the production and measurement radii.

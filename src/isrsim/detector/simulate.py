@@ -16,7 +16,9 @@ Model (all numbers from the detector file, see ``detectors/README.md``):
   scale ``k ~ gamma hbar omega_p``, where the Bethe-Heitler spectrum does not apply; see
   :data:`_U_MIN`). After each loss the helix is recomputed exactly from the crossing point, so
   the measured momentum is the degraded one (low-side M_ee tail). The sampling is exact for
-  this model but does no work for the layer crossings without a loss (see :func:`_brems_walk`).
+  this model but does no work for the layer crossings without a loss (see :func:`_brems_walk`),
+  and none at all for an electron outside the tracking acceptance and every calorimeter region
+  (nothing of it is recorded; the losses keep the direction).
   Multiple scattering is represented by the Gaussian covariance (the ``b`` terms of the
   resolution model are the multiple-scattering terms), not by explicit kicks, so the pulls
   stay unit-normal.
@@ -49,13 +51,16 @@ Model (all numbers from the detector file, see ``detectors/README.md``):
 exact true helix, clusters the true energy/direction); acceptance, efficiencies and PID
 decisions stay random.
 
-Cost (belle2, one core, 2026-11): an isr_mumu event (2 tracks + 1 photon) takes ~260 ns in the
-kernel (15 normal + 6 uniform draws ~90 ns, 3 atan2 and ~25 sqrt) plus ~75 ns to first-touch
-its ~630 B of output arrays; an electron adds the bremsstrahlung walk (~0.15 us for a Belle II
-ISR electron, 2026-11-21: ~45 ns to set up and scan the 11 layers, then 0.84 candidate layers,
-0.78 Gamma draws and 0.57 helix updates at ~120 ns per candidate, instead of ~23 draws and
-~200 libm calls for 11 exact per-layer updates). Polar-angle windows are
-compared as cos(theta) intervals (no atan2 per track), angles are wrapped without libm calls.
+Cost (belle2, one core, 2026-11-21, blocks of 10^4 events as the runner calls it): an isr_mumu
+event (2 tracks + 1 photon) takes ~260 ns (15 normal + 6 uniform draws ~90 ns, 3 atan2 and ~25
+sqrt; a single call for 10^6 events costs ~70 ns/event more, first-touching fresh output
+arrays). A Belle II ISR electron in the acceptance adds the walk, ~200 ns: ~35 ns to set up,
+~20 ns to scan the 11 layers, then 1.15 bound candidates, 1.05 Gamma draws (~21 ns each) and
+0.77 helix updates (~40 ns each) per walked electron, instead of ~23 draws and ~200 libm calls
+for 11 exact per-layer updates. The walk is inlined (:data:`isrsim._numba.kernel_inline`): as a
+compiled call it increfs and decrefs its five arrays and the generator, ~37 ns per electron.
+Polar-angle windows are compared as cos(theta) intervals (no atan2 per track), angles are
+wrapped without libm calls.
 """
 
 from __future__ import annotations

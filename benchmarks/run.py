@@ -20,6 +20,10 @@ One-core rates use the CPU time of the calling thread (``time.thread_time``), be
 ``--repeat``, so that other load on a shared machine does not count against isrsim; all-core
 rates are wall clock. Every timed call follows an untimed warm-up call (JIT compilation).
 
+The process uses the allocator setting of isrsim's command line and worker processes
+(``isrsim._malloc.keep_freed_memory``: glibc keeps freed memory in the heap), for isrsim and
+the NumPy baseline alike.
+
 Limits measured in the same run: random numbers/s of ``Generator(PCG64).random()`` inside a
 numba loop, memory copy bandwidth, pyarrow's raw Parquet write speed (no compression,
 dictionary or statistics) for the same leaf columns as flat arrays.
@@ -423,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block", type=int, default=100_000,
                     help="chunk size of the gen+sim+write comparison with the NumPy baseline")
     args = ap.parse_args(argv)
+    from isrsim._malloc import keep_freed_memory
+
+    keep_freed_memory()  # the allocator setting of the CLI and the worker processes (production)
     n, repeat, procs = args.events, args.repeat, args.processes
     if args.quick:
         n, repeat, procs = 100_000, 1, ["isr_mumu"]

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from . import __version__, _interrupt
+from ._malloc import keep_freed_memory
 from .exceptions import IsrsimError
 
 __all__ = ["main"]
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not faulthandler.is_enabled():  # a crash in native code prints where it happened
         faulthandler.enable()
+    keep_freed_memory()  # blocks reuse the heap instead of faulting in new pages (-7 % CPU)
     try:
         with _interrupt.handling(sigterm=True):  # SIGINT/SIGTERM -> clean unwinding (atomic output)
             status = _COMMANDS[args.command](args)

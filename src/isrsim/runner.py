@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import SCHEMA_VERSION, __version__, _interrupt
+from ._malloc import keep_freed_memory
 from .beam import Beam
 from .events import TruthChunk
 from .exceptions import ConfigError, InputFileError, OutputError
@@ -407,6 +408,7 @@ def _worker_signal(signum: int, frame: Any) -> None:
 
 
 def _init_pool_worker(state: dict[str, Any]) -> None:
+    keep_freed_memory()
     signal.signal(signal.SIGTERM, _worker_signal)
     signal.signal(signal.SIGINT, _worker_signal)
     sys.unraisablehook = _interrupt.quiet_unraisable(sys.unraisablehook)

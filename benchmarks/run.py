@@ -157,23 +157,23 @@ def bench_process(name: str, params: dict, det, n: int, repeat: int, tmp: Path) 
     sizes = [min(BLOCK_EVENTS, n - s) for s in range(0, n, BLOCK_EVENTS)]
 
     def gen(keep=False):
-        out = [proc.sample(rng, nb, weighted=False)[0] for nb in sizes[:1]]
-        for nb in sizes[1:]:
+        kept = []
+        for nb in sizes:
             t = proc.sample(rng, nb, weighted=False)[0]
             if keep:
-                out.append(t)
-        return out
+                kept.append(t)
+        return kept
 
     def sim(keep=False):
-        out = []
+        kept = []
         for b in blocks:
             t = b.slice(0, b.n)
             t.vtx = b.vtx.copy()
             apply_primary_vertex(t, det.beam, rng)
             reco = simulate(t, det, rng)
             if keep:
-                out.append((t, reco))
-        return out
+                kept.append((t, reco))
+        return kept
 
     r["generate"], _ = best_rate(gen, n, repeat)
     blocks = gen(keep=True)

@@ -404,12 +404,13 @@ class NumpyDetector:
         lpi = lpi * np.where(in_mu, np.where(mu_pass, qpi, 1.0 - qpi), 1.0)
         tot = le + lmu + lpi
         # ---- fill the RecoChunk (objects in truth order) -----------------------------------
+        kt, kg = 2, 3  # slots as isrsim's simulate: charged particles, charged + photons
         reco = RecoChunk(
-            ntrk=tracked.sum(1).astype(np.int16), charge=np.zeros((n, k), np.int8),
-            helix=np.zeros((n, k, 5)), cov=np.zeros((n, k, 15)),
-            trk_truth=np.full((n, k), -1, np.int16), nphot=cl_ok.sum(1).astype(np.int16),
-            phot=np.zeros((n, k, 3)), phot_truth=np.full((n, k), -1, np.int16),
-            track_extra={name: np.zeros((n, k), np.float32)
+            ntrk=tracked.sum(1).astype(np.int16), charge=np.zeros((n, kt), np.int8),
+            helix=np.zeros((n, kt, 5)), cov=np.zeros((n, kt, 15)),
+            trk_truth=np.full((n, kt), -1, np.int16), nphot=cl_ok.sum(1).astype(np.int16),
+            phot=np.zeros((n, kg, 3)), phot_truth=np.full((n, kg), -1, np.int16),
+            track_extra={name: np.zeros((n, kt), np.float32)
                          for name in ("prob_e", "prob_mu", "prob_pi", "e_over_p", "p_lab")},
         )
         slot = np.cumsum(tracked, axis=1)[ei, ji] - 1

@@ -59,7 +59,7 @@ def test_same_output_layout(setup):
         {k: (v.shape, v.dtype) for k, v in rb.track_extra.items()}
     assert chunk_to_table(ta, 0, "isr_mumu", ra).schema.equals(chunk_to_table(tb, 0, "isr_mumu", rb).schema)
     # padding slots stay at isrsim's defaults
-    pad = np.arange(3)[None, :] >= rb.ntrk[:, None]
+    pad = np.arange(rb.helix.shape[1])[None, :] >= rb.ntrk[:, None]
     assert np.all(rb.trk_truth[pad] == -1) and np.all(rb.helix[pad] == 0.0)
     # the ordering of objects follows the truth order, as in the isrsim kernel
     t = rb.trk_truth

@@ -117,10 +117,19 @@ class RecoChunk:
 
 
 def concatenate_reco(chunks: list[RecoChunk]) -> RecoChunk:
-    """Concatenate reco chunks with the same per-event capacities and extra fields."""
-    arrays = {f.name: np.concatenate([getattr(c, f.name) for c in chunks])
+    """Concatenate reco chunks with the same extra fields; per-event slots are padded to the
+    widest chunk (zeros, truth index -1)."""
+
+    def cat(arrays: list[np.ndarray], fill: float) -> np.ndarray:
+        if arrays[0].ndim == 1:
+            return np.concatenate(arrays)
+        width = max(a.shape[1] for a in arrays)
+        return np.concatenate([np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2),
+                                      constant_values=fill) for a in arrays])
+
+    arrays = {f.name: cat([getattr(c, f.name) for c in chunks], -1 if f.name.endswith("truth") else 0)
               for f in fields(RecoChunk) if not f.name.endswith("_extra")}
-    extras = {name: {key: np.concatenate([getattr(c, name)[key] for c in chunks])
+    extras = {name: {key: cat([getattr(c, name)[key] for c in chunks], 0)
                      for key in getattr(chunks[0], name)}
               for name in ("track_extra", "photon_extra")}
     return RecoChunk(**arrays, **extras)

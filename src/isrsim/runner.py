@@ -321,9 +321,14 @@ def _run(spec: RunSpec) -> RunResult:
     stack = contextlib.ExitStack()
     # Parquet encoding runs in a writer thread (pyarrow and the numba kernels release the GIL),
     # overlapping with the generation of the next chunk; at most one write is pending, so memory
-    # stays bounded at ~2 chunks. Row groups keep the chunk order.
+    # stays bounded at ~2 chunks. Row groups keep the chunk order. The first chunk is written
+    # here, before any overlap: the writer's numba kernels are then compiled or loaded from the
+    # cache while no other compiled code runs (numba issues 10563 and 10614: compiling in one
+    # thread while another runs compiled code can crash; seen once here, a SIGSEGV with the
+    # generator kernel running in this thread and the writer thread in its first page write).
     io_thread = cf.ThreadPoolExecutor(1, thread_name_prefix="isrsim-writer")
     pending: cf.Future | None = None
+    first = True
     try:
         for table, st in stack.enter_context(contextlib.closing(_execute(spec, state, chunks))):
             stats += SampleStats.from_dict(st)
@@ -332,7 +337,11 @@ def _run(spec: RunSpec) -> RunResult:
             sum_w2 += float((w * w).sum())
             if pending is not None:
                 pending.result()
-            pending = io_thread.submit(writer.write, table)
+            if first:
+                writer.write(table)
+                first = False
+            else:
+                pending = io_thread.submit(writer.write, table)
             n_written += table.num_rows
             bar.update(table.num_rows)
             _interrupt.check()

@@ -97,7 +97,9 @@ class RecoChunk:
     5x5 covariance in that order. Photons: calorimeter clusters (E [GeV], theta, phi [rad]).
     ``*_truth`` is the index of the generating particle in the event's truth list.
     Event-level or per-object fields not listed here go into ``track_extra`` /
-    ``photon_extra`` (arrays [n, k]) and are written as further list fields.
+    ``photon_extra`` (arrays [n, kt] / [n, kg]) and are written as further list fields.
+    ``kt``/``kg`` are the slots per event (``simulate`` sizes them to the chunk); slots beyond
+    ``ntrk``/``nphot`` are zero (truth index -1).
     """
 
     ntrk: np.ndarray          # int16[n]

@@ -119,9 +119,9 @@ def table_to_reco(table: pa.Table, k: int | None = None) -> RecoChunk:
         Rows of the isrsim event schema with ``tracks`` and ``photons`` list columns
         (io.py module docstring).
     k : int, optional
-        Slots per event for tracks and photons (``kt = kg = k``, as
-        :func:`isrsim.detector.simulate.simulate` produces). Default: the longest list in
-        ``table`` (at least 2).
+        Slots per event, the same for tracks and photons (``kt = kg = k``;
+        :func:`isrsim.detector.simulate.simulate` sizes each to the chunk instead). Default:
+        the longest list in ``table`` (at least 2).
 
     Returns
     -------

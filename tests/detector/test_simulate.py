@@ -255,11 +255,11 @@ def test_primary_vertex_and_input_validation():
 
 def test_output_slots_fit_the_chunk():
     """Track slots = most charged particles in an event, photon slots = most charged + photons
-    (untracked charged particles leave clusters), never fewer than produced."""
+    (untracked charged particles leave clusters), at least 2, never fewer than produced."""
     det = load_detector("belle2")
     pairs = isr_like_pairs(np.random.default_rng(1), 2000, det.beam, 1.0, 13)  # mu mu gamma
     photons = single_particles(np.random.default_rng(2), 2000, 22, 1.0)
-    for truth, kt, kg in ((pairs, 2, 3), (photons, 1, 1)):
+    for truth, kt, kg in ((pairs, 2, 3), (photons, 2, 2)):
         reco = simulate(truth, det, np.random.default_rng(3))
         assert reco.helix.shape[1] == kt and reco.phot.shape[1] == kg
         assert reco.ntrk.max() <= kt and reco.nphot.max() <= kg
@@ -274,12 +274,12 @@ def test_concatenate_reco_keeps_every_event():
     det = load_detector("belle2")
     parts = [simulate(isr_like_pairs(np.random.default_rng(1), 300, det.beam, 1.0, 11), det,
                       np.random.default_rng(2)),
-             simulate(single_particles(np.random.default_rng(3), 200, 11, 1.0), det,
+             simulate(single_particles(np.random.default_rng(3), 200, 22, 1.0), det,
                       np.random.default_rng(4))]
-    assert parts[0].helix.shape[1] == 2 and parts[1].helix.shape[1] == 1
+    assert parts[0].phot.shape[1] == 3 and parts[1].phot.shape[1] == 2
     c = concatenate_reco(parts)
-    assert c.n == 500 and c.helix.shape[1] == 2
-    assert np.all(c.trk_truth[300:, 1] == -1) and not np.any(c.cov[300:, 1])
+    assert c.n == 500 and c.phot.shape[1] == 3
+    assert np.all(c.phot_truth[300:, 2] == -1) and not np.any(c.phot[300:, 2])
     for f in fields(RecoChunk):
         got = getattr(c, f.name)
         for name, arr in (got.items() if isinstance(got, dict) else [(None, got)]):

@@ -713,10 +713,10 @@ def _check_truth(truth: TruthChunk) -> None:
 
 @kernel
 def _slot_counts(npart, pdg):
-    """(kt, kg): the largest numbers of charged and of charged + photon particles per event
-    (each at least 1)."""
-    kt = 1
-    kg = 1
+    """(kt, kg): the largest numbers of charged and of charged + photon particles per event,
+    each at least 2 (the two-track selections index the first two slots)."""
+    kt = 2
+    kg = 2
     for i in range(npart.shape[0]):
         nc = 0
         ng = 0
@@ -752,8 +752,8 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
     RecoChunk
         Track slots ``kt`` = the largest number of charged particles (e, mu, pi) in an event of
         the chunk, photon slots ``kg`` = the largest number of photons and charged particles
-        (an untracked charged particle may leave a cluster), both at least 1 and at most
-        ``truth.k``: the output arrays, which are zeroed and written per block, are no wider
+        (an untracked charged particle may leave a cluster), both at least 2 and at most
+        ``max(truth.k, 2)``: the output arrays, which are zeroed and written per block, are no wider
         than needed (diphoton, ``truth.k = 6`` for conversions: 187 -> 158 ns/event). Unused
         slots are zero (truth index -1). ``track_extra`` holds
         ``prob_e, prob_mu, prob_pi, e_over_p, p_lab`` (float32, contracts.md).

@@ -3,7 +3,8 @@
     python benchmarks/memory.py [--sizes 1e6 1e8] [--json FILE] [--quick]
 
 * Peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of a fresh subprocess per size) of
-  ``isrsim.runner.run`` generating isr_mumu (Belle II beams, 0.3-10 GeV) into one Parquet file;
+  ``isrsim.runner.run`` generating isr_mumu (Belle II beams, 0.3-10 GeV) into one Parquet file,
+  with the allocator setting of the command line (``isrsim._malloc``);
   the ratio of the largest to the smallest size (target: within 20 %, issue 9).
 * First-run compile time: generating 1000 events in a subprocess with an empty numba cache
   directory (``NUMBA_CACHE_DIR``), then again with the cache filled.
@@ -25,8 +26,10 @@ from pathlib import Path
 CHILD = r"""
 import resource, sys, time
 from pathlib import Path
+from isrsim._malloc import keep_freed_memory
 from isrsim.beam import Beam
 from isrsim.runner import RunSpec, run
+keep_freed_memory()  # as the command line does
 n, out = int(float(sys.argv[1])), Path(sys.argv[2])
 spec = RunSpec(process="isr_mumu", params={"mass_range": [0.3, 10.0]},
                beam=Beam(7.0, 4.0, 0.0415), output=out, seed=1, n_events=n, progress=False)

@@ -513,10 +513,11 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             d0, phi0, om, z0, tl = perigee_from_state(x, y, z, px, py, pz, q, bz)
             e_cur = math.sqrt(ptot * ptot + mass * mass)
             in_tracker = cos_tmin <= cos_t <= cos_tmax
+            reg_cal = _region_of_cos(cos_t, regions_cos)  # calorimeter region of the direction
             # ---- bremsstrahlung in the material before the momentum measurement ----------
             # (only where it can be seen: a track in the polar-angle acceptance or a cluster;
             # the direction, hence both acceptances, is unchanged by the losses)
-            if smear and a == 11 and (in_tracker or _region_of_cos(cos_t, regions_cos) >= 0):
+            if smear and a == 11 and (in_tracker or reg_cal >= 0):
                 r_prod = math.sqrt(r2_prod)
                 alive, d0, phi0, om, z0, tl, e_cur = _brems_walk(
                     rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_meas,
@@ -562,7 +563,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                 else:
                     tracked = False
             # ---- calorimeter deposit of the charged particle ----------------------------
-            reg = _region_of_cos(cos_t, regions_cos) if r_max >= barrel_r else -1
+            reg = reg_cal if r_max >= barrel_r else -1
             e_dep = -1.0
             shower_pi = False
             if reg >= 0:
@@ -754,7 +755,7 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
         the chunk, photon slots ``kg`` = the largest number of photons and charged particles
         (an untracked charged particle may leave a cluster), both at least 2 and at most
         ``max(truth.k, 2)``: the output arrays, which are zeroed and written per block, are no wider
-        than needed (diphoton, ``truth.k = 6`` for conversions: 187 -> 158 ns/event). Unused
+        than needed (diphoton, ``truth.k = 6`` for conversions: 187 -> ~160 ns/event). Unused
         slots are zero (truth index -1). ``track_extra`` holds
         ``prob_e, prob_mu, prob_pi, e_over_p, p_lab`` (float32, contracts.md).
     """

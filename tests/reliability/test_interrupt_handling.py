@@ -18,6 +18,17 @@ from isrsim.config import build_spec
 from .conftest import BASE_CARD
 
 
+@pytest.fixture(autouse=True)
+def _sigint_as_from_a_terminal():
+    """A test runner started in the background (``cmd &``) has SIGINT ignored, and handling()
+    rightly keeps an ignored SIGINT; these tests need Python's default handler."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 class _SignalsWhenCollected:
     def __del__(self) -> None:
         signal.raise_signal(signal.SIGINT)

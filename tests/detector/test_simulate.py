@@ -249,7 +249,15 @@ def test_primary_vertex_and_input_validation():
         simulate(truth, det, 42)
     bad = single_particles(rng, 10, 13, 1.0)
     bad.p4[3, 0, 0] = np.nan
-    with pytest.raises(ConfigError, match="p4"):
+    with pytest.raises(ConfigError, match=r"truth\.p4 of event 3 contains non-finite"):
+        simulate(bad, det, rng)
+    bad = single_particles(rng, 10, 13, 1.0)
+    bad.vtx[7, 0, 2] = -np.inf
+    with pytest.raises(ConfigError, match=r"truth\.vtx of event 7 contains non-finite"):
+        simulate(bad, det, rng)
+    bad.vtx[7, 0, 2] = 0.0
+    bad.npart[5] = bad.k + 1
+    with pytest.raises(ConfigError, match=r"truth\.npart\[5\] = 2 out of range; allowed 0\.\.k = 1"):
         simulate(bad, det, rng)
 
 

@@ -434,7 +434,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                      prob_e, prob_mu, prob_pi, e_over_p, p_lab):
     n = npart.shape[0]
     k = pdg.shape[1]
-    kt = helix.shape[1]  # track and photon slots (upper bounds from _slot_counts)
+    kt = helix.shape[1]  # track and photon slots (upper bounds from _scan_truth)
     kg = phot.shape[1]
     has_daughter = np.zeros(k, np.bool_)
     cos_tmin, cos_tmax = tp[0], tp[1]  # cos(theta_max) <= cos(theta) <= cos(theta_min)
@@ -695,7 +695,9 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
         nphot[i] = ng
 
 
-def _check_truth(truth: TruthChunk) -> None:
+def _check_truth(truth: TruthChunk) -> tuple[int, int]:
+    """Validate the chunk's shapes, ``npart`` and the particles the simulation reads; return the
+    output slot counts ``(kt, kg)`` (:func:`_scan_truth`)."""
     n, k = truth.n, truth.k
     shapes = {"pdg": (n, k), "p4": (n, k, 4), "vtx": (n, k, 3), "parent": (n, k)}
     for name, shape in shapes.items():
@@ -703,25 +705,52 @@ def _check_truth(truth: TruthChunk) -> None:
         if got != shape:
             msg = f"truth.{name} has shape {got}; expected {shape} (n = {n}, k = {k})"
             raise ConfigError(msg)
-    if n and (truth.npart.min() < 0 or truth.npart.max() > k):
-        msg = f"truth.npart out of range [{truth.npart.min()}, {truth.npart.max()}]; allowed 0..k = {k}"
+    if n == 0:
+        return 2, 2
+    kt, kg, bad_event, bad_what = _scan_truth(
+        np.ascontiguousarray(truth.npart), np.ascontiguousarray(truth.pdg),
+        np.ascontiguousarray(truth.p4, dtype=np.float64),
+        np.ascontiguousarray(truth.vtx, dtype=np.float64))
+    if bad_what == 1:
+        msg = (f"truth.npart[{bad_event}] = {truth.npart[bad_event]} out of range; "
+               f"allowed 0..k = {k}")
         raise ConfigError(msg)
-    for name in ("p4", "vtx"):
-        if not np.all(np.isfinite(getattr(truth, name))):
-            msg = f"truth.{name} contains non-finite values; allowed: finite numbers"
-            raise ConfigError(msg)
+    if bad_what > 1:
+        name = "p4" if bad_what == 2 else "vtx"
+        msg = (f"truth.{name} of event {bad_event} contains non-finite values; "
+               "allowed: finite numbers")
+        raise ConfigError(msg)
+    return kt, kg
 
 
 @kernel
-def _slot_counts(npart, pdg):
-    """(kt, kg): the largest numbers of charged and of charged + photon particles per event,
-    each at least 2 (the two-track selections index the first two slots)."""
+def _scan_truth(npart, pdg, p4, vtx):
+    """One pass over the particles the simulation reads (slots below ``npart``): returns
+    ``(kt, kg, bad_event, bad_what)`` with kt, kg the largest numbers of charged and of
+    charged + photon particles per event, each at least 2 (the two-track selections index the
+    first two slots), and the first bad event with ``bad_what`` = 1 for ``npart`` outside 0..k,
+    2 for a non-finite momentum, 3 for a non-finite vertex (0: none; ``v - v`` is 0 for every
+    finite v and nan otherwise). Measured 2026-11-21, diphoton (6 slots, 2 used): 7 ns/event,
+    against 22 for numpy's ``isfinite`` over all slots plus a separate count (comparing the
+    exponent bits instead took 10 ns)."""
+    k = pdg.shape[1]
     kt = 2
     kg = 2
     for i in range(npart.shape[0]):
+        m = npart[i]
+        if m < 0 or m > k:
+            return kt, kg, i, 1
         nc = 0
         ng = 0
-        for j in range(npart[i]):
+        for j in range(m):
+            f = 0.0
+            for c in range(4):
+                f += p4[i, j, c] - p4[i, j, c]
+            if f != 0.0:
+                return kt, kg, i, 2
+            f = vtx[i, j, 0] - vtx[i, j, 0] + vtx[i, j, 1] - vtx[i, j, 1] + vtx[i, j, 2] - vtx[i, j, 2]
+            if f != 0.0:
+                return kt, kg, i, 3
             a = abs(pdg[i, j])
             if a == 11 or a == 13 or a == 211:
                 nc += 1
@@ -729,7 +758,7 @@ def _slot_counts(npart, pdg):
                 ng += 1
         kt = max(kt, nc)
         kg = max(kg, nc + ng)
-    return kt, kg
+    return kt, kg, -1, 0
 
 
 def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
@@ -762,9 +791,8 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
     if not isinstance(rng, np.random.Generator):
         msg = f"rng = {rng!r} must be a numpy.random.Generator"
         raise ConfigError(msg)
-    _check_truth(truth)
+    kt, kg = _check_truth(truth)
     n = truth.n
-    kt, kg = _slot_counts(truth.npart, truth.pdg)
     reco = RecoChunk(
         ntrk=np.zeros(n, np.int16), charge=np.zeros((n, kt), np.int8),
         helix=np.zeros((n, kt, 5)), cov=np.zeros((n, kt, 15)),

@@ -234,6 +234,27 @@ def _region(v, lo, hi):
     return reg
 
 
+def _calorimeter_entry_np(d0, om, z0, tl, r_b, z_b, z_f):
+    """(s, r, z) where each helix enters the calorimeter can (barrel cylinder ``r_b`` between
+    the faces ``z_b < 0 < z_f``, or the face ahead), s = -1 if none: the first barrel crossing
+    ``sin^2(omega s/2) = (r_b^2 - d0^2) omega^2 / (4 (1 + omega d0))`` if it lies between the faces,
+    else the face at ``s = (z_face - z0)/tanl`` with
+    ``r^2 = d0^2 + 4 (1 + omega d0) sin^2(omega s/2)/omega^2``."""
+    a1 = 1.0 + om * d0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q2 = 0.25 * (r_b * r_b - d0 * d0) * om * om / a1
+        s_b = 2.0 * np.arcsin(np.sqrt(np.clip(q2, 0.0, 1.0))) / np.abs(om)
+        z_bar = z0 + tl * s_b
+        barrel = (np.abs(d0) < r_b) & (a1 > 0.0) & (q2 <= 1.0) & (z_b <= z_bar) & (z_bar <= z_f)
+        zf = np.where(tl > 0.0, z_f, z_b)
+        s_e = (zf - z0) / tl
+        sh = np.sin(0.5 * om * s_e)
+        r_e = np.sqrt(np.maximum(d0 * d0 + 4.0 * a1 * sh * sh / (om * om), 0.0))
+    face = ~barrel & (tl != 0.0) & (s_e >= 0.0)
+    s = np.where(barrel, s_b, np.where(face, s_e, -1.0))
+    return s, np.where(barrel, r_b, r_e), np.where(barrel, z_bar, zf)
+
+
 class NumpyDetector:
     """Plain vectorised NumPy version of ``isrsim.detector.simulate.simulate`` for isr_mumu
     events (slots mu-, mu+, gamma; no daughters, so no bremsstrahlung walk): the same
@@ -249,7 +270,8 @@ class NumpyDetector:
       ``sigma(phi0)``/``sigma(tanl)`` likewise without ``f``; ``f = r_first/r_0 >= 1``;
       blocks (d0, phi0), omega, (z0, tanl) with the file's correlations, Gaussian smearing by
       their Cholesky factors; ``charge = sign(omega)``, ``p_lab = p`` from the smeared helix;
-    * calorimeter: region by polar angle; muons reaching ``barrel_radius_cm`` deposit a MIP
+    * calorimeter: region by polar angle (photons: of the direction; muons: of the point where
+      the helix enters the barrel cylinder or an end-cap face); muons deposit a MIP
       ``min(E_mip, T) (1 + spread N)``; an untracked muon with a deposit above threshold
       becomes a neutral cluster; the photon's energy and angles are smeared with the region's
       resolution and it is dropped below the region's threshold; clusters keep truth order;
@@ -273,6 +295,7 @@ class NumpyDetector:
         self.cos_lo = np.cos(self.regions[:, 1])
         self.cos_hi = np.cos(self.regions[:, 0])
         self.barrel_r = cal.barrel_radius_cm
+        self.z_ec = (cal.endcap_backward_z_cm, cal.endcap_forward_z_cm)
         self.mip_e, self.mip_spread = cal.mip_energy_GeV, cal.mip_relative_spread
         self.mu_cmin, self.mu_cmax = math.cos(pid.muon_theta_max_rad), math.cos(pid.muon_theta_min_rad)
         self.mu_table = np.asarray(pid.muon_table, float)
@@ -328,7 +351,9 @@ class NumpyDetector:
         tracked &= (pt_t > self.pt_min) & (u < eff)
         # calorimeter deposit (MIP) of muons reaching the calorimeter radius
         e_cur = np.sqrt(ptot * ptot + M_MU * M_MU)
-        reg_mu = np.where(r_max >= self.barrel_r, _region(cos_t, self.cos_lo, self.cos_hi), -1)
+        s_c, r_c, z_c = _calorimeter_entry_np(d0, om, z0, tl, self.barrel_r, *self.z_ec)
+        rho_c = np.sqrt(r_c * r_c + z_c * z_c)
+        reg_mu = np.where(s_c >= 0.0, _region(z_c / np.maximum(rho_c, 1e-300), self.cos_lo, self.cos_hi), -1)
         e_dep = np.minimum(self.mip_e, e_cur - M_MU) * (1.0 + self.mip_spread * rng.standard_normal((n, 2)))
         thr = self.regions[np.maximum(reg_mu, 0), 2]
         e_dep = np.where((reg_mu >= 0) & (e_dep >= thr), e_dep, -1.0)
@@ -338,14 +363,19 @@ class NumpyDetector:
         mcl = ~tracked & (e_dep > 0.0)
         ei, ji = np.nonzero(mcl)
         if ei.size:
-            cpx, cpy, cpz = px[ei, ji], py[ei, ji], pz[ei, ji]
-            cpt = np.sqrt(cpx * cpx + cpy * cpy)
+            # at the entry point: position after arc s from the perigee (chord 2 sin(h)/omega)
+            cd0, cph, com, cs = d0[ei, ji], phi0[ei, ji], om[ei, ji], s_c[ei, ji]
+            h = 0.5 * com * cs
+            chord = 2.0 * np.sin(h) / com
+            cx = cd0 * np.sin(cph) + chord * np.cos(cph - h)
+            cy = -cd0 * np.cos(cph) + chord * np.sin(cph - h)
+            cr, cz = r_c[ei, ji], z_c[ei, ji]
             ed = e_dep[ei, ji]
             sa = self._sigma_angle(np.maximum(ed, 1e-3), self.regions[reg_mu[ei, ji]])
             g = rng.standard_normal((ei.size, 2))
             cl[ei, ji, 0] = ed
-            cl[ei, ji, 1] = np.arctan2(cpt, cpz) + sa * g[:, 0]
-            cl[ei, ji, 2] = np.arctan2(cpy, cpx) + sa * np.minimum(ptot[ei, ji] / cpt, 1e6) * g[:, 1]
+            cl[ei, ji, 1] = np.arctan2(cr, cz) + sa * g[:, 0]
+            cl[ei, ji, 2] = np.arctan2(cy, cx) + sa * np.minimum(rho_c[ei, ji] / cr, 1e6) * g[:, 1]
             cl_ok[ei, ji] = True
         gpx, gpy, gpz, ge = p4[:, 2, 0], p4[:, 2, 1], p4[:, 2, 2], p4[:, 2, 3]
         gpt = np.sqrt(gpx * gpx + gpy * gpy)

@@ -1,5 +1,10 @@
 """Frozen copy of the original (pre-optimisation, commit 35be654) detector-simulation kernel.
 
+One deliberate physics change since: a charged particle's calorimeter region is that of the
+point where its helix enters the front surface (barrel cylinder between the end-cap faces, or
+an end-cap face), found here independently of the optimised closed form: bisection in the
+arc length on ``state_at_arclength`` (:func:`_entry_by_bisection`).
+
 Test support only: ``tests/detector/test_simulate_equivalence.py`` compares the optimised
 :func:`isrsim.detector.simulate.simulate` with this reference (identical outputs for muons,
 pions and photons with the same generator state; the same bremsstrahlung distributions for
@@ -59,6 +64,35 @@ def _muon_rates(p, table):
 
 
 @kernel
+def _entry_by_bisection(d0, phi0, om, z0, tl, bz, r_b, z_bwd, z_fwd):
+    """(theta, phi, found) of the entry point into the can r = r_b, z_bwd <= z <= z_fwd: the
+    radius grows over the first half turn (s in [0, pi/|omega|]); if it reaches r_b before the
+    arc length of the end-cap face ahead, bisect for r = r_b, else take that face."""
+    s_face = 1e300
+    if tl > 0.0:
+        s_face = (z_fwd - z0) / tl
+    elif tl < 0.0:
+        s_face = (z_bwd - z0) / tl
+    s_hi = min(s_face, math.pi / abs(om))
+    x, y, z, _, _, _ = state_at_arclength(d0, phi0, om, z0, tl, bz, s_hi)
+    if math.hypot(x, y) >= r_b:
+        lo, hi = 0.0, s_hi
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            x, y, z, _, _, _ = state_at_arclength(d0, phi0, om, z0, tl, bz, mid)
+            if math.hypot(x, y) < r_b:
+                lo = mid
+            else:
+                hi = mid
+        x, y, z, _, _, _ = state_at_arclength(d0, phi0, om, z0, tl, bz, hi)
+        return math.atan2(r_b, z), math.atan2(y, x), True
+    if s_face > 1e299:
+        return 0.0, 0.0, False
+    x, y, z, _, _, _ = state_at_arclength(d0, phi0, om, z0, tl, bz, s_face)
+    return math.atan2(math.hypot(x, y), z), math.atan2(y, x), True
+
+
+@kernel
 def _clip_prob(p):
     return min(max(p, _P_FLOOR), 1.0 - _P_FLOOR)
 
@@ -66,7 +100,7 @@ def _clip_prob(p):
 @kernel
 def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                      mat_r, mat_zmin, mat_zmax, mat_x, mat_phif,
-                     regions, barrel_r, mip_e, mip_spread, pp, mu_table, smear,
+                     regions, barrel_r, z_ec_bwd, z_ec_fwd, mip_e, mip_spread, pp, mu_table, smear,
                      ntrk, charge, helix, cov, trk_truth, nphot, phot, phot_truth,
                      prob_e, prob_mu, prob_pi, e_over_p, p_lab):
     n = npart.shape[0]
@@ -197,7 +231,9 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                         if pt_turnon > 0.0 else eff_plateau
                 tracked = rng.random() < eff
             # ---- calorimeter deposit of the charged particle ----------------------------
-            reg = _region_of(theta, regions) if r_max >= barrel_r else -1
+            th_c, ph_c, entered = _entry_by_bisection(d0, phi0, om, z0, tl, bz, barrel_r,
+                                                      z_ec_bwd, z_ec_fwd)
+            reg = _region_of(th_c, regions) if entered else -1
             e_dep = -1.0
             shower_pi = False
             if reg >= 0:
@@ -217,11 +253,11 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             if not tracked:
                 # an untracked charged particle that reaches the calorimeter makes a neutral cluster
                 if e_dep > 0.0 and ng < k:
-                    th_m, ph_m = theta, phi
+                    th_m, ph_m = th_c, ph_c
                     if smear:
                         sa = _sigma_angle(max(e_dep, 1e-3), regions, reg)
-                        th_m = theta + sa * rng.standard_normal()
-                        ph_m = phi + sa / max(math.sin(theta), 1e-6) * rng.standard_normal()
+                        th_m = th_c + sa * rng.standard_normal()
+                        ph_m = ph_c + sa / max(math.sin(th_c), 1e-6) * rng.standard_normal()
                     phot[i, ng, 0] = e_dep
                     phot[i, ng, 1] = min(max(th_m, 0.0), math.pi)
                     phot[i, ng, 2] = math.atan2(math.sin(ph_m), math.cos(ph_m))
@@ -348,7 +384,8 @@ def simulate_reference(truth: TruthChunk, det: DetectorModel, rng: np.random.Gen
         np.ascontiguousarray(truth.p4, dtype=np.float64), np.ascontiguousarray(truth.vtx, dtype=np.float64),
         np.ascontiguousarray(truth.parent), float(det.bz_T), det.tracker.params(),
         det.tracker.layer_radius_cm, mat.r_cm, mat.z_min_cm, mat.z_max_cm, mat.x_over_x0,
-        mat.phi_fraction, cal.regions, float(cal.barrel_radius_cm), float(cal.mip_energy_GeV),
+        mat.phi_fraction, cal.regions, float(cal.barrel_radius_cm),
+        float(cal.endcap_backward_z_cm), float(cal.endcap_forward_z_cm), float(cal.mip_energy_GeV),
         float(cal.mip_relative_spread), det.pid.params(), det.pid.muon_table, bool(smear),
         reco.ntrk, reco.charge, reco.helix, reco.cov, reco.trk_truth, reco.nphot, reco.phot,
         reco.phot_truth, te["prob_e"], te["prob_mu"], te["prob_pi"], te["e_over_p"], te["p_lab"],

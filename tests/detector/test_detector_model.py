@@ -103,6 +103,9 @@ def _write(tmp_path, text):
         ("e_minus_GeV = 7.004", 'e_minus_GeV = "seven"', r"beam\.e_minus_GeV = 'seven'.*finite number"),
         ("schema_version = 1", "schema_version = 7", r"meta\.schema_version = 7"),
         ("min_layers = 10", "min_layers = 100", r"tracker\.min_layers = 100.*\[1, 62\]"),
+        ("endcap_forward_z_cm = 196.0", "", r"missing field calorimeter\.endcap_forward_z_cm"),
+        ("endcap_backward_z_cm = -102.0", "endcap_backward_z_cm = 102.0",
+         r"calorimeter\.endcap_backward_z_cm = 102\.0 is invalid; allowed: < 0"),
     ],
 )
 def test_malformed_files_name_the_field(tmp_path, old, new, pattern):

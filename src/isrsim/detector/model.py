@@ -102,9 +102,16 @@ class CalorimeterModel:
     angle_constant_rad``; ``sigma_E/E = stochastic/sqrt(E) (+) quarter/E^0.25 (+) constant
     (+) noise_GeV/E`` and ``sigma_theta = sigma_phi sin(theta) = angle_stochastic/sqrt(E) (+)
     angle_constant``.
+
+    The front surface is a closed can: the barrel cylinder ``r = barrel_radius_cm`` between
+    the end-cap faces ``z = endcap_backward_z_cm < 0`` and ``z = endcap_forward_z_cm > 0``, and
+    those faces inside it. A charged particle's cluster region is selected by the polar angle
+    of the point where its helix enters the can, a photon's by its direction.
     """
 
     barrel_radius_cm: float
+    endcap_backward_z_cm: float
+    endcap_forward_z_cm: float
     mip_energy_GeV: float
     mip_relative_spread: float
     regions: np.ndarray
@@ -353,6 +360,15 @@ def _parse_material(rd: _Reader, doc: dict) -> MaterialLayers:
     )
 
 
+def _backward_z(rd: _Reader, c: dict) -> float:
+    """``calorimeter.endcap_backward_z_cm``: a finite number < 0 (the backward face is at
+    negative z)."""
+    v = rd.number(c, "endcap_backward_z_cm", "calorimeter.endcap_backward_z_cm")
+    if not -2000.0 <= v < 0.0:
+        rd.fail("calorimeter.endcap_backward_z_cm", v, "< 0 and >= -2000 (the backward end-cap face)")
+    return v
+
+
 def _parse_calorimeter(rd: _Reader, doc: dict) -> CalorimeterModel:
     c = rd.table(doc, "calorimeter", "calorimeter")
     regions = rd.array_of_tables(c, "region", "calorimeter.region")
@@ -377,6 +393,9 @@ def _parse_calorimeter(rd: _Reader, doc: dict) -> CalorimeterModel:
     return CalorimeterModel(
         barrel_radius_cm=rd.number(c, "barrel_radius_cm", "calorimeter.barrel_radius_cm",
                                    lo=0.0, lo_open=True, hi=1000.0),
+        endcap_backward_z_cm=_backward_z(rd, c),
+        endcap_forward_z_cm=rd.number(c, "endcap_forward_z_cm", "calorimeter.endcap_forward_z_cm",
+                                      lo=0.0, lo_open=True, hi=2000.0),
         mip_energy_GeV=rd.number(c, "mip_energy_GeV", "calorimeter.mip_energy_GeV", lo=0.0, hi=10.0),
         mip_relative_spread=rd.number(c, "mip_relative_spread", "calorimeter.mip_relative_spread",
                                       lo=0.0, hi=2.0),

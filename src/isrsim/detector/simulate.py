@@ -57,8 +57,8 @@ exact true helix, clusters the true energy/direction); acceptance, efficiencies 
 decisions stay random.
 
 Cost (belle2, one core, 2026-11-21, blocks of 10^4 events as the runner calls it): an isr_mumu
-event (2 tracks + 1 photon) takes ~260 ns (15 normal + 6 uniform draws ~90 ns, 3 atan2 and ~25
-sqrt; a single call for 10^6 events costs ~70 ns/event more, first-touching fresh output
+event (2 tracks + 1 photon) takes ~300 ns (15 normal + 6 uniform draws ~90 ns, 3 atan2 and ~25
+sqrt, ~19 ns per track to find the calorimeter entry region; a single call for 10^6 events costs ~70 ns/event more, first-touching fresh output
 arrays). A Belle II ISR electron in the acceptance adds the walk, ~200 ns: ~35 ns to set up,
 ~20 ns to scan the 11 layers, then 1.15 bound candidates, 1.05 Gamma draws (~21 ns each) and
 0.77 helix updates (~40 ns each) per walked electron, instead of ~23 draws and ~200 libm calls
@@ -362,7 +362,8 @@ def _entry_region(d0, om, z0, tl, r_b, z_bwd, z_fwd, win):
     :func:`_calorimeter_entry`), -1 if none or a gap. The region needs only the entry
     coordinate (z on the barrel, r^2 on a face; :func:`calorimeter_windows`), which is first
     bracketed with multiplications only; the exact coordinate (asin or sin) is computed only
-    when the bracket straddles a region edge or a face (a few per mille of tracks).
+    when the bracket straddles a region edge or a face or starts in a gap (a few per mille of
+    tracks).
 
     Barrel: ``s = c asin(q)/q`` with chord ``c = sqrt((r_b^2 - d0^2)/a)`` and
     ``q^2 = (r_b^2 - d0^2) omega^2 / (4 a)``, ``a = 1 + omega d0``; with ``x = |omega d0| < 1/2``,
@@ -390,7 +391,7 @@ def _entry_region(d0, om, z0, tl, r_b, z_bwd, z_fwd, win):
             z_max = max(za, zb)
             if z_min >= z_bwd and z_max <= z_fwd:
                 r1 = _window_of(z_min, win, 0)
-                if r1 == _window_of(z_max, win, 0):
+                if r1 >= 0 and z_max <= win[r1, 1]:
                     return r1
             elif z_max < z_bwd or z_min > z_fwd:
                 return _face_region(d0, om, z0, tl, z_bwd, z_fwd, win)
@@ -421,7 +422,7 @@ def _face_region(d0, om, z0, tl, z_bwd, z_fwd, win):
         f_hi = f_lo + h2 * h2 * (1.0 / 120.0)
         as2 = a * s * s
         r1 = _window_of(d0 * d0 + as2 * f_lo * f_lo, win, c)
-        if r1 == _window_of(d0 * d0 + as2 * f_hi * f_hi, win, c):
+        if r1 >= 0 and d0 * d0 + as2 * f_hi * f_hi <= win[r1, c + 1]:
             return r1
     sh = math.sin(h)
     return _window_of(d0 * d0 + 4.0 * a * sh * sh / (om * om), win, c)

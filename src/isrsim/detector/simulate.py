@@ -127,15 +127,6 @@ def _region_of(theta, regions):
 
 
 @kernel
-def _region_of_cos(cos_t, regions_cos):
-    """Region index from cos(theta): ``regions_cos[r] = (cos theta_max, cos theta_min)``."""
-    for r in range(regions_cos.shape[0]):
-        if regions_cos[r, 0] <= cos_t <= regions_cos[r, 1]:
-            return r
-    return -1
-
-
-@kernel
 def _wrap(a):
     """Map an angle into [-pi, pi] (one addition of +-2 pi for |a| < 3 pi, no libm call)."""
     if -math.pi <= a <= math.pi:

@@ -277,6 +277,14 @@ def _may_cross_in_z(z0, tl, d0, r, inv_cqb, zmin, zmax):
     return (max(z_a, z_b) >= zmin) & (min(z_a, z_b) <= zmax)
 
 
+@kernel_inline
+def _r2_at(d0, om, a1, s):
+    """Squared radius of the helix after transverse arc ``s`` from the perigee:
+    ``d0^2 + 4 (1 + omega d0) sin^2(omega s/2) / omega^2`` (``a1 = 1 + omega d0``)."""
+    sh = math.sin(0.5 * om * s)
+    return d0 * d0 + 4.0 * a1 * sh * sh / (om * om)
+
+
 @kernel
 def _calorimeter_entry(d0, om, z0, tl, r_b, z_bwd, z_fwd):
     """``(s, r, z)``: transverse arc length from the perigee, radius and z of the point where
@@ -305,8 +313,7 @@ def _calorimeter_entry(d0, om, z0, tl, r_b, z_bwd, z_fwd):
     s = (zf - z0) / tl
     if s < 0.0:
         return -1.0, 0.0, 0.0
-    sh = math.sin(0.5 * om * s)
-    return s, math.sqrt(max(d0 * d0 + 4.0 * a1 * sh * sh / (om * om), 0.0)), zf
+    return s, math.sqrt(max(_r2_at(d0, om, a1, s), 0.0)), zf
 
 
 #: ``asin(q) <= q + q^3/6 + C q^5`` on [0, 1] with ``C = pi/2 - 7/6`` (the remaining Taylor
@@ -415,8 +422,7 @@ def _face_region(d0, om, z0, tl, z_bwd, z_fwd, win):
         r1 = _window_of(d0 * d0 + as2 * f_lo * f_lo, win, c)
         if r1 >= 0 and d0 * d0 + as2 * f_hi * f_hi <= win[r1, c + 1]:
             return r1
-    sh = math.sin(h)
-    return _window_of(d0 * d0 + 4.0 * a * sh * sh / (om * om), win, c)
+    return _window_of(_r2_at(d0, om, a, s), win, c)
 
 
 @kernel

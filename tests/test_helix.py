@@ -9,6 +9,7 @@ import pytest
 
 from isrsim.constants import K_CURV, M_E
 from isrsim.helix import (
+    _atan2_fast,
     arclength_to_point_xy,
     cov_pack_index,
     momentum_at_perigee,
@@ -161,3 +162,28 @@ def test_cov_packing():
     for i in range(5):
         for j in range(5):
             assert packed[cov_pack_index(i, j)] == m[i, j]
+
+
+def test_atan2_fast_matches_libm():
+    """The table atan2 of the hot loops agrees with libm to 2 ulp of the result over all
+    quadrants and 40 decades of |y/x|, and takes libm's values for zeros, infinities and NaN
+    (signed zeros included). Checked to fail: without the r^9 term (errors ~10 ulp near k = 0) and
+    with a wrong octant reflection."""
+    rng = np.random.default_rng(77)
+    n = 400_000
+    mag = 10.0 ** rng.uniform(-20.0, 20.0, (2, n))
+    y, x = mag * rng.choice([-1.0, 1.0], (2, n))
+    y[: n // 4] = rng.normal(size=n // 4)  # plus ordinary O(1) arguments
+    x[: n // 4] = rng.normal(size=n // 4)
+    got = np.array([_atan2_fast(a, b) for a, b in zip(y.tolist(), x.tolist())])
+    ref = np.arctan2(y, x)
+    assert np.all(np.abs(got - ref) <= 2.0 * np.spacing(np.abs(ref)) + 1e-300)
+    inf, nan = math.inf, math.nan
+    special = [0.0, -0.0, 1.0, -1.0, 1e-310, -1e-310, inf, -inf, nan]
+    for a in special:
+        for b in special:
+            g, r = _atan2_fast(a, b), math.atan2(a, b)
+            if math.isnan(r):
+                assert math.isnan(g), (a, b)
+            else:
+                assert g == r and math.copysign(1.0, g) == math.copysign(1.0, r), (a, b, g, r)

@@ -57,15 +57,18 @@ exact true helix, clusters the true energy/direction); acceptance, efficiencies 
 decisions stay random.
 
 Cost (belle2, one core, 2026-11-21, blocks of 10^4 events as the runner calls it): an isr_mumu
-event (2 tracks + 1 photon) takes ~300 ns (15 normal + 6 uniform draws ~90 ns, 3 atan2 and ~25
-sqrt, ~19 ns per track to find the calorimeter entry region; a single call for 10^6 events costs ~70 ns/event more, first-touching fresh output
-arrays). A Belle II ISR electron in the acceptance adds the walk, ~200 ns: ~35 ns to set up,
-~20 ns to scan the 11 layers, then 1.15 bound candidates, 1.05 Gamma draws (~21 ns each) and
-0.77 helix updates (~40 ns each) per walked electron, instead of ~23 draws and ~200 libm calls
-for 11 exact per-layer updates. The walk is inlined (:data:`isrsim._numba.kernel_inline`): as a
+event (2 tracks + 1 photon) takes ~300 ns (15 normal + 6 uniform draws ~90 ns, 4 table atan2
+(:func:`isrsim.helix._atan2_fast`, ~9 ns instead of libm's ~20) and ~25 sqrt, ~19 ns per track
+to find the calorimeter entry region; a single call for 10^6 events costs ~70 ns/event more,
+first-touching fresh output arrays); a diphoton event ~155 ns. A Belle II ISR electron in the
+acceptance adds the walk, ~190 ns (isr_ee: ~250 ns per event, 557 vs 304 ns with the walk
+switched off): ~30 ns to set up, ~30 ns to scan the 11 layers, ~130 ns for 1.19 bound
+candidates, 1.09 Gamma(1 + a) draws (:func:`_gamma1p`, ~13 ns each) and 0.80 helix updates per
+walked electron, instead of ~23 draws and ~200 libm calls for 11 exact per-layer updates.
+The walk is inlined (:data:`isrsim._numba.kernel_inline`): as a
 compiled call it increfs and decrefs its five arrays and the generator, ~37 ns per electron.
-Polar-angle windows are compared as cos(theta) intervals (no atan2 per track), angles are
-wrapped without libm calls.
+Polar-angle windows and photon regions are compared as cos(theta) intervals (no branch waits
+for an atan2), angles are wrapped without libm calls.
 """
 
 from __future__ import annotations

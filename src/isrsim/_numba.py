@@ -13,9 +13,66 @@ measured: ~37 ns per call of the bremsstrahlung walk with five arrays) that inli
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numba
 
 __all__ = ["kernel", "kernel_inline"]
+
+#: Name of the file, in the package's top ``__pycache__``, that records which sources the
+#: cached kernels were compiled from (see :func:`drop_stale_caches`).
+SOURCES_STAMP = "isrsim_numba_sources.stamp"
+
+
+def _sources_stamp(package_dir: Path) -> str:
+    """Hash of the relative path, size and modification time of every ``.py`` file below
+    ``package_dir`` (symbolic links to directories are not followed)."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(package_dir):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = Path(root, name)
+                st = path.stat()
+                h.update(f"{path.relative_to(package_dir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def drop_stale_caches(package_dir: Path) -> bool:
+    """Delete every cached kernel below ``package_dir`` if any of its sources changed since
+    they were compiled; returns True if it did.
+
+    numba checks only the source file of the cached function itself, not the files of the
+    kernels it calls (numba/numba pull requests 8396 and 9563 proposed tracking them; not
+    merged as of numba 0.68): after an edit of, say, ``helix.py``, kernels of other modules that
+    call it would keep running the old code from their cache. With an editable install this
+    happened here (the generator's tables differed by 1e-14 between a fresh clone and the
+    development tree). So all of isrsim's caches are dropped together when any source file
+    changes (the first run after an edit recompiles, ~8 s). Errors (e.g. a read-only
+    installation, whose cache numba keeps in the user's cache directory) are ignored.
+    """
+    try:
+        stamp = _sources_stamp(package_dir)
+        stamp_file = package_dir / "__pycache__" / SOURCES_STAMP
+        if stamp_file.is_file() and stamp_file.read_text() == stamp:
+            return False
+        for root, dirs, files in os.walk(package_dir):
+            if Path(root).name == "__pycache__":
+                for name in files:
+                    if name.endswith((".nbi", ".nbc")):
+                        Path(root, name).unlink(missing_ok=True)
+        stamp_file.parent.mkdir(exist_ok=True)
+        tmp = stamp_file.with_name(f"{SOURCES_STAMP}.{os.getpid()}")
+        tmp.write_text(stamp)
+        os.replace(tmp, stamp_file)
+        return True
+    except OSError:
+        return False
+
+
+drop_stale_caches(Path(__file__).resolve().parent)
 
 kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
 kernel_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")

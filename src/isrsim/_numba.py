@@ -19,24 +19,29 @@ from pathlib import Path
 
 import numba
 
-__all__ = ["kernel", "kernel_inline"]
+__all__ = ["drop_stale_caches", "kernel", "kernel_inline", "source_files"]
 
 #: Name of the file, in the package's top ``__pycache__``, that records which sources the
 #: cached kernels were compiled from (see :func:`drop_stale_caches`).
 SOURCES_STAMP = "isrsim_numba_sources.stamp"
 
 
-def _sources_stamp(package_dir: Path) -> str:
-    """Hash of the relative path, size and modification time of every ``.py`` file below
-    ``package_dir`` (symbolic links to directories are not followed)."""
-    h = hashlib.sha256()
+def source_files(package_dir: Path):
+    """Every ``.py`` file below ``package_dir`` in a fixed order (``__pycache__`` and symbolic
+    links to directories are not followed)."""
     for root, dirs, files in os.walk(package_dir):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             if name.endswith(".py"):
-                path = Path(root, name)
-                st = path.stat()
-                h.update(f"{path.relative_to(package_dir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                yield Path(root, name)
+
+
+def _sources_stamp(package_dir: Path) -> str:
+    """Hash of the relative path, size and modification time of every source file."""
+    h = hashlib.sha256()
+    for path in source_files(package_dir):
+        st = path.stat()
+        h.update(f"{path.relative_to(package_dir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

@@ -169,3 +169,20 @@ def test_project_background_choice_validated(tmp_path):
         run_projection(card, output=tmp_path / "y", progress=False)
     # the BESIII card keeps the polynomial method (no 'background' key = polynomial)
     assert bundled_card("project_besiii")["analysis"].get("background", "polynomial") == "polynomial"
+
+
+def test_cached_candidates_are_keyed_by_the_sources(tmp_path, monkeypatch):
+    """A candidate table made by other isrsim sources (an edit, same version number) is not
+    reused: the cache key contains the digest of the sources."""
+    from isrsim.detector import load_detector
+    from isrsim.workflows import project
+
+    det = load_detector("besiii")
+    bkg = {"process": "isr_mumu", "params": {"mass_range": [1.5, 3.4]}}
+    kw = {"selection": "besiii2017", "seed": 3, "mc_luminosity_invnb": 200.0, "cache_dir": tmp_path}
+    p1, i1 = project.background_candidates(bkg, det, **kw)
+    p2, i2 = project.background_candidates(bkg, det, **kw)
+    assert not i1["cached"] and i2["cached"] and p1 == p2
+    monkeypatch.setattr(project, "source_digest", lambda: "0" * 64)
+    p3, i3 = project.background_candidates(bkg, det, **kw)
+    assert not i3["cached"] and p3 != p1

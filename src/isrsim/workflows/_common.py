@@ -18,6 +18,7 @@ Everything here is stable API for the other workflow modules.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -61,6 +62,24 @@ def stream_rng(seed: int, label: str, stream: int, block: int = 0) -> np.random.
     key = zlib.crc32(label.encode())
     ss = np.random.SeedSequence([int(seed), key], spawn_key=(int(stream), int(block)))
     return np.random.Generator(np.random.PCG64(ss))
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 (hex) of the contents of isrsim's Python sources.
+
+    Cached results (candidate tables of ``isrsim project``, templates of ``isrsim inject``) are
+    keyed by it as well as by their settings, so that any edit of the code, not only a new
+    version number, gives new samples instead of reusing ones the old code produced.
+    """
+    from .._numba import source_files
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in source_files(root):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def card_hash(card: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 Recipe (issue 8 item 2)
 -----------------------
 1. **Templates, generated once and cached** (``<output>/cache/*.npz``, keyed by the SHA-256
-   of the template settings): the QED ISR background (``isr_mumu`` or ``isr_ee``, unweighted,
+   of the template settings and of isrsim's sources): the QED ISR background (``isr_mumu`` or ``isr_ee``, unweighted,
    in a generator mass window wider than the fit window by ``generator_margin``) and one
    dark-photon sample per mass (``isrsim.processes.darkphoton:DarkPhoton``), both simulated
    with the detector and reconstructed with the selection (default ``besiii2017``,
@@ -272,17 +272,17 @@ def _cache_save(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> dict[str, Any]:
     """Background histogram at the luminosity and the signal template at ``mass`` (cached)."""
     from ..processes import make_process
-    from ._common import card_hash
+    from ._common import card_hash, source_digest
 
     proc_name, chan, _ = _PROCESS_OF_CHANNEL[cfg["channel"]]
     lo, hi = mass - cfg["half_window"], mass + cfg["half_window"]
     key_b = {"what": "background", "process": proc_name, "detector": det.name, "det": det.sha256,
              "lo": lo, "hi": hi, "margin": cfg["generator_margin"], "n": cfg["background_events"],
              "seed": cfg["seed"], "selection": cfg["selection"], "photon_cut": cfg["photon_cut"],
-             "version": 1}
+             "version": 1, "source": source_digest()}
     key_s = {"what": "signal", "mass": mass, "detector": det.name, "det": det.sha256,
              "n": cfg["signal_events"], "seed": cfg["seed"], "selection": cfg["selection"],
-             "photon_cut": cfg["photon_cut"], "decay": chan, "version": 1}
+             "photon_cut": cfg["photon_cut"], "decay": chan, "version": 1, "source": source_digest()}
     path_b = cache_dir / f"bkg_{card_hash(key_b)[:16]}.npz"
     path_s = cache_dir / f"sig_{card_hash(key_s)[:16]}.npz"
     bkg = _cache_load(path_b)

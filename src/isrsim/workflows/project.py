@@ -19,7 +19,8 @@ the primary vertex is drawn, the detector is simulated and the selection of the 
 applied (:func:`isrsim.reco.selection.reconstruct_chunk`). Unweighted processes are generated
 at an MC luminosity L_MC = min(L_target, ``mc_luminosity_max``), N ~ Poisson(sigma L_MC);
 weighted processes with a fixed number of events. The candidate tables are cached in
-``<cache>/<sha256 of the background's card>.parquet``; a rerun with the same card reads them.
+``<cache>/<sha256 of the background's card>.parquet``; a rerun with the same card and the same
+isrsim sources (:func:`isrsim.workflows._common.source_digest`) reads them.
 
 The pseudo-data at each target luminosity L are the candidates weighted to L (weighted MC:
 w [nb] x L; unweighted MC: L / L_MC). When L_MC = L the spectrum is a genuine Poisson
@@ -45,6 +46,7 @@ from ._common import (
     parse_luminosities,
     read_candidate_tables,
     save_figure_atomic,
+    source_digest,
     stream_rng,
 )
 
@@ -162,7 +164,7 @@ def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed
     conversions = bkg.get("conversions")
     if name == "diphoton":
         params.setdefault("detector", det)
-    key_card = {"isrsim": __version__, "process": name,
+    key_card = {"isrsim": __version__, "source": source_digest(), "process": name,
                 "params": {k: v for k, v in params.items() if k != "detector"},
                 "weighted": weighted, "events": bkg.get("events"), "conversions": conversions,
                 "detector": det.sha256, "selection": selection, "seed": int(seed),

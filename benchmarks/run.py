@@ -312,8 +312,10 @@ def all_cores(name: str, params: dict, det, n: int, ncores: int, tmp: Path) -> d
             t = time.perf_counter()
             run(spec)
             seconds[n_ev] = time.perf_counter() - t
-        # marginal rate: worker start-up (imports, numba cache load ~1.3 s per process) cancels
-        res[label] = (n_run - n_small) / (seconds[n_run] - seconds[n_small])
+        # marginal rate: worker start-up (imports, numba cache load ~1.3 s per process) cancels;
+        # NaN when the difference is lost in the noise (--quick: a few blocks per worker)
+        dt = seconds[n_run] - seconds[n_small]
+        res[label] = (n_run - n_small) / dt if dt > 0.0 else math.nan
     return {"generate": gen, **res}
 
 

@@ -11,7 +11,7 @@
   exactly two opposite-charge tracks identified as electrons (E/p > 0.8 or prob_e the
   largest PID probability), the most energetic photon with CM energy above
   ``photon_e_cms_min``; two-track helix vertex fit (:mod:`isrsim.reco.vertexfit`, chi2 <
-  ``chi2_vtx_max``) and the 4C energy-momentum fit of pair + photon against the beam
+  ``chi2_vtx_max``; of twin minima the lower chi2, ``vertex_twin``) and the 4C energy-momentum fit of pair + photon against the beam
   (:func:`isrsim.reco.kinfit.fit_energy_constrained`, chi2 < ``chi2_ec_max``).
 """
 
@@ -59,6 +59,7 @@ class Belle2LowMassCuts:
     chi2_vtx_max: float = 20.0
     chi2_ec_max: float = 40.0
     constraints: str = "4c"
+    vertex_twin: str = "min_chi2"  # twin-minimum convention of the vertex fit (vertexfit doc)
 
 
 #: Candidate-table columns (flat) and their dtypes.
@@ -286,7 +287,8 @@ def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, ca
     h = reco.helix[rows]
     cv = reco.cov[rows]
     _count(counts, "fit_vertex", rows.size)
-    vf = fit_vertex(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=bz, mass=M_E)
+    vf = fit_vertex(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=bz, mass=M_E,
+                    twin=c.vertex_twin)
     good = np.isfinite(vf.chi2) & (vf.chi2 < c.chi2_vtx_max)
     rows, g = rows[good], g[good]
     idx = np.flatnonzero(good)

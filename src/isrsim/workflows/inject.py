@@ -144,12 +144,13 @@ def load_config(args: Any) -> dict[str, Any]:
 
 def candidates_in_memory(process: Any, det: Any, n_events: int, *, seed: int, label: str,
                          selection: str, weighted: bool = False,
-                         truth_extra: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                         truth_extra: tuple[str, ...] = (), cuts: Any = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Generate, simulate and reconstruct ``n_events`` of ``process`` in memory.
 
     Blocks of 10 000 events, each with its own generators
     (:func:`isrsim.workflows._common.stream_rng` with ``label``; stream 0 generation, 1
     primary vertex + detector), so results do not depend on anything but (seed, label, n).
+    ``cuts`` are passed to :func:`~isrsim.reco.selection.reconstruct_chunk` (None: defaults).
 
     Returns
     -------
@@ -185,7 +186,7 @@ def candidates_in_memory(process: Any, det: Any, n_events: int, *, seed: int, la
         reco = simulate(truth, det, rng1)
         cols = reconstruct_chunk(reco, truth, selection=selection, bz=det.bz_T, beam=det.beam,
                                  event_id=np.arange(done, done + nb, dtype=np.int64),
-                                 weight=truth.weight, calorimeter=det.calorimeter)
+                                 weight=truth.weight, calorimeter=det.calorimeter, cuts=cuts)
         local = cols["event_id"] - done
         for name in truth_extra:
             cols[f"truth_{name}"] = np.asarray(truth.extra[name], dtype=np.float64)[local]

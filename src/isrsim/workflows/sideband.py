@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "conversion_layers": ["beam pipe", "PXD"],
     "layer_groups": ["beam pipe", "PXD"],
     "m_pca_max": 0.060,
+    "vertex_twin": "min_chi2",
     "max_contamination": 0.10,
     "min_mc_events": 10,
     "grid_window": [0.001, 0.0015, 0.002, 0.003, 0.004, 0.006],
@@ -127,6 +128,12 @@ def load_config(args: Any) -> dict[str, Any]:
         if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1000):
             msg = f"{k} = {v!r} is invalid: allowed an integer >= 1000"
             raise ConfigError(msg)
+    from ..reco.vertexfit import TWIN_CHOICES
+
+    if cfg["vertex_twin"] not in TWIN_CHOICES:
+        msg = (f"vertex_twin = {cfg['vertex_twin']!r} is invalid: allowed one of "
+               f"{', '.join(TWIN_CHOICES)}")
+        raise ConfigError(msg)
     if not 0.0 < float(cfg["max_contamination"]) < 1.0:
         msg = f"max_contamination = {cfg['max_contamination']!r} is invalid: allowed 0 < value < 1"
         raise ConfigError(msg)
@@ -160,6 +167,12 @@ def _photon_cut(det: Any, theta_lab_deg: list[float]) -> dict[str, Any]:
             "theta_max": math.acos(max(c_lo, -1.0))}
 
 
+def _cuts(cfg: dict[str, Any]) -> Any:
+    from ..reco.selection import Belle2LowMassCuts
+
+    return Belle2LowMassCuts(vertex_twin=cfg["vertex_twin"])
+
+
 def _signal_sample(cfg: dict[str, Any], det: Any, eps: float) -> dict[str, np.ndarray]:
     from ..processes import make_process
     from .inject import candidates_in_memory
@@ -168,7 +181,7 @@ def _signal_sample(cfg: dict[str, Any], det: Any, eps: float) -> dict[str, np.nd
                         photon_cut=_photon_cut(det, cfg["theta_lab_deg"]))
     cols, info = candidates_in_memory(proc, det, cfg["signal_events"], seed=cfg["seed"],
                                       label=f"sideband-sig-{cfg['mass']:.6f}-{eps:.4e}",
-                                      selection="belle2_lowmass")
+                                      selection="belle2_lowmass", cuts=_cuts(cfg))
     cols["cross_section_nb"] = np.array(info["cross_section_nb"])
     return cols
 
@@ -182,7 +195,8 @@ def _background_sample(cfg: dict[str, Any], det: Any, which: str) -> dict[str, n
                         detector=det, m_pca_max=cfg["m_pca_max"])
     cols, info = candidates_in_memory(proc, det, cfg["background_events"], seed=cfg["seed"],
                                       label=f"sideband-bkg-{which}", selection="belle2_lowmass",
-                                      weighted=True, truth_extra=("conv_layer",))
+                                      weighted=True, truth_extra=("conv_layer",),
+                                      cuts=_cuts(cfg))
     cols["cross_section_nb"] = np.array(info["cross_section_nb"])
     return cols
 

@@ -58,7 +58,11 @@ def test_projected_limit_inverts_the_yield():
     assert lim2["yield_ul"] == pytest.approx(1.2816 * math.sqrt(1e6 + 9e6), rel=0.01)
 
 
-def test_config_errors():
+def test_config_errors(tmp_path):
+    card = tmp_path / "twin.toml"
+    card.write_text('[analysis]\nvertex_twin = "outer"\n')
+    with pytest.raises(ConfigError, match="vertex_twin = 'outer' is invalid: allowed one of inner, min_chi2"):
+        load_config(_args(card=str(card)))
     with pytest.raises(ConfigError, match="mass"):
         load_config(_args(mass=[0.5]))
     with pytest.raises(ConfigError, match="mass"):
@@ -85,6 +89,7 @@ def test_sideband_end_to_end(sideband_run):
                  "sideband_2d.png", "sideband_projections.png", "sideband_optimisation.png"):
         assert (out / name).is_file()
     reg = s["regions"]
+    assert s["vertex_twin"] == "min_chi2"
     assert reg["dm_sb_GeV"] >= reg["dm_sr_GeV"]
     p314, p1ab = s["projections"]
     # contamination constraint honoured for every epsilon

@@ -11,7 +11,8 @@
   exactly two opposite-charge tracks identified as electrons (E/p > 0.8 or prob_e the
   largest PID probability), the most energetic photon with CM energy above
   ``photon_e_cms_min``; two-track helix vertex fit (:mod:`isrsim.reco.vertexfit`, chi2 <
-  ``chi2_vtx_max``; of twin minima the lower chi2, ``vertex_twin``) and the 4C energy-momentum fit of pair + photon against the beam
+  ``chi2_vtx_max``; of twin minima the lower chi2, ``vertex_twin``) and the 4C
+  energy-momentum fit of pair + photon against the beam
   (:func:`isrsim.reco.kinfit.fit_energy_constrained`, chi2 < ``chi2_ec_max``).
 """
 

@@ -534,7 +534,8 @@ def main(args: Any) -> dict[str, Any]:
     summary = {
         "workflow": "sideband", "detector": cfg["detector"], "mass_GeV": cfg["mass"],
         "epsilon": cfg["epsilon"], "optimise_epsilon": cfg["optimise_epsilon"],
-        "max_contamination": cfg["max_contamination"], "regions": reg.as_dict(),
+        "max_contamination": cfg["max_contamination"], "vertex_twin": cfg["vertex_twin"],
+        "regions": reg.as_dict(),
         "transfer_factor": y_opt["transfer"], "transfer_mc_rel": y_opt["transfer_mc_rel"],
         "transfer_syst_rel": y_opt["transfer_syst_rel"],
         "transfer_syst_sources": y_opt["transfer_syst_sources"],

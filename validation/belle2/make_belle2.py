@@ -117,8 +117,11 @@ def main() -> None:
                  + f" the open window {X17_WINDOW[0]:.1e}-{X17_WINDOW[1]:.1e}; with the MC statistical "
                  f"uncertainty neglected (an MC sample much larger than the data) {e0:.2e} -> "
                  + ("reaches into it" if e0 < X17_WINDOW[1] else "does not reach it") + ".")
+    r0 = rows[0][1]
+    mc_err = f"{r0['mc_rel_err_pm1sigma']:.2%}"
+    eq1_ratio = r0["yield_per_eps2_eq1"] / r0["yield_per_eps2"]
     L.append("\nThe projection is limited by the MC statistics of the background template at both "
-             "luminosities (0.46 % per +-1 sigma_m window vs 1/sqrt(B) = 0.1 % / 0.05 %): with this "
+             f"luminosities ({mc_err} per +-1 sigma_m window vs 1/sqrt(B) = 0.1 % / 0.05 %): with this "
              "MC the 1/ab limit is no better than 314/fb. The run card's MC (2 M conversion events, "
              "20/fb of ISR e e) is what fits into a few minutes on 2 cores; the 'MC stat. neglected' "
              "column is the limit an adequate MC sample (>> the data luminosity, or a validated "
@@ -127,19 +130,20 @@ def main() -> None:
     L.append("## Eq. 1 cross-check\n")
     L.append("Eq. 1 (BESIII 2017; physics.md 6.2) with N_QED(bin) = ISR e e candidates (after the same "
              "selection and veto) whose *truth* pair mass lies in the 1 MeV bin at m, N_f = 1: its "
-             "yield per eps^2 is 1.37x the direct one at 17 MeV (range over 5-100 MeV in the summary). "
+             f"yield per eps^2 is {eq1_ratio:.2f}x the direct one at 17 MeV (range over 5-100 MeV in the summary). "
              "Decomposition: the ISR MC uses the Kuraev-Fadin radiator, the direct A' cross section is "
              "tree level; W_KF/W_LO = 1.31 at 17 MeV (1.36 at 6 MeV, 1.23 at 100 MeV; "
              "`sigma_aprime_gamma_isr_nb(radiator='kf')/(...'lo')`), and the A' at eps = 1e-3 decays "
-             "displaced, which costs 4 % efficiency (0.339 vs 0.352 for c tau = 0, measured) -> "
-             "1.31 x 1.04 = 1.36, closing the check to ~1 %. The direct (tree-level) normalisation "
-             "is the conservative choice; Eq. 1 with the KF radiator would lower eps_UL by "
-             "sqrt(1.37) = 17 %.\n")
+             "displaced, which costs ~4 % efficiency (0.339 vs 0.352 for c tau = 0, measured on "
+             "2026-11-20 with the former 'inner' vertex-fit twin convention) -> 1.31 x 1.04 = 1.36. "
+             "The direct (tree-level) normalisation is the conservative choice; Eq. 1 with the KF "
+             f"radiator would lower eps_UL by {1 - eq1_ratio ** -0.5:.0%}.\n")
     L.append("## Comparison with the 2D sideband study (validation/x17)\n")
     if x17:
         for p in x17["projections"]:
             L.append(f"* {p['luminosity']}: sideband counting (r_xy, Delta M signal region, B from the "
-                     f"sideband with 4 % shape + 2.6 % MC systematic): eps_UL = {p['epsilon_ul_median']:.2e}; "
+                     f"sideband with {x17['transfer_syst_rel']:.1%} shape + {x17['transfer_mc_rel']:.1%} MC "
+                     f"systematic): eps_UL = {p['epsilon_ul_median']:.2e}; "
                      f"with B known: {p['epsilon_ul_median_stat_only']:.2e}.")
         L.append("\nBoth studies agree qualitatively: the background is known from simulation only to a "
                  "few per mille to per cent, which dominates over the data statistics, so the limit "
@@ -147,8 +151,9 @@ def main() -> None:
                  "counting (it uses the mass shape: the signal is 3.4 MeV wide on a broad background and "
                  "the normalisations are constrained by the neighbouring bins, and its systematics are only "
                  "MC statistics + normalisations, not a transfer-factor shape systematic). With "
-                 "the background known exactly both come close to the window (sideband 1.5e-3 / 1.15e-3, "
-                 "template the 'MC stat. neglected' column).")
+                 "the background known exactly both come close to the window (sideband "
+                 + " / ".join(f"{p['epsilon_ul_median_stat_only']:.2e}" for p in x17["projections"])
+                 + ", template the 'MC stat. neglected' column).")
     else:
         L.append("validation/x17/x17_summary.json not found: run validation/x17/make_x17.py first.")
     L.append("\n## Limitations\n")

@@ -75,8 +75,10 @@ def main() -> None:
              "of the 4C fit on the vertex-fitted momenta, i.e. *after* the vertex fit (`m_after` gives "
              "the same distribution to < 1 %). The before-fit mass is not used: for conversions it is "
              "M_PCA ~ 0.3 B R / sqrt(x(1-x)), e.g. 19.8 MeV for the second PXD layer, right on top of "
-             "a 17 MeV signal. The veto keeps 0.67 of the selected A' at 17 MeV (eps = 1e-3, "
-             "displaced decays) and 0.75 of ISR e e, and removes 13/14 of the conversions in 13-21 MeV.")
+             "a 17 MeV signal. The veto kept 0.67 of the selected A' at 17 MeV (eps = 1e-3, "
+             "displaced decays) and 0.75 of ISR e e, and removed 13/14 of the conversions in 13-21 MeV "
+             "(measured 2026-11-20 with the former 'inner' twin convention of the vertex fit; the "
+             "efficiencies below are current).")
     L.append("* **Signal**: `darkphoton` (A' -> e e, eps = 1e-3, physical c tau) simulated and "
              "reconstructed at " + ", ".join(f"{m * 1e3:g}" for m in sorted(sig)) + " MeV "
              "(20 000 events each, photon in the CM band 0.338-2.770 rad = lab 17-150 deg); efficiency "

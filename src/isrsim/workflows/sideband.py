@@ -128,12 +128,9 @@ def load_config(args: Any) -> dict[str, Any]:
         if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1000):
             msg = f"{k} = {v!r} is invalid: allowed an integer >= 1000"
             raise ConfigError(msg)
-    from ..reco.vertexfit import TWIN_CHOICES
+    from ..reco.vertexfit import check_twin
 
-    if cfg["vertex_twin"] not in TWIN_CHOICES:
-        msg = (f"vertex_twin = {cfg['vertex_twin']!r} is invalid: allowed one of "
-               f"{', '.join(TWIN_CHOICES)}")
-        raise ConfigError(msg)
+    check_twin(cfg["vertex_twin"], "vertex_twin")
     if not 0.0 < float(cfg["max_contamination"]) < 1.0:
         msg = f"max_contamination = {cfg['max_contamination']!r} is invalid: allowed 0 < value < 1"
         raise ConfigError(msg)

@@ -27,7 +27,7 @@ import isrsim
 from isrsim.constants import M_E
 from isrsim.detector import load_detector
 from isrsim.detector.simulate import simulate
-from isrsim.helix import perigee_jacobian
+from isrsim.helix import perigee_jacobian, wrap_angle
 from isrsim.processes import make_process
 from isrsim.reco._linalg import unpack_sym
 from isrsim.reco.vertexfit import TWIN_CHOICES, fit_vertex
@@ -36,6 +36,12 @@ from isrsim.workflows import sideband
 
 HERE = Path(__file__).resolve().parent
 WINDOW = (6.8e-4, 1.4e-3)  # open X17 window, physics.md 6.4 (NA64 / KLOE, g-2)
+
+
+def _args(events: int | None, seed: int | None, card: Path | None, work: Path) -> argparse.Namespace:
+    return argparse.Namespace(card=None if card is None else str(card), output=str(work),
+                              detector=None, luminosity="314/fb,1/ab", mass=[0.017], epsilon=None,
+                              events=events, toys=None, seed=seed, workers=None, quiet=True)
 
 
 def _run(events: int | None, seed: int | None, twin: str | None = None) -> dict:
@@ -49,10 +55,7 @@ def _run(events: int | None, seed: int | None, twin: str | None = None) -> dict:
         text = re.sub(r'(?m)^vertex_twin = "[a-z_0-9]+"', f'vertex_twin = "{twin}"', text)
         card = work / "card.toml"
         card.write_text(text)
-    args = argparse.Namespace(card=None if card is None else str(card), output=str(work),
-                              detector=None, luminosity="314/fb,1/ab", mass=[0.017], epsilon=None,
-                              events=events, toys=None, seed=seed, workers=None, quiet=True)
-    return sideband.main(args)
+    return sideband.main(_args(events, seed, card, work))
 
 
 def _profile_chi2(h, w, q, bz, vertex, p0):
@@ -65,7 +68,7 @@ def _profile_chi2(h, w, q, bz, vertex, p0):
         for k in range(2):
             hk = np.array(perigee_jacobian(*vertex, *p[3 * k:3 * k + 3], q[k], bz, jac))
             d = h[k] - hk
-            d[1] = (d[1] + np.pi) % (2 * np.pi) - np.pi
+            d[1] = wrap_angle(d[1])
             out.append(w[k] @ d)
         return np.concatenate(out)
 
@@ -79,11 +82,13 @@ def _spot_diagnostic(n_events: int = 200_000, n_profile: int = 300, seed: int = 
     |M_after - 17 MeV| < 2 MeV. Returns the signed flight distance of the fitted vertex along the
     pair's transverse momentum and, for up to ``n_profile`` corner pairs, chi2(vertex fixed at
     the true conversion point, momenta fitted) - chi2(fit): negative would mean the fit missed a
-    better minimum."""
-    det = load_detector("belle2")
+    better minimum. The process settings are the bundled sideband card's."""
+    cfg = sideband.load_config(_args(None, None, None, HERE / "_work"))
+    det = load_detector(cfg["detector"])
     bz = det.bz_T
-    proc = make_process("diphoton", det.beam, theta_lab_deg=[17.0, 150.0], conversion="forced",
-                        conversion_layers=["beam pipe", "PXD"], detector=det, m_pca_max=0.06)
+    proc = make_process("diphoton", det.beam, theta_lab_deg=cfg["theta_lab_deg"], conversion="forced",
+                        conversion_layers=cfg["conversion_layers"], detector=det,
+                        m_pca_max=cfg["m_pca_max"])
     rng = np.random.default_rng(seed)
     t = proc.sample(rng, n_events, weighted=False)[0]
     apply_primary_vertex(t, det.beam, rng)
@@ -295,7 +300,9 @@ def main() -> None:
         "![](conversion_corner.png)",
         "",
         "* The signed flight distance L of the fitted vertex (left) has no spike at L = 0: the pile-up "
-        "is the geometry of the (r_xy, Delta M) plane. Delta M ~ -M_before L/R, so for every M_before "
+        "is the geometry of the (r_xy, Delta M) plane. Delta M ~ -M_before L/R (the opening angle of a "
+        "conversion pair grows linearly with the distance back from its vertex, physics.md 5.4, and "
+        "the mass with the opening angle), so for every M_before "
         "and conversion radius R the pairs fitted near the IP land on the same point, while those fitted "
         "further out fan out in Delta M. The corner holds the conversions whose vertex the fit places "
         "within its along-flight resolution of the IP (median sigma(r_xy) of the corner pairs "

@@ -20,8 +20,9 @@ midpoint of the circles' points of closest approach is used.
 
 Twin minima (``twin``). A conversion pair at radius R is born parallel: its two circles touch.
 When the smearing makes them overlap by ``delta`` they cross twice, at flight distances
-``R -+ D``, ``D ~ sqrt(2 delta rho)`` (``rho`` the reduced radius of curvature; ~0.9 cm for a
-20 um overlap of two 2 GeV tracks in 1.5 T): two chi2 minima of nearly equal depth, one on
+``R -+ D``, ``D ~ sqrt(2 delta rho)`` (circles of radii r1, r2 touching externally and moved
+together by ``delta`` intersect on a half-chord ``D^2 = 2 delta rho + O(delta^2)``,
+``rho = r1 r2/(r1 + r2)``; ~0.9 cm for a 20 um overlap of two 2 GeV tracks in 1.5 T): two chi2 minima of nearly equal depth, one on
 each side of the true vertex. When only one intersection matches in z within ``3 sigma(z0)``
 (combined), it is fitted; when both do (twins: 52 % of the toy pairs below; 39 % of the Belle II
 X17 conversion pairs have two intersections), which one is reported is a convention, and it

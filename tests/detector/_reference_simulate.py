@@ -1,6 +1,8 @@
 """Frozen copy of the original (pre-optimisation, commit 35be654) detector-simulation kernel.
 
-One deliberate physics change since: a charged particle's calorimeter region is that of the
+Two deliberate physics changes since: bremsstrahlung losses at or beyond the first sensitive
+layer outside the production point change the measured curvature only (the track's position
+and direction are measured there before the loss), and a charged particle's calorimeter region is that of the
 point where its helix enters the front surface (barrel cylinder between the end-cap faces, or
 an end-cap face), found here independently of the optimised closed form: bisection in the
 arc length on ``state_at_arclength`` (:func:`_entry_by_bisection`).
@@ -178,6 +180,14 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             # ---- bremsstrahlung in the material before the momentum measurement ----------
             if smear and a == 11:
                 s_prod = arclength_to_point_xy(d0, phi0, om, x, y)
+                # losses at or beyond the first sensitive layer outside the production point
+                # change the measured curvature only (see isrsim.detector.simulate._brems_walk)
+                r_pin = r_meas
+                for m in range(n_layers):
+                    if layer_r[m] > r_prod:
+                        r_pin = layer_r[m]
+                        break
+                e_pin = e_cur
                 for m in range(n_mat):
                     rm = mat_r[m]
                     if rm <= r_prod or rm >= r_meas:
@@ -200,12 +210,21 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                     if e_new <= 1.001 * mass:
                         alive = False
                         break
+                    e_cur = e_new
+                    if rm >= r_pin:
+                        continue
                     p_new = math.sqrt(e_new * e_new - mass * mass)
                     sc_p = p_new / pc
-                    e_cur = e_new
+                    e_pin = e_cur
                     d0, phi0, om, z0, tl = perigee_from_state(xc, yc, zc, pxc * sc_p, pyc * sc_p,
                                                               pzc * sc_p, q, bz)
                     s_prod = arclength_to_point_xy(d0, phi0, om, xc, yc)
+                if alive and e_cur != e_pin:
+                    sc = crossing_arclength(d0, om, r_pin)
+                    xc, yc, zc, pxc, pyc, pzc = state_at_arclength(d0, phi0, om, z0, tl, bz, sc)
+                    sc_p = math.sqrt((e_cur * e_cur - mass * mass) / (e_pin * e_pin - mass * mass))
+                    d0, phi0, om, z0, tl = perigee_from_state(xc, yc, zc, pxc * sc_p, pyc * sc_p,
+                                                              pzc * sc_p, q, bz)
             if not alive:
                 continue
             pt_t = K_CURV * bz / abs(om)

@@ -40,7 +40,7 @@ def _walk_many(rng, n, x_over_x0, phif, tl):
     z = np.empty(n)
     for i in range(n):
         alive, d0, phi0, om1, z0, tl1, e1 = _sim._brems_walk(
-            rng, 0.0, 0.3, om, 0.0, tl, -1.0, _BZ, M_E, e0, 0.0, 2.0 * _R,
+            rng, 0.0, 0.3, om, 0.0, tl, -1.0, _BZ, M_E, e0, 0.0, 2.0 * _R, 2.0 * _R,
             mat_r, mat_zmin, mat_zmax, mat_x, mat_phif)
         z[i] = e1 / e0 if alive else 0.0
     return z

@@ -145,7 +145,7 @@ def test_brems_tail_unchanged_besiii_jpsi():
 
 def test_brems_momentum_loss_unchanged_belle2_single_electrons():
     """Belle II (11 layers incl. the 17 %-coverage PXD L2, oblique incidence 20-150 deg): the
-    measured/true momentum of 1 GeV electrons, new vs reference, two-sample KS with 2e5 tracks
+    measured/true momentum, d0 and phi0 pulls of 1 GeV electrons, new vs reference, two-sample KS with 2e5 tracks
     per sample (critical value at alpha = 1e-4: 1.95 sqrt(2/N) = 0.0062; the test fails on
     D > 0.0062), and the efficiency (loss below 1.001 m_e or curling) within 5 binomial sigma."""
     det = load_detector("belle2")
@@ -158,6 +158,44 @@ def test_brems_momentum_loss_unchanged_belle2_single_electrons():
     n_eff = ra.size * rb.size / (ra.size + rb.size)
     assert d < 1.95 / math.sqrt(n_eff)
     assert abs(ra.size - rb.size) < 5 * math.sqrt(2 * 0.012 * truth.n)
+    # where the losses act on the measured trajectory (kinks inside PXD L1, curvature only beyond):
+    # d0 (true d0 = 0) and phi0 - phi(truth) in units of their sigma, same KS criterion
+    for pa, pb in zip(_angle_pulls(a, truth), _angle_pulls(b, truth)):
+        assert stats.ks_2samp(pa, pb).statistic < 1.95 / math.sqrt(n_eff)
+
+
+def _angle_pulls(reco, truth):
+    """d0 / sigma(d0) and (phi0 - phi_true) / sigma(phi0) of single tracks from the origin."""
+    sel = reco.ntrk == 1
+    h, cov = reco.helix[sel][:, 0], reco.cov[sel][:, 0]
+    phi_true = np.arctan2(truth.p4[sel][:, 0, 1], truth.p4[sel][:, 0, 0])
+    dphi = np.remainder(h[:, 1] - phi_true + math.pi, 2.0 * math.pi) - math.pi
+    return h[:, 0] / np.sqrt(cov[:, 0]), dphi / np.sqrt(cov[:, 5])
+
+
+def test_displaced_electron_impact_parameters_unchanged_belle2():
+    """Electrons born inside the beam pipe's outer layers (R = 1.05 cm, a conversion point):
+    the losses in the 1.11 and 1.18 cm layers kink the helix, those from PXD L1 (1.4 cm) on
+    change its curvature only. d0 and z0 residuals (reco - true helix) in units of sigma and
+    p_lab, new vs reference, independent seeds, 1e5 electrons, KS criterion as above."""
+    from .test_simulate import _true_helices
+
+    det = load_detector("belle2")
+    truth = single_particles(np.random.default_rng(45), 100_000, -11, 1.0, theta_range=(0.5, 2.5),
+                             vertex=(1.05, 0.0, 0.5))
+    true = _true_helices(truth.p4, truth.vtx, truth.pdg, det.bz_T)
+    samples = []
+    for seed in (46, 47):
+        sim = simulate if seed == 46 else simulate_reference
+        r = sim(truth, det, np.random.default_rng(seed))
+        sel = r.ntrk == 1
+        h, cov = r.helix[sel][:, 0], r.cov[sel][:, 0]
+        samples.append(((h[:, 0] - true[sel, 0]) / np.sqrt(cov[:, 0]),
+                        (h[:, 3] - true[sel, 3]) / np.sqrt(cov[:, 12]),
+                        r.track_extra["p_lab"][sel][:, 0]))
+    n_eff = samples[0][0].size * samples[1][0].size / (samples[0][0].size + samples[1][0].size)
+    for xa, xb in zip(*samples):
+        assert stats.ks_2samp(xa, xb).statistic < 1.95 / math.sqrt(n_eff)
 
 
 def test_untracked_electron_clusters_unchanged_belle2_forward():

@@ -55,6 +55,28 @@ def frac_mip(cal, theta):
     return 0.0
 
 
+def brems_tail_expectation(det, theta_range, z_cut):
+    """P(pT_meas/pT_true < z_cut) for electrons from the IP: Bethe-Heitler -ln z ~ Gamma(sum t/ln 2),
+    t = x/X0 / sin(theta) over the layers inside the momentum-measurement radius (layers with
+    phi_fraction < 1 as a mixture), averaged over a uniform cos(theta) in ``theta_range``."""
+    from itertools import product
+
+    from scipy import stats
+
+    mat = det.material
+    inside = np.flatnonzero(mat.r_cm < det.tracker.momentum_measurement_radius_cm)
+    c = np.linspace(math.cos(theta_range[1]), math.cos(theta_range[0]), 2001)
+    sin_t = np.sqrt(1.0 - c * c)
+    partial = [m for m in inside if mat.phi_fraction[m] < 1.0]
+    x_full = float(sum(mat.x_over_x0[m] for m in inside if mat.phi_fraction[m] >= 1.0))
+    total = 0.0
+    for hits in product((False, True), repeat=len(partial)):
+        w = math.prod(mat.phi_fraction[m] if h else 1.0 - mat.phi_fraction[m] for m, h in zip(partial, hits))
+        x = x_full + sum(mat.x_over_x0[m] for m, h in zip(partial, hits) if h)
+        total += w * float(np.mean(stats.gamma.sf(-math.log(z_cut), x / sin_t / math.log(2.0))))
+    return total
+
+
 def main() -> None:
     rng = np.random.default_rng(2024)
     lines = ["# Detector validation (`make_detector.py`)", "",
@@ -131,6 +153,51 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(OUT / "mee_brems_tail.png", dpi=90)
     plt.close(fig)
+
+    # ---- where a bremsstrahlung loss acts on the measured helix (Belle II) ---------------------
+    lines += ["", "## Electron helices at Belle II: kinks before PXD L1, curvature only beyond", "",
+              "1 GeV electrons and muons from the IP at 1.2-1.9 rad, 40k each. A loss before the first "
+              "sensitive layer (beam pipe, r <= 1.18 cm) kinks the measured helix; a loss at or beyond "
+              "PXD L1 (1.4 cm), where the track is first measured, lowers the measured curvature only. "
+              "Up to 2026-11-20 every loss kinked the helix and the post-loss helix was extrapolated "
+              "to the IP: 9.1 % of these electrons then had |d0 pull| > 5 (measured 2026-11-21).", "",
+              "![](electron_helix_belle2.png)", "",
+              "| particle | \\|d0 pull\\| > 3 | \\|d0 pull\\| > 5 | \\|phi0 pull\\| > 5 | "
+              "pT_meas/pT_true < 0.9 | Bethe-Heitler expectation |", "|---|---|---|---|---|---|"]
+    d2 = load_detector("belle2")
+    fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+    th_range = (1.2, 1.9)
+    for pdg, label in ((11, "e-"), (13, "mu-")):
+        truth = single_particles(rng, 40_000, pdg, 1.0, theta_range=th_range)
+        reco = simulate(truth, d2, rng)
+        sel = reco.ntrk == 1
+        true = true_helices(truth, d2.bz_T)[sel]
+        h, cov = reco.helix[sel][:, 0], reco.cov[sel][:, 0]
+        pull_d0 = (h[:, 0] - true[:, 0]) / np.sqrt(cov[:, 0])
+        dphi = np.remainder(h[:, 1] - true[:, 1] + math.pi, 2 * math.pi) - math.pi
+        pull_phi = dphi / np.sqrt(cov[:, 5])
+        ratio = np.abs(true[:, 2] / h[:, 2])
+        axs[0].hist(np.clip(pull_d0, -10, 10), bins=100, range=(-10, 10), histtype="step", label=label)
+        axs[1].hist(ratio, bins=110, range=(0.5, 1.05), histtype="step", label=label)
+        expected = brems_tail_expectation(d2, th_range, 0.9) if pdg == 11 else 0.0
+        lines.append(f"| {label} | {np.mean(np.abs(pull_d0) > 3):.4f} | {np.mean(np.abs(pull_d0) > 5):.5f} | "
+                     f"{np.mean(np.abs(pull_phi) > 5):.4f} | {np.mean(ratio < 0.9):.4f} | {expected:.4f} |")
+    x = np.linspace(-10, 10, 400)
+    axs[0].plot(x, 40_000 * 0.2 * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi), "k:", lw=1,
+                label="N(0, 1)")
+    axs[0].set_yscale("log")
+    axs[0].set_ylim(0.5, None)
+    axs[0].set_xlabel("d0 pull (reco - true)/sigma (clipped at +-10)")
+    axs[1].set_yscale("log")
+    axs[1].set_xlabel("pT_meas / pT_true")
+    for ax in axs:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "electron_helix_belle2.png", dpi=90)
+    plt.close(fig)
+    lines += ["", "Expectation: -ln z ~ Gamma(sum t/ln 2) over every layer inside 16.8 cm with "
+              "t = x/X0 / sin(theta) (PXD L2's 17 % coverage as a mixture), averaged over the uniform "
+              "cos(theta); the muon's d0 pulls show the Gaussian reference."]
 
     # ---- d0 resolution vs p -------------------------------------------------------------------
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -72,7 +72,10 @@ first-touching fresh output arrays); a diphoton event ~155 ns. A Belle II ISR el
 acceptance adds the walk, ~190 ns (isr_ee: ~250 ns per event, 557 vs 304 ns with the walk
 switched off): ~30 ns to set up, ~30 ns to scan the 11 layers, ~130 ns for 1.19 bound
 candidates, 1.09 Gamma(1 + a) draws (:func:`_gamma1p`, ~13 ns each) and 0.80 helix updates per
-walked electron, instead of ~23 draws and ~200 libm calls for 11 exact per-layer updates.
+walked electron, instead of ~23 draws and ~200 libm calls for 11 exact per-layer updates
+(measured 2026-11-20, when every loss kinked the helix; since losses beyond PXD L1 change the
+curvature only, most of those updates are one final update per electron: isr_ee 535-554 ns
+per event against 600 measured the same way on 2026-11-21, i.e. within this VM's noise).
 The walk is inlined (:data:`isrsim._numba.kernel_inline`): as a
 compiled call it increfs and decrefs its five arrays and the generator, ~37 ns per electron.
 Polar-angle windows and photon regions are compared as cos(theta) intervals (no branch waits

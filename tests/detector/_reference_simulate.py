@@ -2,9 +2,9 @@
 
 Two deliberate physics changes since: bremsstrahlung losses at or beyond the first sensitive
 layer outside the production point change the measured curvature only (the track's position
-and direction are measured there before the loss), and a charged particle's calorimeter region is that of the
-point where its helix enters the front surface (barrel cylinder between the end-cap faces, or
-an end-cap face), found here independently of the optimised closed form: bisection in the
+and direction are measured there before the loss), and a charged particle's calorimeter region
+is that of the point where its helix enters the front surface (barrel cylinder between the
+end-cap faces, or an end-cap face), found here independently of the optimised closed form: bisection in the
 arc length on ``state_at_arclength`` (:func:`_entry_by_bisection`).
 
 Test support only: ``tests/detector/test_simulate_equivalence.py`` compares the optimised

@@ -145,8 +145,8 @@ def test_brems_tail_unchanged_besiii_jpsi():
 
 def test_brems_momentum_loss_unchanged_belle2_single_electrons():
     """Belle II (11 layers incl. the 17 %-coverage PXD L2, oblique incidence 20-150 deg): the
-    measured/true momentum, d0 and phi0 pulls of 1 GeV electrons, new vs reference, two-sample KS with 2e5 tracks
-    per sample (critical value at alpha = 1e-4: 1.95 sqrt(2/N) = 0.0062; the test fails on
+    measured/true momentum, d0 and phi0 pulls of 1 GeV electrons, new vs reference, two-sample
+    KS with 2e5 tracks per sample (critical value at alpha = 1e-4: 1.95 sqrt(2/N) = 0.0062; the test fails on
     D > 0.0062), and the efficiency (loss below 1.001 m_e or curling) within 5 binomial sigma."""
     det = load_detector("belle2")
     truth = single_particles(np.random.default_rng(37), 200_000, 11, 1.0, theta_range=(0.35, 2.6))

@@ -160,18 +160,35 @@ def test_brems_momentum_loss_unchanged_belle2_single_electrons():
     assert d < 1.95 / math.sqrt(n_eff)
     assert abs(ra.size - rb.size) < 5 * math.sqrt(2 * 0.012 * truth.n)
     # where the losses act on the measured trajectory (kinks inside PXD L1, curvature only beyond):
-    # d0 (true d0 = 0) and phi0 - phi(truth) in units of their sigma, same KS criterion
-    for pa, pb in zip(_angle_pulls(a, truth), _angle_pulls(b, truth)):
-        assert stats.ks_2samp(pa, pb).statistic < 1.95 / math.sqrt(n_eff)
+    # d0 and phi0 residuals in units of their sigma, same KS criterion
+    _assert_same_distributions(_track_samples(a, truth, det.bz_T), _track_samples(b, truth, det.bz_T),
+                               ("d0", "phi0"))
 
 
-def _angle_pulls(reco, truth):
-    """d0 / sigma(d0) and (phi0 - phi_true) / sigma(phi0) of single tracks from the origin."""
+def _track_samples(reco, truth, bz):
+    """Per single-track event: (reco - true helix)/sigma of d0, phi0 (wrapped), z0, and p_lab."""
+    from .test_simulate import _true_helices
+
     sel = reco.ntrk == 1
+    true = _true_helices(truth.p4, truth.vtx, truth.pdg, bz)[sel]
     h, cov = reco.helix[sel][:, 0], reco.cov[sel][:, 0]
-    phi_true = np.arctan2(truth.p4[sel][:, 0, 1], truth.p4[sel][:, 0, 0])
-    dphi = np.remainder(h[:, 1] - phi_true + math.pi, 2.0 * math.pi) - math.pi
-    return h[:, 0] / np.sqrt(cov[:, 0]), dphi / np.sqrt(cov[:, 5])
+    dphi = np.remainder(h[:, 1] - true[:, 1] + math.pi, 2.0 * math.pi) - math.pi
+    return {"d0": (h[:, 0] - true[:, 0]) / np.sqrt(cov[:, 0]), "phi0": dphi / np.sqrt(cov[:, 5]),
+            "z0": (h[:, 3] - true[:, 3]) / np.sqrt(cov[:, 12]),
+            "p_lab": reco.track_extra["p_lab"][sel][:, 0]}
+
+
+def _assert_same_distributions(a, b, keys):
+    """Two-sample KS on each key at alpha = 1e-4 (critical value 1.95 / sqrt(n_eff))."""
+    n_eff = a[keys[0]].size * b[keys[0]].size / (a[keys[0]].size + b[keys[0]].size)
+    for key in keys:
+        assert stats.ks_2samp(a[key], b[key]).statistic < 1.95 / math.sqrt(n_eff), key
+
+
+def _new_and_reference(truth, det, seeds):
+    """:func:`_track_samples` of the optimised and of the reference simulation (independent seeds)."""
+    return [_track_samples(sim(truth, det, np.random.default_rng(seed)), truth, det.bz_T)
+            for sim, seed in zip((simulate, simulate_reference), seeds)]
 
 
 def test_displaced_electron_impact_parameters_unchanged_belle2():
@@ -179,24 +196,10 @@ def test_displaced_electron_impact_parameters_unchanged_belle2():
     the losses in the 1.11 and 1.18 cm layers kink the helix, those from PXD L1 (1.4 cm) on
     change its curvature only. d0 and z0 residuals (reco - true helix) in units of sigma and
     p_lab, new vs reference, independent seeds, 1e5 electrons, KS criterion as above."""
-    from .test_simulate import _true_helices
-
     det = load_detector("belle2")
     truth = single_particles(np.random.default_rng(45), 100_000, -11, 1.0, theta_range=(0.5, 2.5),
                              vertex=(1.05, 0.0, 0.5))
-    true = _true_helices(truth.p4, truth.vtx, truth.pdg, det.bz_T)
-    samples = []
-    for seed in (46, 47):
-        sim = simulate if seed == 46 else simulate_reference
-        r = sim(truth, det, np.random.default_rng(seed))
-        sel = r.ntrk == 1
-        h, cov = r.helix[sel][:, 0], r.cov[sel][:, 0]
-        samples.append(((h[:, 0] - true[sel, 0]) / np.sqrt(cov[:, 0]),
-                        (h[:, 3] - true[sel, 3]) / np.sqrt(cov[:, 12]),
-                        r.track_extra["p_lab"][sel][:, 0]))
-    n_eff = samples[0][0].size * samples[1][0].size / (samples[0][0].size + samples[1][0].size)
-    for xa, xb in zip(*samples):
-        assert stats.ks_2samp(xa, xb).statistic < 1.95 / math.sqrt(n_eff)
+    _assert_same_distributions(*_new_and_reference(truth, det, (46, 47)), ("d0", "z0", "p_lab"))
 
 
 def test_material_between_displaced_vertex_and_first_layer_kinks(tmp_path):
@@ -206,8 +209,6 @@ def test_material_between_displaced_vertex_and_first_layer_kinks(tmp_path):
     R^2/2, up to ~0.1 mm at 1 GeV); the later layers change the curvature only. d0 residuals
     and p_lab, new vs reference, KS criterion as above. Taking the innermost layer (PXD L1) as
     the first measurement instead gives D = 0.067 on d0 against a critical value of 0.012."""
-    from .test_simulate import _true_helices
-
     text = Path(load_detector("belle2").path).read_text()
     extra = ('[[material]]\nname = "test layer"\nr_cm = 3.0\ndr_cm = 0.0\nz_min_cm = -20.0\n'
              'z_max_cm = 20.0\nmaterial = "Si"\nx_over_x0 = 0.02\n\n')
@@ -219,16 +220,7 @@ def test_material_between_displaced_vertex_and_first_layer_kinks(tmp_path):
     assert 3.0 in det.material.r_cm
     truth = single_particles(np.random.default_rng(48), 50_000, 11, 1.0, theta_range=(1.0, 2.1),
                              vertex=(2.5, 0.0, 0.0))
-    true = _true_helices(truth.p4, truth.vtx, truth.pdg, det.bz_T)
-    samples = []
-    for sim, seed in ((simulate, 49), (simulate_reference, 50)):
-        r = sim(truth, det, np.random.default_rng(seed))
-        sel = r.ntrk == 1
-        samples.append(((r.helix[sel][:, 0, 0] - true[sel, 0]) / np.sqrt(r.cov[sel][:, 0, 0]),
-                        r.track_extra["p_lab"][sel][:, 0]))
-    n_eff = samples[0][0].size * samples[1][0].size / (samples[0][0].size + samples[1][0].size)
-    for xa, xb in zip(*samples):
-        assert stats.ks_2samp(xa, xb).statistic < 1.95 / math.sqrt(n_eff)
+    _assert_same_distributions(*_new_and_reference(truth, det, (49, 50)), ("d0", "p_lab"))
 
 
 def test_untracked_electron_clusters_unchanged_belle2_forward():

@@ -14,6 +14,10 @@ Stages (Belle II beams, 7 on 4 GeV with crossing angle; detector ``belle2``):
   timed (``in_sequence``; the stages share the cache there, which costs each ~5-15 % against
   the stage timed alone, whose input blocks are no longer in the cache either);
   ``gen+write`` and ``gen+sim+write``: the sums of the stage times (gen+sim from the sequence);
+  for the processes with electron tracks (isr_ee, darkphoton) the sequence is repeated with
+  every material layer moved outside the momentum-measurement radius (``no_brems``: the same
+  simulation without the electrons' bremsstrahlung walk), which splits the simulation time
+  into the walk (``brems_ns_per_event``) and everything else;
 * ``all_cores``    the same generation in one thread per core (the kernels release the GIL) and
   the whole ``isrsim.runner.run`` (generate + simulate + write a dataset of 2x ``--events``)
   with one worker process per core, wall clock, marginal (minus a run of 4 blocks per worker,
@@ -67,6 +71,9 @@ PROCESSES = {
     "diphoton": {},
     "darkphoton": {"mass": 0.5, "epsilon": 1e-3},
 }
+#: Processes whose final state has electron tracks: their in-sequence measurement also times the
+#: simulation without bremsstrahlung (:func:`without_bremsstrahlung`).
+ELECTRONS = ("isr_ee", "darkphoton")
 
 
 def best_rate(fn, n: int, repeat: int) -> tuple[float, object]:
@@ -199,7 +206,7 @@ def bench_process(name: str, params: dict, det, n: int, repeat: int, tmp: Path) 
     # generation and simulation timed in alternation (the VM's load drifts by 10-40 %):
     # their ratio is issue 4's criterion, simulation time per event over generation's
     r.update(best_rates_interleaved({"generate": gen, "simulate": sim}, n, repeat))
-    r["in_sequence"] = in_sequence(proc, det, rng, sizes, repeat)
+    r["in_sequence"] = in_sequence_all(name, proc, det, rng, sizes, repeat)
     sim_blocks = sim(keep=True)
     truth = concatenate_truth(blocks)
     truth_v = concatenate_truth([t for t, _ in sim_blocks])
@@ -258,6 +265,18 @@ def bench_process(name: str, params: dict, det, n: int, repeat: int, tmp: Path) 
     return r
 
 
+def without_bremsstrahlung(det):
+    """The detector with every material layer moved outward by the momentum-measurement radius:
+    identical tracking, calorimeter and PID, but no material in front of the momentum
+    measurement, so electrons are not walked through it at all (no bremsstrahlung, and none of
+    the walk's set-up or layer scan). Only for the cost decomposition of :func:`in_sequence`."""
+    import dataclasses
+
+    mat = det.material
+    moved = dataclasses.replace(mat, r_cm=mat.r_cm + det.tracker.momentum_measurement_radius_cm)
+    return dataclasses.replace(det, material=moved)
+
+
 def in_sequence(proc, det, rng, sizes: list[int], repeat: int) -> dict:
     """Issue 4's criterion as the runner meets it: per block, generate, draw the primary vertex,
     simulate, each stage timed (thread CPU time, best of ``repeat`` passes per stage). The
@@ -287,6 +306,19 @@ def in_sequence(proc, det, rng, sizes: list[int], repeat: int) -> dict:
     return out
 
 
+def in_sequence_all(name: str, proc, det, rng, sizes: list[int], repeat: int) -> dict:
+    """:func:`in_sequence`; for a process with electrons (:data:`ELECTRONS`) also the same
+    sequence with :func:`without_bremsstrahlung` under ``"no_brems"``, and
+    ``brems_ns_per_event``, the difference of the two simulation times: what the electrons'
+    walk through the material costs per event."""
+    q = in_sequence(proc, det, rng, sizes, repeat)
+    if name in ELECTRONS:
+        nb = in_sequence(proc, without_bremsstrahlung(det), rng, sizes, repeat)
+        q["no_brems"] = nb
+        q["brems_ns_per_event"] = q["simulate_ns_per_event"] - nb["simulate_ns_per_event"]
+    return q
+
+
 def besiii_in_sequence(procs: list[str], n: int, repeat: int) -> dict:
     """:func:`in_sequence` with the BESIII detector and beams (3.773 GeV, 1 T): issue 4's ratio
     for the second bundled detector (mass ranges clipped to below sqrt(s))."""
@@ -305,8 +337,8 @@ def besiii_in_sequence(procs: list[str], n: int, repeat: int) -> dict:
         rng = np.random.default_rng(54321)
         proc.sample(rng, 1000, weighted=False)  # warm-up
         sizes = [min(BLOCK_EVENTS, n - s) for s in range(0, n, BLOCK_EVENTS)]
-        in_sequence(proc, det, rng, sizes[:1], 1)  # warm-up of the simulation
-        out[name] = in_sequence(proc, det, rng, sizes, repeat)
+        in_sequence_all(name, proc, det, rng, sizes[:1], 1)  # warm-up of the simulation
+        out[name] = in_sequence_all(name, proc, det, rng, sizes, repeat)
     return out
 
 
@@ -576,6 +608,12 @@ def print_table(res: dict, procs: list[str]) -> None:
             print(f"  {p}: generate {q['generate_ns_per_event']:.0f}, vertex "
                   f"{q['vertex_ns_per_event']:.0f}, simulate {q['simulate_ns_per_event']:.0f} -> "
                   f"(vertex + simulate) / generate = {q['simulate_over_generate']:.2f}")
+            if "no_brems" in q:
+                nb = q["no_brems"]
+                print(f"    without material in front of the momentum measurement: generate "
+                      f"{nb['generate_ns_per_event']:.0f}, simulate {nb['simulate_ns_per_event']:.0f}"
+                      f" -> {nb['simulate_over_generate']:.2f} (electron walk "
+                      f"{q['brems_ns_per_event']:.0f} ns/event)")
 
     seq_lines((p, res[p]["in_sequence"]) for p in procs)
     if "besiii_in_sequence" in res:

@@ -7,7 +7,9 @@ import pytest
 
 from isrsim.cli import main as cli_main
 from isrsim.config import bundled_card
+from isrsim.detector import load_detector
 from isrsim.exceptions import ConfigError
+from isrsim.physics.darkphoton import sigma_aprime_gamma_isr_nb
 from isrsim.workflows._common import parse_luminosities, read_candidate_tables
 from isrsim.workflows.project import run_projection
 
@@ -143,13 +145,22 @@ def test_project_belle2_template_tiny(tmp_path):
     # yield per eps^2 is proportional to L
     y = h.index("yield_per_eps2")
     np.testing.assert_allclose(d2[:, y] / d1[:, y], 1000 / 314, rtol=1e-5)  # CSV: 6 digits
-    # Eq. 1 cross-check: N_QED from the ISR ee truth mass vs sigma x eff x L. Expected ratio
-    # W_KF/W_LO (1.26-1.36 at 10-50 MeV, isrsim.physics.darkphoton.sigma_aprime_gamma_isr_nb
-    # radiator kf/lo) x eff(prompt)/eff(A', eps = 1e-3) (~1.04); the tiny MC has ~100-300
-    # ISR events per 2 MeV bin and 3000 A' events per mass (~10 % each), so the mean over the
-    # 9 masses is checked to 25 %.
+    # Eq. 1 cross-check: N_QED from the selected ISR ee events (truth mass in the bin, W_KF
+    # radiator) vs sigma(A') x BR x eff x L (tree level, W_LO). Expected per mass: W_KF/W_LO
+    # (physics.md 1.3; 1.26-1.33 at 10-50 MeV) times eff(QED)/eff(A'), 1 for the same kinematics
+    # (the A' at eps = 1e-3 flies ~1 mm). The tiny MC has ~100-300 ISR events per 2 MeV bin and
+    # 3000 A' events per signal mass: the mean of the 9 double ratios is checked within 4 of its
+    # standard errors, estimated from their scatter (~0.04); a QED yield with the tree-level
+    # radiator (ratio 1/1.29 = 0.78) fails.
     r = d1[:, h.index("yield_per_eps2_eq1")] / d1[:, y]
-    assert np.mean(r) == pytest.approx(1.35, rel=0.25)
+    beam = load_detector("belle2").beam
+    w_ratio = np.array([sigma_aprime_gamma_isr_nb(m, 1e-3, beam.sqrt_s, flavour="e", radiator="kf")
+                        / sigma_aprime_gamma_isr_nb(m, 1e-3, beam.sqrt_s, flavour="e", radiator="lo")
+                        for m in d1[:, h.index("mass_GeV")]])
+    q = r / w_ratio
+    err = q.std(ddof=1) / np.sqrt(q.size)
+    assert err < 0.05
+    assert abs(q.mean() - 1.0) < 4 * err
     # the 17 MeV region is not a hypothesis here; the summary still reports the nearest
     assert s["projections"][0]["epsilon_at_17MeV"] is not None
     # cache reuse: second run generates nothing

@@ -9,12 +9,14 @@ import math
 
 import numpy as np
 import pytest
+from scipy.integrate import quad
 
 from isrsim.beam import Beam
 from isrsim.constants import ALPHA, HBARC2_GEV2_NB, M_E
 from isrsim.detector.material import MaterialLayers
 from isrsim.detector.model import load_detector
 from isrsim.exceptions import ConfigError
+from isrsim.physics.conversion import conversion_probability
 from isrsim.physics.diphoton import sigma_window_nb
 from isrsim.processes.diphoton import DiPhoton, cms_band_for_lab_window
 
@@ -211,8 +213,11 @@ def test_conversion_vertices_at_layer_radii(belle2, besiii):
 
 def test_belle2_mpca_peaks_per_layer(belle2):
     # physics.md 5.4, eq. (5.3): M_PCA ~ 0.2998 B R/sqrt(x(1-x)), i.e. 2 * 0.2998 B R at the
-    # Jacobian peak x = 1/2. The mode of each layer's M_PCA distribution (in M/M_pred)
-    # must lie within 10 % of the prediction.
+    # Jacobian peak x = 1/2: the distribution of M/M_pred has a cusp at 1. Its mode (1 % bins
+    # smoothed with a 7-bin moving average, which moves a one-sided cusp up by ~3 bins) must lie
+    # in [1.00, 1.04] for layers at R >= 3 cm (M_pred >= 27 MeV; a 5 % error in B or R fails),
+    # and within 10 % for the beam pipe and PXD L1 (M_pred 9-13 MeV), where the pair's own
+    # opening angle smears the cusp (5 % quantile 0.89-0.92 there, 0.985-1.0 outside).
     proc = DiPhoton(belle2.beam, theta_lab_deg=(17.0, 150.0), conversion="forced", detector=belle2,
                     m_pca_max=None)
     chunk, _ = proc.sample(np.random.default_rng(10), 150000, weighted=True)
@@ -224,11 +229,14 @@ def test_belle2_mpca_peaks_per_layer(belle2):
         if sel.sum() < 2000:
             continue
         pred = 0.299792458 * belle2.bz_T * m.r_cm[j] * 1e-2 / 0.5
-        # mode of the distribution: 1 % bins smoothed with a 7-bin moving average (bin-to-bin
-        # noise of a few % would otherwise move the arg-max by several bins)
-        h, e = np.histogram(chunk.extra["m_pca"][sel] / pred, bins=np.arange(0.5, 2.0, 0.01))
+        ratio = chunk.extra["m_pca"][sel] / pred
+        h, e = np.histogram(ratio, bins=np.arange(0.5, 2.0, 0.01))
         mode = e[np.convolve(h, np.ones(7) / 7, mode="same").argmax()] + 0.005
-        assert abs(mode - 1.0) < 0.10, (m.names[j], mode)
+        if m.r_cm[j] >= 3.0:
+            assert 1.0 <= mode <= 1.04, (m.names[j], mode)
+            assert 0.97 <= np.quantile(ratio, 0.05) <= 1.0, m.names[j]
+        else:
+            assert abs(mode - 1.0) < 0.10, (m.names[j], mode)
         checked.append(m.names[j])
     assert any(nm.startswith("beam pipe") for nm in checked)
     assert "PXD L1" in checked
@@ -274,9 +282,31 @@ def test_natural_conversion_without_preselection_keeps_all_events(besiii):
     chunk, stats = proc.sample(np.random.default_rng(15), 20000)
     assert stats.n_trials == 20000
     assert stats.sigma_nb == pytest.approx(sigma_window_nb(besiii.beam.s, 0.9), rel=1e-12)
-    # conversion fraction per photon ~ (7/9) R sum(x/X0)/sin(theta): a few per cent at BESIII
-    frac = chunk.extra["conv_n"].sum() / (2 * chunk.n)
-    assert 0.005 < frac < 0.05
+    # conversions per photon against an independent average over the LO angular distribution
+    # (1 + c^2)/(1 - c^2), |c| < 0.9, of 1 - prod_j (1 - f_j P_j) for a ray from the origin:
+    # P_j = 1 - exp(-(7/9) R(E, Z_j) x_j/sin(theta)) (physics.md 5.1) for each layer whose
+    # z range contains r_j cot(theta), E = sqrt(s)/2. 4e4 photons: 4 binomial sigma is ~15 %
+    # of the ~1.8 % rate (dropping 1/sin(theta) or 7/9 moves it by 25-50 %).
+    mat = besiii.material
+    e_gamma = besiii.beam.sqrt_s / 2
+
+    def p_conv(c):
+        st = math.sqrt(1 - c * c)
+        surv = 1.0
+        for j in range(mat.n):
+            if mat.z_min_cm[j] <= mat.r_cm[j] * c / st <= mat.z_max_cm[j]:
+                pj = conversion_probability(mat.x_over_x0[j] / st, e_gamma, mat.z_eff[j])
+                surv *= 1 - mat.phi_fraction[j] * pj
+        return 1 - surv
+
+    def shape(c):
+        return (1 + c * c) / (1 - c * c)
+
+    expected = quad(lambda c: p_conv(c) * shape(c), -0.9, 0.9, limit=200, points=[0.0])[0] / \
+        quad(shape, -0.9, 0.9)[0]
+    n_ph = 2 * chunk.n
+    frac = chunk.extra["conv_n"].sum() / n_ph
+    assert frac == pytest.approx(expected, abs=4 * math.sqrt(expected * (1 - expected) / n_ph))
 
 
 # --- configuration ---------------------------------------------------------------------

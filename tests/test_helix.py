@@ -109,7 +109,9 @@ def test_d0_of_conversion_matches_physics_md_5_4():
 def test_conversion_pair_mass_at_perigee(energy, theta_deg, x_share):
     """A photon converting at R = 1 cm in 1.5 T into a collinear e+e- pair: the pair mass from the
     momenta at the perigee follows physics.md eq. (5.3), M = 0.2998 B R / sqrt(x(1-x))
-    (GeV, T, m) within 2 % (9.1 MeV at x = 1/2 and 11.3 MeV at x = 0.2 in the 5.4 table)."""
+    (GeV, T, m) within 1 % (9.1 MeV at x = 1/2 and 11.3 MeV at x = 0.2 in the 5.4 table; the issue
+    asks for 2 %, physics.md 5.4 states < 1 % for the small-angle formula; measured +0.57 to
+    +0.64 %)."""
     bz, r = 1.5, 1.0
     th, ph = math.radians(theta_deg), 0.7
     ux, uy, uz = math.sin(th) * math.cos(ph), math.sin(th) * math.sin(ph), math.cos(th)
@@ -125,7 +127,7 @@ def test_conversion_pair_mass_at_perigee(energy, theta_deg, x_share):
     tot = np.sum(p4, axis=0)
     mass = math.sqrt(tot[3] ** 2 - tot[0] ** 2 - tot[1] ** 2 - tot[2] ** 2)
     expected = 0.2998 * bz * (r / 100.0) / math.sqrt(x_share * (1 - x_share))
-    assert mass == pytest.approx(expected, rel=0.02)
+    assert mass == pytest.approx(expected, rel=0.01)
 
 
 def test_jacobian_matches_finite_differences():

@@ -41,20 +41,23 @@ def test_signal_template_matches_gaussian():
 
 
 def test_run_toys_pulls_and_coverage_on_a_known_model():
-    # Flat 400 events/bin background, Gaussian signal of 300 events, 400 toys. The fitted
-    # yield pulls must be N(0, 1): mean within 3/sqrt(400) = 0.15, width within
-    # 3/sqrt(2*399) = 0.11 of 1. qtilde 90 % coverage: binomial sigma sqrt(0.09/400) = 0.015,
-    # tolerance 3 sigma plus 0.03 for the asymptotic approximation.
+    # Flat 400 events/bin background, Gaussian signal of 300 events, 1600 toys. The fitted
+    # yield pulls must be N(0, 1): mean within 4/sqrt(1600) = 0.1, width within
+    # 4/sqrt(2*1599) = 0.071 of 1. q~_mu 90 % CL coverage: binomial sigma sqrt(0.09/1600) =
+    # 0.0075; with ~2000 events in the signal region the asymptotic formula is exact to well
+    # below that, so the tolerance is 4 sigma = 0.03: the chi2_1 = 2.706 two-sided rule
+    # (coverage 0.95, physics.md 7.2) fails.
     rng = np.random.default_rng(11)
     t = SignalTemplate(np.random.default_rng(3).normal(0.0, 0.004, 50_000))
     h = make_histogram(np.array([2.0]), lo=1.85, hi=2.15, bin_width=0.005, mask_windows=None, name="mumu")
     b = np.full(h.nbins, 400.0)
-    res = run_toys(h, b, t, 2.0, np.array([300.0]), n_toys=400, rng=rng, order=1)
+    n = 1600
+    res = run_toys(h, b, t, 2.0, np.array([300.0]), n_toys=n, rng=rng, order=1)
     pull = (res["yield_hat"][0] - 300.0) / res["yield_err"][0]
-    assert abs(pull.mean()) < 0.15
-    assert abs(pull.std(ddof=1) - 1.0) < 0.11
+    assert abs(pull.mean()) < 4 / math.sqrt(n)
+    assert abs(pull.std(ddof=1) - 1.0) < 4 / math.sqrt(2 * (n - 1))
     cov = np.mean(res["ul"][0] >= 300.0)
-    assert abs(cov - 0.90) < 3 * 0.015 + 0.03
+    assert abs(cov - 0.90) < 4 * math.sqrt(0.09 / n)
     assert res["converged"].all()
 
 
@@ -112,8 +115,9 @@ def test_inject_recovers_the_signal(inject_run):
         assert abs(p["pull_width"] - 1.0) < 3 / math.sqrt(2 * (n - 1)) + 0.05
     # relative bias of the yield below 3 standard errors
     assert abs(p1["bias_yield"]) < 3 * p1["bias_yield_err"]
-    # coverage of the 90 % limit: binomial sigma sqrt(0.09/n)
-    assert abs(p1["coverage"] - 0.90) < 3 * math.sqrt(0.09 / n) + 0.03
+    # coverage of the 90 % limit within 3 binomial sigma, sqrt(0.09/n) (with 80 toys this
+    # cannot tell 0.90 from 0.95: the convention is pinned by the 1600-toy test above)
+    assert abs(p1["coverage"] - 0.90) < 3 * math.sqrt(0.09 / n)
     # discovery rate grows with eps; without signal Z >= 3 is rare (p = 1.35e-3 per toy)
     assert p1["discovery_rate_z3"] > p0["discovery_rate_z3"]
     assert p0["discovery_rate_z3"] <= 3 / n

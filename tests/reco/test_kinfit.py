@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import optimize, stats
 
 from isrsim.constants import M_MU
 from isrsim.exceptions import ConfigError
@@ -52,17 +52,60 @@ def test_1c_pulls_fitted_vs_truth(fit1c, isr_mumu_sample, j):
 
 @pytest.mark.parametrize("j", [1, 2, 4])
 def test_1c_pulls_measured_vs_fitted(fit1c, isr_mumu_sample, j):
-    # classic kinematic-fit pull (a0 - a)/sqrt(V - V_fit) ~ N(0, 1) (Avery CBX 98-37);
-    # same statistical tolerance as above.
+    # classic kinematic-fit pull (a0 - a)/sqrt(V - V_fit) ~ N(0, 1) (Avery CBX 98-37), both
+    # tracks; same statistical tolerance as above.
     s = isr_mumu_sample
-    den = s["cov1"][:, DIAG[j]] - fit1c.cov1[:, DIAG[j]]
-    pull = _wrap(s["meas1"][:, j] - fit1c.helix1[:, j]) / np.sqrt(den)
-    assert abs(pull.mean()) < 0.05
-    assert abs(pull.std() - 1.0) < 0.05
+    for meas, cov, fitted, cov_fit in ((s["meas1"], s["cov1"], fit1c.helix1, fit1c.cov1),
+                                       (s["meas2"], s["cov2"], fit1c.helix2, fit1c.cov2)):
+        den = cov[:, DIAG[j]] - cov_fit[:, DIAG[j]]
+        pull = _wrap(meas[:, j] - fitted[:, j]) / np.sqrt(den)
+        assert abs(pull.mean()) < 0.05
+        assert abs(pull.std() - 1.0) < 0.05
+
+
+def _reference_1c(meas1, sig1, meas2, sig2, bz, p4_beam, mass):
+    """Independent 1C fit of one event: minimise chi2 over (phi0, omega, tanl) of both tracks
+    (diagonal covariances: d0 and z0 do not enter the constraint and stay) subject to
+    (P - p1 - p2)^2 = 0, with scipy's SLSQP; returns (chi2, m_ll)."""
+    idx = [1, 2, 4]
+    a0 = np.concatenate([meas1[idx], meas2[idx]])
+    sig = np.concatenate([sig1[idx], sig2[idx]])
+
+    def four(a):
+        phi0, om, tanl = a
+        pt = 0.299792458e-2 * bz / abs(om)
+        p = np.array([pt * np.cos(phi0), pt * np.sin(phi0), pt * tanl])
+        return np.append(p, np.sqrt(p @ p + mass**2))
+
+    def m2_miss(x):  # in units of the measurement errors, x = (a - a0)/sigma
+        a = a0 + sig * x
+        k = p4_beam - four(a[:3]) - four(a[3:])
+        return k[3] ** 2 - k[:3] @ k[:3]
+
+    res = optimize.minimize(lambda x: float(x @ x), np.zeros(6), jac=lambda x: 2 * x,
+                            constraints=[{"type": "eq", "fun": m2_miss}], method="SLSQP",
+                            options={"ftol": 1e-14, "maxiter": 500})
+    assert res.success
+    a = a0 + sig * res.x
+    pair = four(a[:3]) + four(a[3:])
+    return res.fun, np.sqrt(pair[3] ** 2 - pair[:3] @ pair[:3])
+
+
+def test_1c_matches_an_independent_constrained_minimisation(fit1c, isr_mumu_sample, bes_beam):
+    # the linearised iterations reach the constrained chi2 minimum: chi2 and fitted mass of 20
+    # events agree with SLSQP's (measured: 1e-11 in chi2, 2e-9 GeV in mass; the fit moves the
+    # mass by ~5 MeV)
+    s = isr_mumu_sample
+    for i in range(20):
+        c2, m = _reference_1c(s["meas1"][i], np.sqrt(s["cov1"][i, DIAG]), s["meas2"][i],
+                              np.sqrt(s["cov2"][i, DIAG]), s["bz"], bes_beam.p4_total_lab(), M_MU)
+        assert fit1c.chi2[i] == pytest.approx(c2, abs=1e-8, rel=1e-6)
+        assert fit1c.m_ll[i] == pytest.approx(m, abs=1e-7)
 
 
 def test_1c_improves_mass_resolution_and_finds_photon(fit1c):
-    # True M = 2 GeV; the constraint adds information, so the fitted mass is closer.
+    # True M = 2 GeV; the constraint adds information, so the fitted mass is closer (measured:
+    # rms 3.7 vs 7.0 MeV; the fit itself is checked against an independent minimisation above).
     rms_fit = np.sqrt(np.mean((fit1c.m_ll - 2.0) ** 2))
     rms_raw = np.sqrt(np.mean((fit1c.m_ll_raw - 2.0) ** 2))
     assert rms_fit < 0.8 * rms_raw

@@ -34,10 +34,12 @@ FloatFn = float | Callable[[float], float]
 
 
 def resolve_n_f(n_f: FloatFn | None) -> Callable[[float], float]:
-    """Return N_f(m) = Gamma_tot / Gamma_ll as a callable.
+    """Return N_f(m) as a callable.
 
-    ``None`` uses ``isrsim.physics.darkphoton.n_f`` (physics.md section 6.3); a float is a
-    constant; a callable is used as is.
+    ``None`` uses ``isrsim.physics.darkphoton.n_f`` = Gamma_tot / Gamma_ee (physics.md section
+    6.3 table), the N_f for which Eq. (1) / physics.md (6.2) is exact with lepton masses; the
+    paper's per-channel Gamma_tot / Gamma_ll differs from it by < 1e-3 above 1 GeV
+    (:func:`isrsim.physics.darkphoton.n_f_ll`). A float is a constant; a callable is used as is.
     """
     if n_f is None:
         try:
@@ -51,7 +53,7 @@ def resolve_n_f(n_f: FloatFn | None) -> Callable[[float], float]:
         return n_f
     value = float(n_f)
     if not (np.isfinite(value) and value >= 1.0):
-        msg = f"n_f = {n_f} must be >= 1 (Gamma_tot / Gamma_ll)"
+        msg = f"n_f = {n_f} must be >= 1 (Gamma_tot / Gamma_ee)"
         raise ConfigError(msg)
     return lambda m: value
 
@@ -68,7 +70,7 @@ def yield_per_epsilon2(mass: float | np.ndarray, n_qed_bin: float | np.ndarray,
         QED ISR l l gamma yield (annihilation only) in the bin of width ``bin_width`` at
         ``mass``, after the same selection as the signal.
     n_f : float or ndarray
-        Gamma_tot / Gamma_ll at the A' mass.
+        N_f = Gamma_tot / Gamma_ee at the A' mass (see :func:`resolve_n_f`).
     bin_width : float
         delta_m in GeV (10 MeV in BESIII 2017).
 

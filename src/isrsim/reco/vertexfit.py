@@ -167,8 +167,9 @@ def _chi2_at(theta, meas, wmat, q, bz, jac, resid):
 def _vertex_one(meas, wmat, q, bz, sz, max_iter, tol, min_chi2, theta, cov, theta2, cov2):
     """Fit one event from the seeds of :func:`_seed_vertex`: the intersection with the smaller
     z mismatch, unless both match within ``3 sz`` (``sz`` = combined z0 sigma; twin minima):
-    then ``min_chi2`` True fits both and keeps the lower finite chi2 (``theta2``/``cov2`` are
-    scratch), ``min_chi2`` False fits the one at smaller radius. ``meas`` (2, 5), ``wmat``
+    then ``min_chi2`` True fits both and keeps the lower finite chi2 (the one at smaller radius
+    on an exact tie; ``theta2``/``cov2`` are scratch), ``min_chi2`` False fits the one at
+    smaller radius. ``meas`` (2, 5), ``wmat``
     (2, 5, 5) weight matrices. Returns (chi2, n_iter, converged); ``theta`` (9) and ``cov``
     (9, 9) are filled."""
     seeds = np.empty((2, 4))
@@ -178,7 +179,11 @@ def _vertex_one(meas, wmat, q, bz, sz, max_iter, tol, min_chi2, theta, cov, thet
     if min_chi2:
         ch, it, ok = _gauss_newton(meas, wmat, q, bz, seeds[0], max_iter, tol, theta, cov)
         ch2, it2, ok2 = _gauss_newton(meas, wmat, q, bz, seeds[1], max_iter, tol, theta2, cov2)
-        if ch2 < ch or (math.isnan(ch) and not math.isnan(ch2)):
+        # an exact tie (unsmeared symmetric pairs: both crossings fit with chi2 ~ 0) goes to the
+        # vertex at smaller radius, as without min_chi2, not to the seed order
+        tie = abs(ch2 - ch) <= 1e-9 * (1.0 + min(ch, ch2))
+        inner2 = theta2[0] * theta2[0] + theta2[1] * theta2[1] < theta[0] * theta[0] + theta[1] * theta[1]
+        if (ch2 < ch and not tie) or (tie and inner2) or (math.isnan(ch) and not math.isnan(ch2)):
             theta[:] = theta2
             cov[:, :] = cov2
             return ch2, it2, ok2

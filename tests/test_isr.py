@@ -7,6 +7,7 @@ one such test in 1000 seeds; the seeds are fixed so the outcome is deterministic
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -267,7 +268,7 @@ def test_weighted_normalisation():
     s, window = 3.773**2, (1.5, 3.4)
     proc = make_process("isr_mumu", Beam.symmetric(3.773), mass_range=window)
     n = 50_000
-    truth, st = proc.sample(np.random.default_rng(4), n, weighted=True)
+    truth, _ = proc.sample(np.random.default_rng(4), n, weighted=True)
     w = truth.weight
     assert w.max() <= proc.sigma_prop_nb * (1 + 1e-9)
     # the weighted events estimate the cross section of the independent quadrature (radiator
@@ -281,7 +282,7 @@ def test_weighted_normalisation():
     sum_w, _ = np.histogram(m, edges, weights=w)
     sum_w2, _ = np.histogram(m, edges, weights=w * w)
     expect = np.array([quad(lambda x: ref_dsdm(s, x, M_MU), a, b, epsrel=1e-10)[0]
-                       for a, b in zip(edges[:-1], edges[1:], strict=True)]) * n
+                       for a, b in itertools.pairwise(edges)]) * n
     var = sum_w2 - sum_w**2 / n  # variance of the per-bin weight sum
     chi2 = float(np.sum((sum_w - expect) ** 2 / var))
     assert stats.chi2.sf(chi2, edges.size - 1) > 1e-3

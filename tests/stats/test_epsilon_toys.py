@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -108,7 +110,7 @@ def test_expected_bands_and_global_significance(edges, rng):
     n_up = []
     for row in ex.z_local:
         u = [max(z, 0.0) ** 2 for z in row]
-        n_up.append(sum(1 for a, b in zip(u[:-1], u[1:], strict=True) if a < u0 <= b))
+        n_up.append(sum(1 for a, b in itertools.pairwise(u) if a < u0 <= b))
     np.testing.assert_array_equal(count_upcrossings(ex.z_local, u0), n_up)
     gv = gross_vitells(z_obs, ex.z_local, u0=u0)
     p_expected = stats.norm.sf(z_obs) + np.mean(n_up) * np.exp(-(z_obs**2 - u0) / 2)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from isrsim.cli import main as cli_main
-from isrsim.constants import ALPHA
 from isrsim.config import bundled_card
+from isrsim.constants import ALPHA
 from isrsim.detector import load_detector
 from isrsim.exceptions import ConfigError
 from isrsim.physics.darkphoton import n_f, sigma_aprime_gamma_isr_nb

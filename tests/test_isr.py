@@ -293,6 +293,7 @@ def test_weighted_normalisation():
     [
         ({"mass_range": (3.4, 1.5)}, "mass_range"),
         ({"mass_range": (1.5, 1.5)}, "mass_range"),
+        ({"mass_range": (1.5, 1.5 + 1e-10)}, "window too narrow"),  # segfaulted in the sampler
         ({"mass_range": (0.1, 1.0)}, "mass_range"),       # below 2 m_mu
         ({"mass_range": (1.0, 3.9)}, "mass_range"),       # above sqrt(s)
         ({"mass_range": (1.0, 2.0), "radiator": "x"}, "radiator"),

@@ -9,6 +9,7 @@ that ``isrsim --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import faulthandler
 import json
 import sys
@@ -176,12 +177,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_darkphoton(args: argparse.Namespace) -> int:
-    from .physics.darkphoton import describe
+    from .physics.darkphoton import EPSILON_ALLOWED, EPSILON_MIN, describe
     from .processes.base import check_number
 
     m = check_number("--mass", args.mass, lo=0.0, lo_open=True)
-    eps = check_number("--epsilon", args.epsilon, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
-                       allowed="0 < epsilon < 1")
+    eps = check_number("--epsilon", args.epsilon, lo=EPSILON_MIN, hi=1.0, hi_open=True,
+                       allowed=EPSILON_ALLOWED)
     sqrt_s = check_number("--sqrt-s", args.sqrt_s, lo=0.0, lo_open=True)
     print(json.dumps(describe(m, eps, sqrt_s), indent=1))
     return 0
@@ -272,6 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Options a workflow command accepts on the command line but does not use.
+_UNUSED_OPTIONS = {"project": ("epsilon", "workers"), "run": ("epsilon", "workers"),
+                   "sideband": ("workers",)}
+
+
+def _check_common_args(args: argparse.Namespace) -> None:
+    """Ranges of the options several commands share (seed, workers, toys, events), and options a
+    command would silently ignore."""
+    from .exceptions import ConfigError
+
+    if args.command not in ("limit", "project", "inject", "sideband", "run"):
+        return  # generate validates its own run options (isrsim.config)
+    for name, lo, hi in (("seed", 0, 2**63 - 1), ("workers", 1, 1024), ("toys", 0, 10**7),
+                         ("events", 1, 10**13)):
+        v = getattr(args, name, None)
+        if v is not None and not lo <= v <= hi:
+            msg = f"--{name} = {v} is invalid: allowed an integer {lo} <= {name} <= {hi}"
+            raise ConfigError(msg)
+    for name in _UNUSED_OPTIONS.get(args.command, ()):
+        if getattr(args, name, None) is not None:
+            msg = (f"--{name} is not used by `isrsim {args.command}`; allowed: leave it out "
+                   "(see `isrsim " + args.command + " --help` and the card)")
+            raise ConfigError(msg)
+
+
 _COMMANDS = {"generate": cmd_generate, "simulate": cmd_simulate, "info": cmd_info,
              "darkphoton": cmd_darkphoton, "reconstruct": cmd_reconstruct, "limit": cmd_limit,
              "project": cmd_workflow, "inject": cmd_workflow, "sideband": cmd_workflow,
@@ -286,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.enable()
     keep_freed_memory()  # blocks reuse the heap instead of faulting in new pages (-7 % CPU)
     try:
+        _check_common_args(args)
         with _interrupt.handling(sigterm=True):  # SIGINT/SIGTERM -> clean unwinding (atomic output)
             status = _COMMANDS[args.command](args)
         if _interrupt.requested():  # swallowed by a finalizer after the last check: output complete
@@ -300,15 +327,40 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("isrsim: interrupted; no partial output was left (datasets: rerun with --resume)",
-              file=sys.stderr)
-        return 130
+        return _interrupted()
+    except UnicodeDecodeError as exc:  # a binary / UTF-16 file where a TOML or CSV text is read
+        print(f"isrsim: error: an input text file (card, detector file or CSV) is not UTF-8 text "
+              f"({exc.reason} at byte {exc.start}); allowed: UTF-8 TOML / CSV", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno in _ENVIRONMENT_ERRNOS:  # the machine, not isrsim: say what and where
+            print(f"isrsim: error: {exc.strerror}: {exc.filename or '(output)'}; no partial output was "
+                  "left", file=sys.stderr)
+            return 1
+        return _internal(args, exc)
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
-        if args.debug:
-            raise
-        print(f"isrsim: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)
-        return 1
+        return _internal(args, exc)
+
+
+#: errno values reported as a plain error, not an internal one: full disk / quota, read-only
+#: file system, too many open files, out of memory
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENOMEM}
+
+
+def _interrupted() -> int:
+    print("isrsim: interrupted; no partial output was left (datasets: rerun with --resume)",
+          file=sys.stderr)
+    return 130
+
+
+def _internal(args: argparse.Namespace, exc: Exception) -> int:
+    if _interrupt.requested():  # an interrupt that surfaced as another exception (e.g. a
+        return _interrupted()   # SystemError from a compiled callback inside scipy's brentq)
+    if args.debug:
+        raise exc
+    print(f"isrsim: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+          "traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -196,7 +196,12 @@ def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["darkphoton", "--mass", "-1", "--epsilon", "1e-3"], ["--mass", "-1", "allowed"]),
-    (["darkphoton", "--mass", "1", "--epsilon", "2"], ["--epsilon", "2", "0 < epsilon < 1"]),
+    (["darkphoton", "--mass", "1", "--epsilon", "2"], ["--epsilon", "2", "1e-12 <= epsilon < 1"]),
+    (["darkphoton", "--mass", "0.017", "--epsilon", "1e-160"], ["--epsilon", "1e-12 <= epsilon"]),
+    (["project", "--detector", "besiii", "--seed=-1"], ["--seed", "-1", "0 <= seed"]),
+    (["run", "--workers", "0"], ["--workers", "1 <= workers"]),
+    (["sideband", "--toys=-1"], ["--toys", "0 <= toys"]),
+    (["project", "--detector", "besiii", "--epsilon", "1e-3"], ["--epsilon", "not used"]),
     (["darkphoton", "--mass", "1", "--epsilon", "1e-3", "--sqrt-s", "0"], ["--sqrt-s", "0", "allowed"]),
     (["simulate", "missing.parquet", "--detector", "besiii", "-o", "s.parquet"],
      ["missing.parquet", "does not exist"]),
@@ -211,3 +216,18 @@ def test_other_commands_bad_input(argv, expected, tmp_path, monkeypatch):
     for text in expected:
         assert text in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_kind_of_file_one_line(tmp_path, monkeypatch):
+    """A UTF-16 detector file, and a generate card given to `isrsim project`: one-line errors
+    naming what is expected (were internal errors: UnicodeDecodeError, KeyError)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "det.toml").write_text('[meta]\nname = "x"\n', encoding="utf-16")
+    (tmp_path / "gen.toml").write_text('[run]\nprocess = "isr_mumu"\n')
+    for argv, want in ((_gen(detector=["det.toml"]), "not UTF-8"),
+                       (["project", "--card", "gen.toml"], "[project]")):
+        status, _, err = run_main(argv)
+        assert status == 2, err
+        assert err.count("\n") == 1
+        assert want in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.toml", "gen.toml"]

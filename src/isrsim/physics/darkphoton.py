@@ -52,6 +52,11 @@ __all__ = [
 M_MIN = 2.0 * M_E
 #: Upper end of the supported A' mass range [GeV] (exclusive): below the Upsilon(4S)/bb threshold.
 M_MAX = 10.5
+#: Smallest kinetic mixing accepted (eps^2 = 1e-24; c tau ~ 5e12 m at 17 MeV). Far below any
+#: physics interest, and far above where eps^2 underflows (eps < 1e-154 made c tau infinite).
+EPSILON_MIN = 1e-12
+#: The allowed range of eps, as error messages state it.
+EPSILON_ALLOWED = f"{EPSILON_MIN:g} <= epsilon < 1"
 
 _LEPTON_MASS = {"e": M_E, "mu": M_MU, "tau": M_TAU}
 

@@ -133,16 +133,27 @@ def check_number(field: str, value: Any, *, lo: float | None = None, hi: float |
     return v
 
 
+#: Narrowest window [GeV] :func:`check_range_pair` accepts: the samplers' tables are built over
+#: the window, and a width near the double-precision spacing of its edges leaves them undefined.
+MIN_WINDOW_WIDTH = 1e-6
+
+
 def check_range_pair(field: str, value: Any, lo: float, hi: float, unit: str = "GeV") -> tuple[float, float]:
-    """Validate a window [a, b] with lo < a < b < hi."""
-    allowed = f"two numbers {lo:.6g} < min < max < {hi:.6g} {unit}"
+    """Validate a window [a, b] with lo < a < b < hi and b - a >= :data:`MIN_WINDOW_WIDTH`."""
+    allowed = (f"two numbers {lo:.6g} < min < max < {hi:.6g} {unit} with max - min >= "
+               f"{MIN_WINDOW_WIDTH:g} {unit}")
     try:
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
         msg = f"{field} = {value!r} is invalid: allowed {allowed}"
         raise ConfigError(msg) from None
-    if not (math.isfinite(a) and math.isfinite(b)) or not (lo < a < b < hi):
-        what = "empty or inverted window" if a >= b else "window outside the kinematic limits"
-        msg = f"{field} = [{a:g}, {b:g}] is invalid ({what}): allowed {allowed}"
+    if not (math.isfinite(a) and math.isfinite(b)) or not (lo < a < b < hi) or b - a < MIN_WINDOW_WIDTH:
+        if a >= b:
+            what = "empty or inverted window"
+        elif lo < a and b < hi and b - a < MIN_WINDOW_WIDTH:
+            what = "window too narrow"
+        else:
+            what = "window outside the kinematic limits"
+        msg = f"{field} = [{a:.12g}, {b:.12g}] is invalid ({what}): allowed {allowed}"
         raise ConfigError(msg)
     return a, b

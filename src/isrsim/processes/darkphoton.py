@@ -225,7 +225,7 @@ class DarkPhoton(Process):
         A' mass m [GeV]: 2 m_l < m < min(10.5, sqrt(s (1 - 1e-4))) GeV, with m_l = m_e for
         ``decay`` "ee" and "ll", m_mu for "mumu" (physics.md 6.3 validity range).
     epsilon
-        Kinetic mixing, 0 < epsilon < 1.
+        Kinetic mixing, 1e-12 <= epsilon < 1 (:data:`isrsim.physics.darkphoton.EPSILON_MIN`).
     decay
         "ee", "mumu" or "ll" (both, chosen per event by branching ratio; mu mu only above 2 m_mu).
     photon_cut
@@ -281,8 +281,8 @@ class DarkPhoton(Process):
         allowed = f"2 {lep} = {m_thr:.6g} GeV < mass < {upper} for decay = {decay!r}"
         self.mass = check_number("mass", mass, lo=m_thr, hi=m_hi, lo_open=True, hi_open=True,
                                  allowed=allowed)
-        self.epsilon = check_number("epsilon", epsilon, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
-                                    allowed="0 < epsilon < 1")
+        self.epsilon = check_number("epsilon", epsilon, lo=dp.EPSILON_MIN, hi=1.0, hi_open=True,
+                                    allowed=dp.EPSILON_ALLOWED)
         if lineshape not in LINESHAPES:
             msg = f"lineshape = {lineshape!r} is unknown: allowed {', '.join(LINESHAPES)}"
             raise ConfigError(msg)

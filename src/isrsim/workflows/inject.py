@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ConfigError, OutputError
+from ..physics.darkphoton import EPSILON_ALLOWED, EPSILON_MIN
 
 __all__ = ["DEFAULTS", "SignalTemplate", "candidates_in_memory", "load_config", "main",
            "run_toys", "signal_template"]
@@ -111,8 +112,8 @@ def load_config(args: Any) -> dict[str, Any]:
     cfg["masses"] = [float(m) for m in np.atleast_1d(cfg["masses"])]
     cfg["epsilon"] = [float(e) for e in np.atleast_1d(cfg["epsilon"])]
     for e in cfg["epsilon"]:
-        if not (math.isfinite(e) and 0.0 <= e < 1.0):
-            msg = f"epsilon = {e!r} is invalid: allowed 0 <= epsilon < 1"
+        if not (math.isfinite(e) and (e == 0.0 or EPSILON_MIN <= e < 1.0)):
+            msg = f"epsilon = {e!r} is invalid: allowed 0 (no signal) or {EPSILON_ALLOWED}"
             raise ConfigError(msg)
     for m in cfg["masses"]:
         _check_positive("mass", m)

@@ -147,13 +147,24 @@ class LimitResult:
         }
 
 
+#: Most mass hypotheses one scan may have (each costs a profile fit and memory for its window).
+MAX_HYPOTHESES = 100_000
+
+
+def _check_step(step: float, lo: float, hi: float) -> None:
+    """The scan step: positive, at most the range, and at most :data:`MAX_HYPOTHESES` points."""
+    smallest = (hi - lo) / MAX_HYPOTHESES
+    if not (np.isfinite(step) and smallest <= step <= hi - lo):
+        msg = (f"step = {step} GeV is invalid: allowed {smallest:.6g} <= step <= {hi - lo:.6g} GeV "
+               f"(at most {MAX_HYPOTHESES} mass hypotheses in {lo:.6g}-{hi:.6g} GeV)")
+        raise ConfigError(msg)
+
+
 def mass_hypotheses(lo: float, hi: float, step: float,
                     mask_windows: Sequence[Sequence[float]] = ()) -> np.ndarray:
     """Hypotheses lo + step/2, lo + 3 step/2, ... < hi, dropping those inside masked windows
     (physics.md 7.1 step 5: step <= sigma(m)/2 or one bin)."""
-    if not (np.isfinite(step) and 0 < step <= hi - lo):
-        msg = f"step = {step} GeV must be in (0, {hi - lo:.6g}]"
-        raise ConfigError(msg)
+    _check_step(step, lo, hi)
     m = lo + step * (0.5 + np.arange(int(np.floor((hi - lo) / step + 1e-9))))
     m = m[m < hi]
     for a, b in mask_windows:
@@ -929,9 +940,7 @@ def analyse_template(components: Mapping[str, tuple[np.ndarray, np.ndarray]],
     tau_full = np.sqrt(mc_rel**2 + bin_unc**2)
     d_k = np.array([float(bkg_unc.get(n, 0.0)) for n in names])
     step = bin_width if step is None else float(step)
-    if not (np.isfinite(step) and 0 < step <= hi - lo):
-        msg = f"step = {step} GeV must be in (0, {hi - lo:.6g}]"
-        raise ConfigError(msg)
+    _check_step(step, lo, hi)
     # hypotheses on the grid lo, lo + step, ..., hi (17 MeV is a hypothesis for 1 MeV steps)
     masses = lo + step * np.arange(int(np.floor((hi - lo) / step + 1e-9)) + 1)
     nf = resolve_n_f(n_f)

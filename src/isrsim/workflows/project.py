@@ -408,6 +408,10 @@ def card_from_args(args: Any, card: dict[str, Any]) -> dict[str, Any]:
     ``--events``) to a projection card."""
     from ..config import merge
 
+    if not isinstance(card.get("project"), dict) or not isinstance(card["project"].get("backgrounds"), dict):
+        msg = ("the card has no [project] table with [project.backgrounds]: allowed a projection "
+               "card (e.g. the bundled project_besiii.toml, `isrsim project --detector besiii`)")
+        raise ConfigError(msg)
     over: dict[str, Any] = {}
     if getattr(args, "luminosity", None):
         over["luminosity"] = args.luminosity

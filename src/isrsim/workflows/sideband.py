@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ConfigError, OutputError
+from ..physics.darkphoton import EPSILON_ALLOWED, EPSILON_MIN
 
 __all__ = ["DEFAULTS", "Regions", "asimov_significance", "load_config", "main",
            "predict_background", "projected_epsilon_limit", "region_yields"]
@@ -115,8 +116,8 @@ def load_config(args: Any) -> dict[str, Any]:
                                 if isinstance(cfg["luminosity"], str) else [str(x) for x in cfg["luminosity"]])
     cfg["epsilon"] = sorted(float(e) for e in np.atleast_1d(cfg["epsilon"]))
     for e in cfg["epsilon"] + [cfg["optimise_epsilon"]]:
-        if not (math.isfinite(e) and 0.0 < e < 1.0):
-            msg = f"epsilon = {e!r} is invalid: allowed 0 < epsilon < 1"
+        if not (math.isfinite(e) and EPSILON_MIN <= e < 1.0):
+            msg = f"epsilon = {e!r} is invalid: allowed {EPSILON_ALLOWED}"
             raise ConfigError(msg)
     mass = float(cfg["mass"])
     if not (math.isfinite(mass) and 0.0011 < mass < 0.2):

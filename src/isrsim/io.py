@@ -244,6 +244,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def check_distinct_paths(inputs: Iterable[str | os.PathLike[str]],
+                         outputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """ConfigError if an input is given twice (its events would count twice) or an output is
+    also an input (it would replace the data it is made from)."""
+    from .exceptions import ConfigError
+
+    seen: dict[Path, str] = {}
+    for inp in inputs:
+        key = Path(inp).resolve()
+        if key in seen:
+            msg = (f"input {str(inp)!r} is given twice (also as {seen[key]!r}); allowed: each file or "
+                   "dataset once")
+            raise ConfigError(msg)
+        seen[key] = str(inp)
+    for out in outputs:
+        if out is not None and Path(out).resolve() in seen:
+            msg = f"output = {str(out)!r} is also an input; allowed: a new path"
+            raise ConfigError(msg)
+
+
 def check_writable(path: str | os.PathLike[str]) -> Path:
     """Fail early (OutputError) if ``path`` cannot be created; returns it as a Path."""
     p = Path(path)

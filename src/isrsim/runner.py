@@ -537,9 +537,11 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
     """
     import pyarrow as pa
 
-    from .io import EventWriter, chunk_to_table, iter_tables, read_metadata, table_to_truth
+    from .io import (EventWriter, check_distinct_paths, chunk_to_table, iter_tables, read_metadata,
+                     table_to_truth)
 
     t0 = time.perf_counter()
+    check_distinct_paths([inp], [output])
     meta = read_metadata(inp)
     if meta.get("detector"):
         msg = f"input = {str(inp)!r} was already simulated with detector {meta['detector']['name']!r}"

@@ -308,6 +308,23 @@ def test_api_errors(mumu_run, tmp_path):
     _nothing_written(out)
 
 
+def test_inputs_twice_or_output_over_input(mumu_run, generator_file, tmp_path, capsys):
+    """An input given twice would count its events twice, an output equal to the input would
+    replace it: one-line errors, nothing written, the input untouched."""
+    _, ev, cand = mumu_run
+    out = tmp_path / "c.parquet"
+    size = generator_file.stat().st_size
+    for argv, needle in (
+            (["reconstruct", str(ev), str(ev), "--selection", "besiii2017", "-o", str(out)], "twice"),
+            (["limit", str(cand), str(cand), "--luminosity", "1/fb", "-o", str(out)], "twice"),
+            (["simulate", str(generator_file), "--detector", "besiii", "-o", str(generator_file)],
+             "also an input")):
+        rc, _, err = _run(argv, capsys)
+        _one_line_error(rc, err, needle)
+        _nothing_written(out)
+    assert generator_file.stat().st_size == size
+
+
 def test_cli_unknown_selection_is_one_line(mumu_run, tmp_path, capsys):
     out = tmp_path / "c.parquet"
     with pytest.raises(SystemExit) as exc:

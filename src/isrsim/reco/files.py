@@ -290,18 +290,15 @@ def _combine_processes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any
 
 
 def _check_inputs(inputs: list[str | os.PathLike[str]], output: Path):
-    from ..io import read_metadata
+    from ..io import check_distinct_paths, read_metadata
 
     if not inputs:
         msg = "inputs = []; allowed: at least one simulated event file or dataset"
         raise ConfigError(msg)
-    out_resolved = output.resolve()
+    check_distinct_paths(inputs, [output])
     metas, dets, beams = [], [], []
     for inp in inputs:
         p = str(inp)
-        if Path(p).resolve() == out_resolved:
-            msg = f"output = {str(output)!r} is also an input; allowed: a new path"
-            raise ConfigError(msg)
         meta = read_metadata(p)
         if meta.get("kind") == "candidates":
             msg = f"input {p!r} is a candidate table, not an event file"

@@ -415,6 +415,7 @@ def plot_limits(res: LimitResult, path: str | Path, *,
 
 def run_limit(args: Any) -> dict[str, Any]:
     """``isrsim limit`` (arguments as parsed by :mod:`isrsim.cli`); returns a summary dict."""
+    from ..io import check_distinct_paths, check_writable
     from ..stats.plotting import read_overlay_csv
     from ..units import parse_luminosity
 
@@ -431,6 +432,11 @@ def run_limit(args: Any) -> dict[str, Any]:
     if getattr(args, "order", None) is not None and not 0 <= args.order <= 12:
         msg = f"--order = {args.order} must be in [0, 12]"
         raise ConfigError(msg)
+    plot = getattr(args, "plot", None)
+    check_distinct_paths(args.inputs, [args.output, plot])
+    check_writable(args.output)
+    if plot:  # before any output is written: a failing plot must not leave the CSV behind
+        check_writable(plot)
     overlays = []
     for path in getattr(args, "overlay", None) or []:
         om, oe = read_overlay_csv(path)
@@ -439,10 +445,12 @@ def run_limit(args: Any) -> dict[str, Any]:
     res = analyse_candidates(cands, mass_range=args.mass, step=args.step, order=args.order,
                              convention=args.convention or "qtilde_asymptotic", n_toys=toys,
                              seed=args.seed if args.seed is not None else 1)
+    if plot:  # the plot first: if it fails, no CSV is left either
+        plot_path = plot_limits(res, plot, overlays=overlays)
     out = write_limit_csv(res, args.output)
     summary = {"output": str(out), **res.summary()}
-    if getattr(args, "plot", None):
-        summary["plot"] = str(plot_limits(res, args.plot, overlays=overlays))
+    if plot:
+        summary["plot"] = str(plot_path)
     return summary
 
 

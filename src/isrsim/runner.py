@@ -468,21 +468,48 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
         raise
 
 
+def _part_intact(path: Path, n_events: Any) -> bool:
+    """True if the dataset part opens as Parquet and holds the number of events its manifest
+    entry says; a part that does not is removed (``--resume`` writes it again)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return False
+    try:
+        ok = pq.ParquetFile(path).metadata.num_rows == n_events
+    except (OSError, pa.ArrowException):
+        ok = False
+    if not ok:
+        path.unlink(missing_ok=True)
+    return ok
+
+
 def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, Any], n_total: int,
                  bar: Any, extra: dict[str, Any]) -> RunResult:
     out = spec.output
     manifest_path = out / _MANIFEST
     done: dict[int, dict[str, Any]] = {}
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
         if not spec.resume:
             msg = (f"output = {str(out)!r} already holds a dataset; choose a new path or pass "
                    "--resume to complete an interrupted run")
             raise OutputError(msg)
+        try:
+            old = json.loads(manifest_path.read_text())
+            parts = [p for p in old.get("parts", []) if isinstance(p, dict)]
+        except (ValueError, AttributeError):
+            msg = (f"--resume: {str(manifest_path)!r} is corrupt (not the JSON object isrsim wrote); "
+                   "allowed: remove the directory and run again without --resume")
+            raise InputFileError(msg) from None
         if old.get("run_card_sha256") != base["run_card_sha256"] or old.get("n_total") != n_total:
-            msg = f"--resume: {str(out)!r} was written by a different run card or event count"
+            msg = (f"--resume: {str(out)!r} was written by a different run card or event count "
+                   f"(run_card_sha256 / n_total differ; n_total there {old.get('n_total')}, here "
+                   f"{n_total}); allowed: the same card, --events/--luminosity, --seed and "
+                   "--chunk-size as the interrupted run")
             raise InputFileError(msg)
-        done = {p["chunk"]: p for p in old.get("parts", []) if (out / p["file"]).exists()}
+        # parts listed and intact are kept; a missing, corrupt or truncated one is redone
+        done = {p["chunk"]: p for p in parts if _part_intact(out / str(p.get("file")), p.get("n_events"))}
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob(".part-*.tmp-*"), *out.glob(f".{_MANIFEST}.tmp-*")]:
         stale.unlink(missing_ok=True)

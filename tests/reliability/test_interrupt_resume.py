@@ -195,6 +195,29 @@ def test_resume_refuses_a_different_run(tmp_path, small_dataset):
         run(build_spec(card))
 
 
+def test_resume_redoes_a_corrupt_part_and_refuses_a_corrupt_manifest(tmp_path):
+    """A truncated part is written again by --resume (same events as before the damage); a
+    corrupt manifest is a one-line error naming it, not an internal error."""
+    from isrsim.config import build_spec
+    from isrsim.exceptions import InputFileError
+    from isrsim.runner import run
+
+    out = tmp_path / "data"
+    card = {**BASE_CARD, "run": {**BASE_CARD["run"], "events": 30_000, "seed": 7,
+                                 "chunk_size": 10_000, "output": str(out)}}
+    run(build_spec(card))
+    intact = content_hash(out)
+    part = out / "part-00001.parquet"
+    part.write_bytes(part.read_bytes()[:1000])
+    card["run"]["resume"] = True
+    run(build_spec(card))
+    assert _manifest(out)["complete"]
+    assert content_hash(out) == intact
+    (out / "_manifest.json").write_text("{")
+    with pytest.raises(InputFileError, match="_manifest.json' is corrupt"):
+        run(build_spec(card))
+
+
 def test_atomic_write_sequence(tmp_path, monkeypatch):
     """write_table_atomic: data go to a hidden temporary in the same directory, which is
     fsync'ed and then renamed over the final name (then the directory is fsync'ed)."""

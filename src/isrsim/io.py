@@ -230,7 +230,23 @@ def _check_event_level(truth: TruthChunk) -> list[str]:
 # writing
 # ---------------------------------------------------------------------------------------
 def _tmp_name(path: Path) -> Path:
+    """The temporary file an output is written to before its atomic rename; temporaries of the
+    same output left by a killed process (SIGKILL, power loss: no clean-up ran) are removed."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

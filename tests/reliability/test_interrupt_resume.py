@@ -22,6 +22,8 @@ from .conftest import BASE_CARD, isrsim_cmd
 # 40 chunks of 10000 events with BESIII simulation: ~0.1 s per chunk on this machine, so the
 # run is still going long after its first part appears (the trigger for the signal).
 N_EVENTS, CHUNK, SEED = 400_000, 10_000, 3
+BASE_ARGS = ["generate", "--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1.5", "3.4",
+             "--events", "2000", "--quiet"]
 GEN = ["generate", "--process", "isr_mumu", "--detector", "besiii", "--mll", "1.5", "3.4",
        "--events", str(N_EVENTS), "--chunk-size", str(CHUNK), "--seed", str(SEED), "--quiet"]
 
@@ -173,6 +175,30 @@ def test_sigint_single_file_leaves_nothing(tmp_path):
             proc.wait()
     assert proc.returncode == 130, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigkill_temporary_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL leaves the temporary file (nothing can run); the next write of the same output
+    removes it (its process is gone), and leaves a live process' temporary alone."""
+    out = tmp_path / "one.parquet"
+    proc = subprocess.Popen(isrsim_cmd(*GEN, "-o", str(out)), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".one.parquet.tmp-*")):
+            assert proc.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [p.name for p in tmp_path.iterdir()] == [f".one.parquet.tmp-{proc.pid}"]
+    live = tmp_path / f".one.parquet.tmp-{os.getppid()}"  # pytest's parent: alive
+    live.touch()
+    res = subprocess.run(isrsim_cmd(*BASE_ARGS, "-o", str(out)), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "one.parquet"]
 
 
 def test_resume_refuses_a_different_run(tmp_path, small_dataset):

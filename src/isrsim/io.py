@@ -23,10 +23,11 @@ pyarrow's writer on this schema); every file is read with pyarrow, page checksum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,9 @@ def table_to_truth(table: pa.Table, k: int) -> TruthChunk:
     for i, name in enumerate(("vx", "vy", "vz")):
         out.vtx[..., i][mask] = col(name)
     out.weight[:] = table.column("weight").to_numpy()
+    if not np.all(np.isfinite(out.weight)):
+        msg = "column 'weight' has non-finite values; allowed: finite event weights"
+        raise ValueError(msg)
     if "gen" in table.column_names:
         gen = table.column("gen").combine_chunks()
         for field, child in zip(gen.type, gen.flatten()):
@@ -258,6 +262,19 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def schema_guard(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a failure to read isrsim's event columns from ``path`` (a column missing, renamed
+    or of another type in a file that carries isrsim metadata) into an InputFileError naming
+    the file. Only around the conversion of input columns, where such errors mean bad input."""
+    try:
+        yield
+    except (KeyError, AttributeError, TypeError, ValueError, IndexError, pa.ArrowException) as exc:
+        msg = (f"{str(path)!r}: its columns are not isrsim's event schema ({type(exc).__name__}: "
+               f"{exc}); allowed: files written by isrsim generate / simulate, unmodified")
+        raise InputFileError(msg) from None
 
 
 def check_distinct_paths(inputs: Iterable[str | os.PathLike[str]],

@@ -565,7 +565,7 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
     import pyarrow as pa
 
     from .io import (EventWriter, check_distinct_paths, chunk_to_table, iter_tables, read_metadata,
-                     table_to_truth)
+                     schema_guard, table_to_truth)
 
     t0 = time.perf_counter()
     check_distinct_paths([inp], [output])
@@ -584,7 +584,8 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
     n = 0
     with _interrupt.handling(), EventWriter(output, compression=compression) as writer:
         for table in iter_tables(inp):
-            ids = table.column("event_id").to_numpy()
+            with schema_guard(inp):
+                ids = table.column("event_id").to_numpy()
             if ids.size == 0:
                 continue
             pieces = []
@@ -592,7 +593,8 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
             bounds = np.flatnonzero(np.diff(ids // block)) + 1
             for sl in np.split(np.arange(ids.size), bounds):
                 sub = table.slice(int(sl[0]), int(sl.size))
-                truth = table_to_truth(sub, k)
+                with schema_guard(inp):
+                    truth = table_to_truth(sub, k)
                 rng1 = block_rng(entropy, 1, int(ids[sl[0]] // block))
                 apply_primary_vertex(truth, detector.beam, rng1)
                 reco = simulate(truth, detector, rng1)

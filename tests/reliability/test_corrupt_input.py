@@ -197,3 +197,49 @@ def test_simulate_refuses_already_simulated(tmp_path, monkeypatch):
     _assert_cli_error(["simulate", "det.parquet", "--detector", "besiii", "-o", "again.parquet"],
                       "already simulated")
     assert not (tmp_path / "again.parquet").exists()
+
+
+def _edited_columns(src: Path, dst: Path, edit) -> Path:
+    """Copy an isrsim file with its metadata kept and its table changed by ``edit(table)``."""
+    pf = pq.ParquetFile(src)
+    pq.write_table(edit(pf.read()).replace_schema_metadata(pf.metadata.metadata), dst)
+    return dst
+
+
+def _set(table: pa.Table, name: str, values) -> pa.Table:
+    return table.set_column(table.column_names.index(name), name, pa.array(values))
+
+
+def test_edited_event_columns_are_input_errors(small_file, tmp_path, monkeypatch):
+    """isrsim metadata but columns dropped or values made invalid: a one-line error naming the
+    file (were KeyError / AttributeError internal errors, and NaN weights passed through)."""
+    monkeypatch.chdir(tmp_path)
+    w = pq.read_table(small_file).column("weight").to_numpy().copy()
+    w[1] = float("nan")
+    cases = {"no_truth.parquet": lambda t: t.drop(["truth"]),
+             "float_truth.parquet": lambda t: _set(t, "truth", [0.0] * t.num_rows),
+             "nan_weight.parquet": lambda t: _set(t, "weight", w)}
+    for name, edit in cases.items():
+        _edited_columns(small_file, tmp_path / name, edit)
+        _assert_cli_error(["simulate", name, "--detector", "besiii", "-o", "out.parquet"],
+                          name, "not isrsim's event schema")
+        assert not (tmp_path / "out.parquet").exists()
+
+
+def test_edited_candidate_columns_are_input_errors(small_file, tmp_path, monkeypatch):
+    """Candidate tables with an unknown channel, a non-finite mass or a negative weight."""
+    monkeypatch.chdir(tmp_path)
+    sim = tmp_path / "sim.parquet"
+    assert run_main(["simulate", str(small_file), "--detector", "besiii", "-o", str(sim)])[0] == 0
+    cand = tmp_path / "cand.parquet"
+    assert run_main(["reconstruct", str(sim), "--selection", "besiii2017", "-o", str(cand)])[0] == 0
+    n = pq.read_metadata(cand).num_rows
+    m = pq.read_table(cand).column("m_ll").to_numpy().copy()
+    m[0] = float("nan")
+    cases = {"tau.parquet": (lambda t: _set(t, "channel", ["tautau"] * n), "tautau"),
+             "nan_m.parquet": (lambda t: _set(t, "m_ll", m), "m_ll"),
+             "neg_w.parquet": (lambda t: _set(t, "weight", [-1.0] * n), "weight")}
+    for name, (edit, needle) in cases.items():
+        _edited_columns(cand, tmp_path / name, edit)
+        _assert_cli_error(["limit", name, "--luminosity", "1/fb", "-o", "l.csv"], name, needle)
+        assert not (tmp_path / "l.csv").exists()

@@ -366,7 +366,7 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
         that changed since simulation; inputs with different detectors or beams. No output
         file is left behind.
     """
-    from ..io import EventWriter, check_writable, iter_tables, table_to_truth
+    from ..io import EventWriter, check_writable, iter_tables, schema_guard, table_to_truth
 
     t_start, c_start = time.perf_counter(), time.process_time()
     if selection not in SELECTIONS:
@@ -400,10 +400,11 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
                 n = table.num_rows
                 if n == 0:
                     continue
-                reco = table_to_reco(table)
-                k_truth = max(_k_of(table, "truth"), 1)
-                truth = table_to_truth(table, k_truth) if "truth" in table.column_names else None
-                eid = table.column("event_id").to_numpy()
+                with schema_guard(path):
+                    reco = table_to_reco(table)
+                    k_truth = max(_k_of(table, "truth"), 1)
+                    truth = table_to_truth(table, k_truth) if "truth" in table.column_names else None
+                    eid = table.column("event_id").to_numpy()
                 t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     cols = reconstruct_chunk(reco, truth, selection=selection, bz=det.bz_T,

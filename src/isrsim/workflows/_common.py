@@ -380,12 +380,7 @@ def read_candidate_tables(paths: Sequence[str | os.PathLike[str]], *,
                     msg = (f"candidate tables do not match: {key} = {a!r} in {ref_path!r} but "
                            f"{b!r} in {path!r}")
                     raise InputFileError(msg)
-        ch = np.asarray(table.column("channel").to_pylist(), dtype=object).astype(str)
-        m = table.column("m_ll").to_numpy(zero_copy_only=False).astype(np.float64)
-        w = (table.column("weight").to_numpy(zero_copy_only=False).astype(np.float64)
-             if "weight" in table.column_names else np.ones(m.size))
-        mt = (table.column("truth_m").to_numpy(zero_copy_only=False).astype(np.float64)
-              if "truth_m" in table.column_names else np.full(m.size, np.nan))
+        ch, m, w, mt = _candidate_columns(table, path)
         scale, sc, note = _table_scale(meta, float(w.sum()), luminosity_invnb, path)
         scaled |= sc
         chans.append(ch)
@@ -407,6 +402,49 @@ def read_candidate_tables(paths: Sequence[str | os.PathLike[str]], *,
         msg = "candidate weights contain non-finite values"
         raise InputFileError(msg)
     return cs
+
+
+#: Channels the candidate tables may hold (isrsim.reco.selection writes these).
+CANDIDATE_CHANNELS = ("mumu", "ee")
+
+
+def _candidate_columns(table: Any, path: str) -> tuple[np.ndarray, ...]:
+    """(channel, m_ll, weight, truth_m) of a candidate table, checked: string channels among
+    :data:`CANDIDATE_CHANNELS`, numeric columns, finite masses in [0, 1 TeV), finite
+    non-negative weights (truth_m may be NaN: not truth-matched)."""
+    import pyarrow as pa
+
+    def numeric(name: str, default: float) -> np.ndarray:
+        if name not in table.column_names:
+            return np.full(table.num_rows, default)
+        col = table.column(name)
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            msg = f"candidate table {path!r}: column {name!r} has type {col.type}; allowed: numbers"
+            raise InputFileError(msg)
+        return col.to_numpy(zero_copy_only=False).astype(np.float64)
+
+    col = table.column("channel")
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            or pa.types.is_dictionary(col.type)):
+        msg = f"candidate table {path!r}: column 'channel' has type {col.type}; allowed: strings"
+        raise InputFileError(msg)
+    ch = np.asarray(col.to_pylist(), dtype=object).astype(str)
+    bad = sorted(str(x) for x in set(np.unique(ch)) - set(CANDIDATE_CHANNELS))
+    if bad:
+        msg = f"candidate table {path!r}: channel(s) {bad}; allowed: {list(CANDIDATE_CHANNELS)}"
+        raise InputFileError(msg)
+    m = numeric("m_ll", np.nan)
+    w = numeric("weight", 1.0)
+    mt = numeric("truth_m", np.nan)
+    if not np.all(np.isfinite(m) & (m >= 0) & (m < 1000.0)):
+        msg = (f"candidate table {path!r}: m_ll has non-finite or out-of-range values; allowed: "
+               "0 <= m_ll < 1000 GeV")
+        raise InputFileError(msg)
+    if not np.all(np.isfinite(w) & (w >= 0)):
+        msg = (f"candidate table {path!r}: weight has non-finite or negative values; allowed: "
+               "finite weights >= 0")
+        raise InputFileError(msg)
+    return ch, m, w, mt
 
 
 def merge_workflow_card(args: Any, defaults: dict[str, Any], bundled: str, what: str,

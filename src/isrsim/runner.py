@@ -365,12 +365,46 @@ def _run(spec: RunSpec) -> RunResult:
     return RunResult(spec.output, n_written, stats, meta, time.perf_counter() - t0)
 
 
+def _non_nullable(t: Any) -> Any:
+    """The Arrow type ``t`` with every nested field non-nullable (isrsim's event schema)."""
+    import pyarrow as pa
+
+    def field(f: pa.Field) -> pa.Field:
+        return pa.field(f.name, _non_nullable(f.type), nullable=False, metadata=f.metadata)
+
+    if pa.types.is_struct(t):
+        return pa.struct([field(f) for f in t])
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(field(t.value_field), t.list_size)
+    if pa.types.is_large_list(t):
+        return pa.large_list(field(t.value_field))
+    if pa.types.is_list(t):
+        return pa.list_(field(t.value_field))
+    return t
+
+
+def _from_another_process(result: tuple[Any, Any]) -> tuple[Any, Any]:
+    """A chunk result pickled by a worker process or a Dask worker: pickling an Arrow table loses
+    the non-nullability of a fixed-size list's values (``tracks.cov``), which made the file's
+    schema, and its writer, depend on the number of workers. Restores isrsim's schema."""
+    import pyarrow as pa
+
+    table, st = result
+    if isinstance(table, pa.Table):
+        schema = pa.schema([pa.field(f.name, _non_nullable(f.type), nullable=False, metadata=f.metadata)
+                            for f in table.schema], metadata=table.schema.metadata)
+        if not schema.equals(table.schema):
+            table = table.cast(schema)
+    return table, st
+
+
 def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, int, int]]):
     """Yield chunk results in order, with at most 2*workers chunks in flight."""
     if spec.scheduler is not None:
         from .distributed import execute_on_dask
 
-        yield from execute_on_dask(spec.scheduler, state, chunks)
+        for r in execute_on_dask(spec.scheduler, state, chunks):
+            yield _from_another_process(r)
         return
     if spec.workers == 1 or len(chunks) == 1:
         _init_worker(state)
@@ -390,7 +424,7 @@ def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, 
                 with _interrupt.deferred():  # may start a worker: its bootstrap data must be whole
                     pending[i] = pool.submit(_pool_chunk, *c)
                 while len(pending) >= 2 * spec.workers or (i == len(chunks) - 1 and pending):
-                    yield pending.pop(nxt).result()
+                    yield _from_another_process(pending.pop(nxt).result())
                     nxt += 1
         except BaseException:  # error, KeyboardInterrupt (SIGINT/SIGTERM) or generator closed
             for f in pending.values():

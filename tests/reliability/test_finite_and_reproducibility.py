@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from isrsim.config import build_spec
@@ -40,6 +41,10 @@ def test_reproducibility_matrix_fast(tmp_path):
     assert hashes[1, 10_000] != hashes[2, 10_000]
     assert _hash(tmp_path, 1, 10_000, 2) == hashes[1, 10_000]
     assert _hash(tmp_path, 1, 30_000, 1, dataset=True) == hashes[1, 10_000]
+    # ... and the same file schema (pickled worker tables had lost the non-nullability of
+    # tracks.cov, so the file was written by another writer)
+    schema = pq.read_schema(tmp_path / "s1_c10000_w1.parquet")
+    assert pq.read_schema(tmp_path / "s1_c10000_w2.parquet").equals(schema)
 
 
 @pytest.mark.slow

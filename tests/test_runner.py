@@ -119,3 +119,17 @@ def test_malformed_card_and_unwritable_output(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "output" in err and "does not exist" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_zero_event_files_have_every_column(tmp_path):
+    """A luminosity too small for one event gives a 0-event file with the columns of any other
+    (it had only event_id), and generate + simulate gives the same schema as one pass."""
+    gen = ["generate", "--process", "isr_mumu", "--mll", "1.5", "3.4", "--luminosity", "1e-10",
+           "--quiet"]
+    assert main([*gen, "--sqrt-s", "3.773", "-o", str(tmp_path / "g.parquet")]) == 0
+    assert main([*gen, "--detector", "besiii", "-o", str(tmp_path / "gs.parquet")]) == 0
+    assert main(["simulate", str(tmp_path / "g.parquet"), "--detector", "besiii", "--quiet",
+                 "-o", str(tmp_path / "s.parquet")]) == 0
+    assert pq.read_metadata(tmp_path / "g.parquet").num_rows == 0
+    assert pq.read_schema(tmp_path / "g.parquet").names == ["event_id", "process", "weight", "truth", "gen"]
+    assert pq.read_schema(tmp_path / "s.parquet").equals(pq.read_schema(tmp_path / "gs.parquet"))

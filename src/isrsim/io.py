@@ -501,9 +501,13 @@ def read_metadata(path: str | os.PathLike[str], *, require_process: str | tuple[
 
 
 def iter_tables(path: str | os.PathLike[str], columns: list[str] | None = None) -> Iterable[pa.Table]:
-    """Row groups of a file or dataset, in order, as Arrow tables (bounded memory)."""
+    """Row groups of a file or dataset, in order, as Arrow tables (bounded memory); a file
+    without row groups (0 events) gives one empty table with its columns."""
     for part in _parts(Path(path)):
         pf = _open(part)
+        if pf.num_row_groups == 0:
+            empty = pf.schema_arrow.empty_table()
+            yield empty.select(columns) if columns is not None else empty
         for i in range(pf.num_row_groups):
             try:
                 yield pf.read_row_group(i, columns=columns)

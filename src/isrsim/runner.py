@@ -162,6 +162,15 @@ def _simulate_block(state: dict[str, Any], j: int, nb: int, n_total: int):
     return truth, reco, stats
 
 
+def _empty_schema(state: dict[str, Any]) -> Any:
+    """The event schema of a run that produced no events (e.g. a tiny luminosity): that of an
+    empty block, so that a 0-event file has the same columns as any other."""
+    from .io import chunk_to_table
+
+    truth, reco, _ = _simulate_block(state, 0, 0, 1)
+    return chunk_to_table(truth, 0, state["process"].name, reco).schema
+
+
 def _run_chunk(first_block: int, n_blocks: int, n_total: int, chunk_index: int,
                state: dict[str, Any] | None = None):
     """Generate blocks [first_block, first_block + n_blocks); return an Arrow table or write a part.
@@ -350,7 +359,7 @@ def _run(spec: RunSpec) -> RunResult:
             pending = None
         _interrupt.check()
         meta = _final_metadata(base, n_written, stats, spec, sum_w, sum_w2, extra)
-        writer.close(meta)
+        writer.close(meta, empty_schema=_empty_schema(state) if n_written == 0 else None)
     except BaseException:
         stack.close()  # stop the workers first (closes the chunk generator)
         if pending is not None:
@@ -616,11 +625,13 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
     new_meta = dict(meta, detector={"name": detector.name, "sha256": detector.sha256,
                                     "path": str(detector.path)}, simulated_from=str(inp))
     n = 0
+    empty = None
     with _interrupt.handling(), EventWriter(output, compression=compression) as writer:
         for table in iter_tables(inp):
             with schema_guard(inp):
                 ids = table.column("event_id").to_numpy()
             if ids.size == 0:
+                empty = table
                 continue
             pieces = []
             # split at block boundaries so every block uses its own stream
@@ -637,6 +648,12 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
             writer.write(out)
             n += out.num_rows
             _interrupt.check()
-        writer.close(new_meta)
+        empty_schema = None
+        if n == 0:  # a 0-event input: the output still has every column (of an empty block)
+            with schema_guard(inp):
+                truth = table_to_truth(empty, k) if empty is not None else TruthChunk.empty(0, k)
+            reco = simulate(truth, detector, block_rng(0, 1, 0))  # no draws for 0 events
+            empty_schema = chunk_to_table(truth, 0, process, reco).schema
+        writer.close(new_meta, empty_schema=empty_schema)
     stats = SampleStats.from_dict(meta["sampling"]) if "sampling" in meta else SampleStats()
     return RunResult(Path(output), n, stats, new_meta, time.perf_counter() - t0)

@@ -273,6 +273,13 @@ def build_spec(card: dict[str, Any]) -> Any:
     _string("output", output, "a path (file.parquet, or a dataset directory)")
     params = dict(card.get("process", {}) or {})
     if process == "diphoton" and detector is not None:
+        given = params.get("detector")
+        if given is not None and (getattr(given, "sha256", None) or str(given)) not in (
+                detector.sha256, detector.name, str(detector.path)):
+            msg = (f"process.detector = {given!r} differs from run.detector = {detector.name!r}: the "
+                   "photons would convert in one detector's material and be measured in another; "
+                   "allowed: the same detector, or process.detector left out")
+            raise ConfigError(msg)
         params.setdefault("detector", detector)
     conversions = card.get("conversions")
     if conversions is not None:

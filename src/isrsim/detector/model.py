@@ -452,9 +452,15 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str]:
     if s.endswith(".toml") or "/" in s or Path(s).is_file():
         p = Path(s)
         if not p.is_file():
-            msg = f"detector file {s!r} not found"
+            what = "is not a regular file" if p.exists() else "not found"
+            msg = (f"detector file {s!r} {what}; allowed: a bundled name {available_detectors()} or a "
+                   ".toml path")
             raise ConfigError(msg)
-        return p.read_text(encoding="utf-8"), str(p)
+        try:
+            return p.read_text(encoding="utf-8"), str(p)
+        except UnicodeDecodeError as exc:
+            msg = f"detector file {s!r} is not UTF-8 text ({exc.reason}); allowed: a UTF-8 TOML file"
+            raise ConfigError(msg) from None
     res = resources.files("isrsim") / "detectors" / f"{s}.toml"
     if not res.is_file():
         msg = f"detector = {s!r} is unknown; allowed: a bundled name {available_detectors()} or a .toml path"

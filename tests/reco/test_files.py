@@ -123,6 +123,8 @@ def test_pulls_of_fitted_parameters_on_simulated_events(mumu_run):
     det = load_detector("besiii")
     meta = read_metadata(mumu_run[1])
     p4_beam = np.array(meta["beam"]["p4_total_lab"])
+    # the beams of the detector file, energy spread included, are recorded with the events
+    assert meta["beam"]["sqrt_s_spread_GeV"] == det.beam.sqrt_s_spread_GeV > 0
     pulls = {1: [], 2: [], 4: []}
     for t in iter_tables(mumu_run[1]):
         reco = table_to_reco(t)

@@ -250,3 +250,19 @@ def test_bad_channel_and_counting_inputs(channel):
         counting_upper_limit(3, -1.0)
     with pytest.raises(ConfigError, match="empty"):
         Channel(channel.hist.with_counts(np.zeros(190)), 0.006)
+
+
+def test_overlay_csv_rows_are_checked(tmp_path):
+    from isrsim.exceptions import InputFileError
+    from isrsim.stats.plotting import read_overlay_csv
+
+    good = tmp_path / "good.csv"
+    good.write_text("# BESIII 2017\nmass,epsilon\n1.5,1e-3\n3.4,1e-4\n")
+    m, e = read_overlay_csv(good)
+    np.testing.assert_array_equal(m, [1.5, 3.4])
+    np.testing.assert_array_equal(e, [1e-3, 1e-4])
+    for row in ("2.0,nan", "2.0,-1e-3", "-1,1e-3"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(f"mass,epsilon\n1.5,1e-3\n{row}\n")
+        with pytest.raises(InputFileError, match="line 3.*allowed"):
+            read_overlay_csv(bad)

@@ -32,17 +32,23 @@ def read_overlay_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         msg = f"overlay file {str(p)!r} does not exist"
         raise InputFileError(msg)
     rows = []
-    for k, line in enumerate(p.read_text().splitlines()):
+    for k, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
         parts = [x.strip() for x in s.split(",")]
         try:
-            rows.append((float(parts[0]), float(parts[1])))
+            m, e = float(parts[0]), float(parts[1])
         except (ValueError, IndexError):
             if rows or k > 1:
                 msg = f"overlay file {str(p)!r} line {k + 1}: expected 'mass,epsilon', got {s!r}"
                 raise InputFileError(msg) from None
+            continue
+        if not (np.isfinite(m) and np.isfinite(e) and m > 0 and e > 0):
+            msg = (f"overlay file {str(p)!r} line {k + 1}: {s!r}; allowed: finite mass > 0 GeV and "
+                   "epsilon > 0")
+            raise InputFileError(msg)
+        rows.append((m, e))
     if not rows:
         msg = f"overlay file {str(p)!r} has no (mass, epsilon) rows"
         raise InputFileError(msg)

@@ -471,12 +471,23 @@ def read_metadata(path: str | os.PathLike[str], *, require_process: str | tuple[
     if p.is_dir():
         manifest = json.loads((p / _MANIFEST).read_text())
         meta = manifest.get("metadata", meta)
-        # every listed part must open (footer intact) and hold the rows the manifest says
+        # every listed part must open (footer intact), hold the rows the manifest says and come
+        # from the same run (a part copied in from another run or seed is not silently mixed in)
+        card_sha = manifest.get("run_card_sha256")
         for info, part in zip(manifest["parts"], parts):
-            n_rows = (pf if part == parts[0] else _open(part)).metadata.num_rows
+            fmd = (pf if part == parts[0] else _open(part)).metadata
+            n_rows = fmd.num_rows
             if "n_events" in info and n_rows != info["n_events"]:
                 msg = (f"{str(part)!r} holds {n_rows} events but the manifest lists "
                        f"{info['n_events']}: the dataset is corrupt")
+                raise InputFileError(msg)
+            try:
+                part_sha = json.loads((fmd.metadata or {}).get(METADATA_KEY, b"{}")).get("run_card_sha256")
+            except (ValueError, AttributeError):
+                part_sha = None
+            if card_sha is not None and part_sha != card_sha:
+                msg = (f"{str(part)!r} was written by another run (run_card_sha256 {str(part_sha)[:12]}... "
+                       f"instead of the manifest's {card_sha[:12]}...): the dataset is mixed")
                 raise InputFileError(msg)
     if not isinstance(meta, dict):
         msg = f"{str(parts[0])!r}: isrsim metadata is corrupt (not a JSON object)"

@@ -243,3 +243,19 @@ def test_edited_candidate_columns_are_input_errors(small_file, tmp_path, monkeyp
         _edited_columns(cand, tmp_path / name, edit)
         _assert_cli_error(["limit", name, "--luminosity", "1/fb", "-o", "l.csv"], name, needle)
         assert not (tmp_path / "l.csv").exists()
+
+
+def test_part_from_another_run_is_refused(copy_dataset, tmp_path):
+    """A part of another run (other seed) copied over one of a dataset: the reader refuses the
+    mixed dataset instead of returning events of two runs."""
+    from isrsim.config import build_spec
+    from isrsim.runner import run
+
+    from .conftest import BASE_CARD
+
+    other = tmp_path / "other"
+    run(build_spec({**BASE_CARD, "run": {**BASE_CARD["run"], "events": 30_000, "seed": 8,
+                                         "chunk_size": 10_000, "output": str(other)}}))
+    shutil.copyfile(other / "part-00001.parquet", copy_dataset / "part-00001.parquet")
+    with pytest.raises(InputFileError, match="another run"):
+        read_metadata(copy_dataset)

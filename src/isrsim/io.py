@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from . import SCHEMA_VERSION
 from .events import RecoChunk, TruthChunk
-from .exceptions import InputFileError, OutputError
+from .exceptions import ConfigError, InputFileError, OutputError
 from .parquet_writer import ParquetTableWriter, unsupported
 
 __all__ = [
@@ -281,8 +281,6 @@ def check_distinct_paths(inputs: Iterable[str | os.PathLike[str]],
                          outputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
     """ConfigError if an input is given twice (its events would count twice) or an output is
     also an input (it would replace the data it is made from)."""
-    from .exceptions import ConfigError
-
     seen: dict[Path, str] = {}
     for inp in inputs:
         key = Path(inp).resolve()
@@ -482,12 +480,14 @@ def read_metadata(path: str | os.PathLike[str], *, require_process: str | tuple[
                        f"{info['n_events']}: the dataset is corrupt")
                 raise InputFileError(msg)
             try:
-                part_sha = json.loads((fmd.metadata or {}).get(METADATA_KEY, b"{}")).get("run_card_sha256")
+                part_meta = json.loads((fmd.metadata or {}).get(METADATA_KEY, b"{}"))
+                part_sha = part_meta.get("run_card_sha256")
             except (ValueError, AttributeError):
                 part_sha = None
             if card_sha is not None and part_sha != card_sha:
-                msg = (f"{str(part)!r} was written by another run (run_card_sha256 {str(part_sha)[:12]}... "
-                       f"instead of the manifest's {card_sha[:12]}...): the dataset is mixed")
+                msg = (f"{str(part)!r} was written by another run (run_card_sha256 "
+                       f"{str(part_sha)[:12]}... instead of the manifest's {card_sha[:12]}...): the "
+                       "dataset is mixed")
                 raise InputFileError(msg)
     if not isinstance(meta, dict):
         msg = f"{str(parts[0])!r}: isrsim metadata is corrupt (not a JSON object)"

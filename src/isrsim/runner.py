@@ -375,13 +375,18 @@ def _run(spec: RunSpec) -> RunResult:
     return RunResult(spec.output, n_written, stats, meta, time.perf_counter() - t0)
 
 
-def _non_nullable(t: Any) -> Any:
-    """The Arrow type ``t`` with every nested field non-nullable (isrsim's event schema)."""
+def _non_nullable_field(f: Any) -> Any:
+    """The Arrow field ``f`` with it and every nested field non-nullable (isrsim's event schema)."""
     import pyarrow as pa
 
-    def field(f: pa.Field) -> pa.Field:
-        return pa.field(f.name, _non_nullable(f.type), nullable=False, metadata=f.metadata)
+    return pa.field(f.name, _non_nullable(f.type), nullable=False, metadata=f.metadata)
 
+
+def _non_nullable(t: Any) -> Any:
+    """The Arrow type ``t`` with every nested field non-nullable."""
+    import pyarrow as pa
+
+    field = _non_nullable_field
     if pa.types.is_struct(t):
         return pa.struct([field(f) for f in t])
     if pa.types.is_fixed_size_list(t):
@@ -401,8 +406,7 @@ def _from_another_process(result: tuple[Any, Any]) -> tuple[Any, Any]:
 
     table, st = result
     if isinstance(table, pa.Table):
-        schema = pa.schema([pa.field(f.name, _non_nullable(f.type), nullable=False, metadata=f.metadata)
-                            for f in table.schema], metadata=table.schema.metadata)
+        schema = pa.schema([_non_nullable_field(f) for f in table.schema], metadata=table.schema.metadata)
         if not schema.equals(table.schema):
             table = table.cast(schema)
     return table, st

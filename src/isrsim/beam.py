@@ -19,7 +19,11 @@ import numpy as np
 from .constants import M_E
 from .exceptions import ConfigError
 
-__all__ = ["Beam"]
+__all__ = ["MAX_SPREAD_REL", "Beam"]
+
+#: Largest relative energy spread sigma_E/E of a beam (1 %, ten times any e+e- collider's): the
+#: generators truncate the per-event energy draw at 6 sigma, which keeps both beams above 0.9 E.
+MAX_SPREAD_REL = 0.01
 
 
 def _finite(name: str, value: float, *, lo: float | None = None, hi: float | None = None,
@@ -53,7 +57,12 @@ class Beam:
     crossing_half_angle_rad
         Angle of each beam to the z axis in the x-z plane [rad] (BEPCII 0.011, SuperKEKB 0.0415).
     sqrt_s_spread_GeV
-        Gaussian spread of sqrt(s) [GeV] (recorded; generation uses the nominal sqrt(s)).
+        Gaussian spread of sqrt(s) [GeV], at most :data:`MAX_SPREAD_REL` sqrt(s)/sqrt(2). It is
+        split between the beams with equal relative spreads ``sigma_E/E = sqrt(2) sigma_W/W``
+        (:attr:`energy_spread_rel`; since ``W^2 ~ 4 E- E+``, ``dW/W = (dE-/E- + dE+/E+)/2``).
+        The generators draw both beam energies per event (:meth:`kernel_params`), and the
+        kinematic fits take the resulting covariance of the beam 4-vector
+        (:meth:`p4_covariance_lab`).
     sigma_xyz_cm
         Gaussian sizes of the luminous region in the lab [cm]; the primary vertex is drawn
         from it. Zeros put every event at the origin.
@@ -71,6 +80,12 @@ class Beam:
         _finite("beam.e_plus_GeV", self.e_plus_GeV, lo=2 * M_E, lo_open=True)
         _finite("beam.crossing_half_angle_rad", self.crossing_half_angle_rad, lo=0.0, hi=0.5)
         _finite("beam.sqrt_s_spread_GeV", self.sqrt_s_spread_GeV, lo=0.0)
+        w_max = MAX_SPREAD_REL * self.sqrt_s / math.sqrt(2.0)
+        if self.sqrt_s_spread_GeV > w_max:
+            msg = (f"beam.sqrt_s_spread_GeV = {self.sqrt_s_spread_GeV!r} out of range: must be "
+                   f">= 0 and <= {w_max:.6g} (a relative beam-energy spread of at most "
+                   f"{MAX_SPREAD_REL:g} at sqrt(s) = {self.sqrt_s:.6g} GeV)")
+            raise ConfigError(msg)
         if len(self.sigma_xyz_cm) != 3:
             msg = f"luminous_region sigma_xyz_cm = {self.sigma_xyz_cm!r} must have 3 entries"
             raise ConfigError(msg)
@@ -110,6 +125,30 @@ class Beam:
     @property
     def s(self) -> float:
         return self.sqrt_s**2
+
+    @property
+    def energy_spread_rel(self) -> float:
+        """Relative energy spread sigma_E/E of each beam, ``sqrt(2) sigma_W / W``."""
+        return math.sqrt(2.0) * self.sqrt_s_spread_GeV / self.sqrt_s
+
+    def p4_covariance_lab(self) -> np.ndarray:
+        """4x4 covariance of the lab beam 4-vector (px, py, pz, E) from the energy spreads:
+        ``sum_b sigma_b^2 u_b u_b^T`` with ``u_b = dp_b/dE_b = (E/p direction, 1)`` of beam b
+        (the kinematic fits' beam term; zero without a spread)."""
+        r = self.energy_spread_rel
+        a = self.crossing_half_angle_rad
+        cov = np.zeros((4, 4))
+        for e, sign in ((self.e_minus_GeV, 1.0), (self.e_plus_GeV, -1.0)):
+            de_dp = e / math.sqrt(e * e - M_E * M_E)
+            u = np.array([de_dp * math.sin(a), 0.0, sign * de_dp * math.cos(a), 1.0])
+            cov += (r * e) ** 2 * np.outer(u, u)
+        return cov
+
+    def kernel_params(self) -> np.ndarray:
+        """``(E-, E+, crossing half angle, sigma_E/E)``, float64[4]: what the generator kernels
+        need to draw the beams of each event (:func:`isrsim.processes._kin.event_beam`)."""
+        return np.array([self.e_minus_GeV, self.e_plus_GeV, self.crossing_half_angle_rad,
+                         self.energy_spread_rel])
 
     @property
     def boost_beta(self) -> np.ndarray:

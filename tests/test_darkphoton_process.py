@@ -8,6 +8,7 @@ table), 1.4 (eq. 1.6); scipy quadrature and scipy.stats distributions as indepen
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -85,13 +86,15 @@ def test_decay_vertex_on_flight_line(belle2_beam):
 # --- kinematics ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("decay", ["ee", "mumu", "ll"])
 def test_four_momentum_conservation(belle2_beam, decay):
-    # lab frame, Belle II beams with the crossing angle: gamma + l- + l+ = beam 4-vector (1e-9 GeV),
-    # A' = l- + l+, on-shell final states, A' invariant mass = m_true
-    proc = DarkPhoton(belle2_beam, mass=1.0, epsilon=1e-3, decay=decay)
+    # lab frame, Belle II beams with the crossing angle (energy spread off, so that every event
+    # has the nominal beams): gamma + l- + l+ = beam 4-vector (1e-9 GeV), A' = l- + l+, on-shell
+    # final states, A' invariant mass = m_true (with the spread: tests/test_beam_spread.py)
+    beam = dataclasses.replace(belle2_beam, sqrt_s_spread_GeV=0.0)
+    proc = DarkPhoton(beam, mass=1.0, epsilon=1e-3, decay=decay)
     chunk, _ = proc.sample(np.random.default_rng(3), 4000)
     assert np.all(chunk.npart == 4)
     total = chunk.p4[:, 1] + chunk.p4[:, 2] + chunk.p4[:, 3]
-    np.testing.assert_allclose(total, np.broadcast_to(belle2_beam.p4_total_lab(), total.shape),
+    np.testing.assert_allclose(total, np.broadcast_to(beam.p4_total_lab(), total.shape),
                                rtol=0, atol=1e-9)
     np.testing.assert_allclose(chunk.p4[:, 0], chunk.p4[:, 2] + chunk.p4[:, 3], rtol=0, atol=1e-12)
 

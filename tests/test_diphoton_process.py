@@ -38,8 +38,10 @@ def _mc_consistent(a, ea, b, eb, nsig=3.0):
 # --- acceptance and cross sections -----------------------------------------------------
 @pytest.mark.parametrize("c0", [0.5, 0.9])
 def test_cms_window_cross_section_is_exact(besiii, c0):
-    # physics.md section 4: the CM window needs no rejection, sigma = eq. (4.2) exactly
-    proc = DiPhoton(besiii.beam, cos_theta_max=c0)
+    # physics.md section 4: the CM window needs no rejection, sigma = eq. (4.2) exactly (energy
+    # spread off, so that every event has the nominal beams: tests/test_beam_spread.py)
+    beam = dataclasses.replace(besiii.beam, sqrt_s_spread_GeV=0.0)
+    proc = DiPhoton(beam, cos_theta_max=c0)
     chunk, stats = proc.sample(np.random.default_rng(1), 5000)
     assert stats.n_trials == 5000
     assert stats.sigma_nb == pytest.approx(sigma_window_nb(besiii.beam.s, c0), rel=1e-12)
@@ -47,7 +49,7 @@ def test_cms_window_cross_section_is_exact(besiii, c0):
     assert np.all(np.abs(chunk.extra["cos_theta_cms"]) <= c0)
     # photons back to back in the CM: lab 4-momenta add up to the beam 4-vector
     total = chunk.p4[:, 0] + chunk.p4[:, 1]
-    np.testing.assert_allclose(total, np.broadcast_to(besiii.beam.p4_total_lab(), total.shape),
+    np.testing.assert_allclose(total, np.broadcast_to(beam.p4_total_lab(), total.shape),
                                rtol=0, atol=1e-12)
     assert np.all(chunk.npart == 2)
     assert np.all(chunk.pdg[:, :2] == 22)

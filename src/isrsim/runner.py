@@ -241,7 +241,7 @@ def _base_metadata(spec: RunSpec, proc: Any) -> dict[str, Any]:
             "e_minus_GeV": spec.beam.e_minus_GeV, "e_plus_GeV": spec.beam.e_plus_GeV,
             "crossing_half_angle_rad": spec.beam.crossing_half_angle_rad,
             "sqrt_s_GeV": spec.beam.sqrt_s, "p4_total_lab": list(spec.beam.p4_total_lab()),
-            "sqrt_s_spread_GeV": spec.beam.sqrt_s_spread_GeV,  # recorded; generation uses sqrt_s
+            "sqrt_s_spread_GeV": spec.beam.sqrt_s_spread_GeV,
             "sigma_xyz_cm": list(spec.beam.sigma_xyz_cm),
         },
         "detector": None if det is None else {"name": det.name, "sha256": det.sha256,

@@ -6,6 +6,7 @@
   with electron-mass terms, physics.md eq. (1.6), restricted to a union of intervals
   (recipe of physics.md 1.6 item 4: exact sampling of b/(1 - b^2 c^2) by c = tanh(y)/b, y
   uniform, then accept/reject with the ratio of (1.6) to it, which is <= 1).
+* :func:`event_beam` — the beams of one event (energy spread): its sqrt(s) and CM -> lab matrix.
 * :func:`sample_gamma_star_decay` — direction of the final-state particle in the gamma* rest
   frame from the exact LO ISR matrix element, physics.md eq. (1.8), extended to massive final
   states (see its docstring).
@@ -16,8 +17,14 @@ from __future__ import annotations
 import math
 
 from .._numba import kernel
+from ..constants import M_E
 
-__all__ = ["apply_matrix", "boost_by", "sample_gamma_star_decay", "sample_photon_cos"]
+__all__ = ["SPREAD_TRUNCATION", "apply_matrix", "boost_by", "event_beam", "sample_gamma_star_decay",
+           "sample_photon_cos"]
+
+#: The per-event beam-energy deviations are standard normals truncated at this many sigma
+#: (P(|xi| > 6) = 2e-9 per beam).
+SPREAD_TRUNCATION = 6.0
 
 
 @kernel
@@ -39,6 +46,75 @@ def apply_matrix(m, px, py, pz, e):
             m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + m[1, 3] * e,
             m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + m[2, 3] * e,
             m[3, 0] * px + m[3, 1] * py + m[3, 2] * pz + m[3, 3] * e)
+
+
+@kernel
+def _truncated_normal(rng):
+    while True:
+        xi = rng.standard_normal()
+        if abs(xi) <= SPREAD_TRUNCATION:
+            return xi
+
+
+@kernel
+def event_beam(rng, bp, w_min, lab_out):
+    """Draw the beams of one event and fill ``lab_out`` with its CM -> lab matrix; returns the
+    event's sqrt(s) [GeV].
+
+    ``bp = Beam.kernel_params() = (E-, E+, a, r)``: nominal beam energies, crossing half angle
+    and relative energy spread of each beam. The energies are ``E(1 + r xi)`` with independent
+    standard normals ``xi`` truncated at :data:`SPREAD_TRUNCATION`, redrawn (both) while the
+    event's sqrt(s) is below ``w_min`` (its kinematic limit, e.g. the mass of the system that
+    recoils against the ISR photon). The matrix is the one :meth:`isrsim.beam.Beam.cms_to_lab`
+    builds for those energies (rotation about y taking +z to the e- beam direction in the CM,
+    then the boost by the e+e- velocity), written out without trigonometric calls. Only call
+    with ``r > 0``; with ``r = 0`` the nominal matrix applies and nothing need be drawn.
+    """
+    a = bp[2]
+    sa = math.sin(a)
+    ca = math.cos(a)
+    while True:
+        em = bp[0] * (1.0 + bp[3] * _truncated_normal(rng))
+        ep = bp[1] * (1.0 + bp[3] * _truncated_normal(rng))
+        pm = math.sqrt(em * em - M_E * M_E)
+        pp = math.sqrt(ep * ep - M_E * M_E)
+        px = (pm + pp) * sa
+        pz = (pm - pp) * ca
+        e = em + ep
+        w2 = e * e - px * px - pz * pz
+        if w2 >= w_min * w_min:
+            break
+    bx = px / e
+    bz = pz / e
+    # e- beam in the CM: the boost by -beta of (pm sin a, 0, pm cos a, em); y components vanish
+    dx, _, dz, _ = boost_by(-bx, 0.0, -bz, pm * sa, 0.0, pm * ca, em)
+    dn = math.sqrt(dx * dx + dz * dz)
+    c = dz / dn
+    s = dx / dn
+    b2 = bx * bx + bz * bz
+    g = 1.0 / math.sqrt(1.0 - b2)
+    f = (g - 1.0) / b2 if b2 > 0.0 else 0.0
+    # B = boost(beta) (4x4 on (px, py, pz, E)), columns 0 (x), 2 (z) and 3 (E); column 1 is e_y
+    b00, b20, b30 = 1.0 + f * bx * bx, f * bz * bx, g * bx
+    b02, b22, b32 = f * bx * bz, 1.0 + f * bz * bz, g * bz
+    # L = B @ R_y(angle): column 0 = c B0 - s B2, column 2 = s B0 + c B2
+    lab_out[0, 0] = c * b00 - s * b02
+    lab_out[1, 0] = 0.0
+    lab_out[2, 0] = c * b20 - s * b22
+    lab_out[3, 0] = c * b30 - s * b32
+    lab_out[0, 1] = 0.0
+    lab_out[1, 1] = 1.0
+    lab_out[2, 1] = 0.0
+    lab_out[3, 1] = 0.0
+    lab_out[0, 2] = s * b00 + c * b02
+    lab_out[1, 2] = 0.0
+    lab_out[2, 2] = s * b20 + c * b22
+    lab_out[3, 2] = s * b30 + c * b32
+    lab_out[0, 3] = g * bx
+    lab_out[1, 3] = 0.0
+    lab_out[2, 3] = g * bz
+    lab_out[3, 3] = g
+    return math.sqrt(w2)
 
 
 @kernel

@@ -58,7 +58,7 @@ from ..exceptions import ConfigError
 from ..physics import darkphoton as dp
 from ..physics.fsr import decay_with_fsr
 from ..physics.radiator import angular_fraction, h_primitive, w_lo
-from ._kin import apply_matrix, sample_gamma_star_decay, sample_photon_cos
+from ._kin import apply_matrix, event_beam, sample_gamma_star_decay, sample_photon_cos
 from .base import Process, SampleStats, check_fsr, check_number
 from .isr import X_MIN, PhotonCut
 
@@ -105,16 +105,22 @@ def _mass_factor(m, m_l):
 
 @kernel
 def _darkphoton_block(rng, n, weighted, s, m0, gam, use_bw, u_lo, u_hi, shape_max,
-                      acc0, acc1, y_lo, y_hi, b_e, decay_code, ctau, sigma_prop, lab,
+                      acc0, acc1, y_lo, y_hi, b_e, decay_code, ctau, sigma_prop, lab_nominal, bp,
                       npart, pdg, p4, vtx, parent, weight,
                       x_out, m_out, cg_out, cs_out, l_out, ct_out, bg_out, fsr, fsr_x_min, xf_out):
     """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight).
 
     With ``fsr`` the A' decay radiates (:func:`isrsim.physics.fsr.emit_fsr`): a photon above
     ``fsr_x_min`` goes to slot 4 (parent 0, at the decay vertex), its fraction to ``xf_out``.
+
+    Beam-energy spread (``bp[3] > 0``): as in :func:`isrsim.processes.isr._isr_block`, the
+    line shape is sampled at the nominal s and the kinematics (photon, A' and its decay, lab
+    transformation, hence the decay length) use the event's own beams, ``x' = 1 - m'^2/s'``.
     """
-    sqrt_s = math.sqrt(s)
-    ebeam = 0.5 * sqrt_s
+    sqrt_s0 = math.sqrt(s)
+    spread = bp[3] > 0.0
+    lab_event = np.empty((4, 4))
+    w_scale = 1.0 / math.sqrt(1.0 - X_MIN)
     n_trials = 0
     sum_w = 0.0
     sum_w2 = 0.0
@@ -150,9 +156,16 @@ def _darkphoton_block(rng, n, weighted, s, m0, gam, use_bw, u_lo, u_hi, shape_ma
                 m_f, pdg_neg = M_MU, PDG_MU
             else:
                 m_f, pdg_neg = M_E, PDG_E
-        # --- photon (CM), eq. (6.1) with the regulator (1.6) ---
+        # --- the event's beams, then the photon (CM), eq. (6.1) with the regulator (1.6) ---
+        lab = lab_nominal
+        sqrt_s = sqrt_s0
+        if spread:
+            sqrt_s = event_beam(rng, bp, m * w_scale, lab_event)
+            lab = lab_event
+            x = 1.0 - m * m / (sqrt_s * sqrt_s)
+        ebeam = 0.5 * sqrt_s
         eg = x * ebeam
-        c = sample_photon_cos(rng, s, x, y_lo, y_hi, b_e)
+        c = sample_photon_cos(rng, sqrt_s * sqrt_s, x, y_lo, y_hi, b_e)
         phi = 2.0 * math.pi * rng.random()
         st = math.sqrt(max(0.0, (1.0 - c) * (1.0 + c)))
         kx, ky, kz = eg * st * math.cos(phi), eg * st * math.sin(phi), eg * c
@@ -220,7 +233,8 @@ class DarkPhoton(Process):
     ----------
     beam
         Beams (any energies and crossing angle); generation in the CM frame, transformed once
-        with ``beam.cms_to_lab()``.
+        with ``beam.cms_to_lab()`` (with an energy spread: the event's own beams, see
+        ``_darkphoton_block``).
     mass
         A' mass m [GeV]: 2 m_l < m < min(10.5, sqrt(s (1 - 1e-4))) GeV, with m_l = m_e for
         ``decay`` "ee" and "ll", m_mu for "mumu" (physics.md 6.3 validity range).
@@ -390,7 +404,7 @@ class DarkPhoton(Process):
             rng, n, bool(weighted), self.beam.s, self.mass, self.gamma_total, self._use_bw,
             self._u_lo, self._u_hi, self._shape_max, self._acc0, self._acc1, self._y_lo,
             self._y_hi, self._b_e, DECAYS[self.decay], self.ctau, self.sigma_prop_nb, self._lab,
-            out.npart, out.pdg, out.p4, out.vtx, out.parent, out.weight,
+            self.beam.kernel_params(), out.npart, out.pdg, out.p4, out.vtx, out.parent, out.weight,
             ex["x_cms"], ex["m_true"], ex["cos_gamma_cms"], ex["cos_star"],
             ex["decay_length_cm"], ex["ctau_cm"], ex["betagamma_lab"],
             self.fsr, self.fsr_x_min, ex["x_fsr"] if self.fsr else np.empty(0),

@@ -3,7 +3,10 @@
 Physics (physics.md sections 4 and 5):
 
 * photon polar angle theta* (CM, to the e- beam) from eq. (4.1) with the electron-mass
-  regulator, azimuth uniform, the two photons back to back with E = sqrt(s)/2 each;
+  regulator, azimuth uniform, the two photons back to back with E = sqrt(s)/2 each (with a
+  beam-energy spread: the event's own sqrt(s') and CM -> lab transformation, see
+  :func:`isrsim.processes._kin.event_beam`; the CM band of a lab window then covers the extreme
+  beams, :func:`cms_band_with_spread`);
 * acceptance either in the CM frame (``|cos theta*| < cos_theta_max``, exact: no rejection)
   or in the lab frame (``theta_lab_deg = [min, max]``; the Belle II boost makes it asymmetric
   in the CM, so it is mapped event by event: cos theta* of a randomly labelled photon is drawn
@@ -33,6 +36,7 @@ origin) are counted in ``n_overweight``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -51,10 +55,10 @@ from ..events import TruthChunk
 from ..exceptions import ConfigError
 from ..physics.conversion import SEVEN_NINTHS, sample_pair
 from ..physics.diphoton import beta_electron, sample_cos_theta, sigma_cos_range_nb
-from ._kin import apply_matrix
+from ._kin import SPREAD_TRUNCATION, apply_matrix, event_beam
 from .base import Process, SampleStats, check_number
 
-__all__ = ["CONVERSION_MODES", "DiPhoton", "cms_band_for_lab_window"]
+__all__ = ["CONVERSION_MODES", "DiPhoton", "cms_band_for_lab_window", "cms_band_with_spread"]
 
 #: Values of the ``conversion`` parameter.
 CONVERSION_MODES = ("none", "natural", "forced")
@@ -96,14 +100,37 @@ def cms_band_for_lab_window(beam: Beam, theta_min: float, theta_max: float, *,
     return max(lo, -1.0), min(hi, 1.0)
 
 
+def cms_band_with_spread(beam: Beam, theta_min: float, theta_max: float) -> tuple[float, float]:
+    """:func:`cms_band_for_lab_window` covering every beam the generator can draw: the union of
+    the bands of the nominal beam and of the four corners ``E(1 +- 6 r)`` of the truncated
+    energy spread (:func:`isrsim.processes._kin.event_beam`). The band edges move linearly
+    with the beam energies over so small a range (r <= 1 %), so the corners bound them."""
+    lo, hi = cms_band_for_lab_window(beam, theta_min, theta_max)
+    dr = SPREAD_TRUNCATION * beam.energy_spread_rel
+    if dr > 0.0:
+        for fm in (1.0 - dr, 1.0 + dr):
+            for fp in (1.0 - dr, 1.0 + dr):
+                corner = dataclasses.replace(beam, e_minus_GeV=beam.e_minus_GeV * fm,
+                                             e_plus_GeV=beam.e_plus_GeV * fp)
+                a, b = cms_band_for_lab_window(corner, theta_min, theta_max)
+                lo, hi = min(lo, a), max(hi, b)
+    return lo, hi
+
+
 @kernel
-def _diphoton_block(rng, n, weighted, s, b_e, c_lo, c_hi, lab, sigma_prop,
+def _diphoton_block(rng, n, weighted, s, b_e, c_lo, c_hi, lab_nominal, bp, sigma_prop,
                     lab_cut, th_lo, th_hi, n_req,
                     mode, forced_mask, bz, m_pca_max, w_max,
                     r_cm, dr_cm, z_min_cm, z_max_cm, x_over_x0, z_eff, phi_fraction,
                     npart, pdg, p4, vtx, parent, weight,
                     ex_c, ex_n, ex_layer, ex_r, ex_x, ex_w, ex_m):
-    """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight)."""
+    """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight).
+
+    Beam-energy spread (``bp[3] > 0``): every trial has its own beams
+    (:func:`isrsim.processes._kin.event_beam`): photons of sqrt(s')/2 each in its CM frame and
+    its own lab transformation, before the lab acceptance and the conversions."""
+    spread = bp[3] > 0.0
+    lab_event = np.empty((4, 4))
     nl = r_cm.shape[0]
     seg_s0 = np.empty(2 * nl + 2)
     seg_s1 = np.empty(2 * nl + 2)
@@ -124,6 +151,10 @@ def _diphoton_block(rng, n, weighted, s, b_e, c_lo, c_hi, lab, sigma_prop,
     i = 0
     while i < n:
         n_trials += 1
+        lab = lab_nominal
+        if spread:
+            eb = 0.5 * event_beam(rng, bp, 0.0, lab_event)
+            lab = lab_event
         c = sample_cos_theta(rng, b_e, c_lo, c_hi)
         phi = 2.0 * math.pi * rng.random()
         st = math.sqrt(max(0.0, (1.0 - c) * (1.0 + c)))
@@ -291,7 +322,7 @@ class DiPhoton(Process):
             self.cos_theta_max = None
             self.theta_lab_deg = (t1, t2)
             self._th = (math.radians(t1), math.radians(t2))
-            lo, hi = cms_band_for_lab_window(beam, *self._th)
+            lo, hi = cms_band_with_spread(beam, *self._th)
             if self.photons_in_acceptance == 2:
                 self._c_lo, self._c_hi = max(lo, -hi), min(hi, -lo)
             else:
@@ -372,7 +403,7 @@ class DiPhoton(Process):
         ex = out.extra
         res = _diphoton_block(
             rng, n, bool(weighted), self.beam.s, self._b_e, self._c_lo, self._c_hi, self._lab,
-            self.sigma_prop_nb, self.theta_lab_deg is not None, self._th[0], self._th[1],
+            self.beam.kernel_params(), self.sigma_prop_nb, self.theta_lab_deg is not None, self._th[0], self._th[1],
             self.photons_in_acceptance, _MODE_CODE[self.conversion], self._forced_mask, self._bz,
             self.m_pca_max or 0.0, self._w_max, *self._layers,
             out.npart, out.pdg, out.p4, out.vtx, out.parent, out.weight,

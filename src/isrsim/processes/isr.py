@@ -15,7 +15,9 @@ the proposal is the piecewise-constant majorant q (the larger end-point value in
 0.05 %), so w = f/q <= 1 and unweighted events are obtained by accept/reject with unit bound at
 efficiency sigma/sigma_prop (~99.9 %). Weighted events carry w sigma_prop. The cross section
 inside the cuts and its MC error follow from the weights (:class:`SampleStats`).
-All particles are then transformed once to the lab with ``beam.cms_to_lab()``.
+All particles are then transformed once to the lab with ``beam.cms_to_lab()``, or, with a
+beam-energy spread, with the transformation of the event's own beams (see ``_isr_block``);
+``x_cms`` is then ``1 - M^2/s'`` of the event.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..exceptions import ConfigError
 from ..physics.born import FINAL_STATES, FS_PIPI, dsigma_dm_isr_nb, sigma_born_nb
 from ..physics.fsr import decay_with_fsr
 from ..physics.radiator import RADIATORS, beta_isr, h_primitive, radiator
-from ._kin import apply_matrix, sample_gamma_star_decay, sample_photon_cos
+from ._kin import apply_matrix, event_beam, sample_gamma_star_decay, sample_photon_cos
 from .base import Process, SampleStats, check_fsr, check_number, check_range_pair
 
 __all__ = ["X_MIN", "IsrEE", "IsrMuMu", "IsrPiPi", "IsrProcess", "PhotonCut"]
@@ -130,7 +132,7 @@ def _dsigma_dm_fast(s, m, code, rad_code, acc0, acc1):
 
 @kernel
 def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
-               c_lo, c_hi, y_lo, y_hi, b_e, edges, cdf, qdens, sigma_prop, lab,
+               c_lo, c_hi, y_lo, y_hi, b_e, edges, cdf, qdens, sigma_prop, lab_nominal, bp,
                npart, pdg, p4, weight, x_out, m_out, cg_out, cs_out,
                guide, acc0, acc1, fast, fsr, fsr_x_min, xf_out):
     """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight).
@@ -141,9 +143,17 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
     The mass bin is found with the guide table ``guide`` (Chen & Asau 1974: guide[g] is the bin
     holding g/len(guide)), then a short forward search: the same bin as
     ``searchsorted(cdf, u, "right") - 1`` in about 1-2 comparisons instead of log2(nbins).
+
+    Beam-energy spread (``bp[3] > 0``, :func:`isrsim.processes._kin.event_beam`): the mass is
+    drawn from the spectrum at the nominal s, then the event's own beams are drawn (with
+    ``x' = 1 - M^2/s' >= X_MIN``) and the photon, the gamma* decay and the lab transformation
+    use them: exact kinematics at the event's sqrt(s'), the spectrum's O(sigma_W/W) change
+    with s neglected.
     """
-    sqrt_s = math.sqrt(s)
-    ebeam = 0.5 * sqrt_s
+    sqrt_s0 = math.sqrt(s)
+    spread = bp[3] > 0.0
+    lab_event = np.empty((4, 4))
+    w_scale = 1.0 / math.sqrt(1.0 - X_MIN)
     nbins = qdens.shape[0]
     ng = guide.shape[0]
     n_trials = 0
@@ -170,10 +180,17 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
             n_over += 1
         if not weighted and rng.random() >= w:
             continue
-        # --- photon (CM) ---
-        x = 1.0 - m * m / s
+        # --- the event's beams, then the photon (CM) ---
+        lab = lab_nominal
+        sqrt_s = sqrt_s0
+        if spread:
+            sqrt_s = event_beam(rng, bp, m * w_scale, lab_event)
+            lab = lab_event
+        s_ev = sqrt_s * sqrt_s
+        ebeam = 0.5 * sqrt_s
+        x = 1.0 - m * m / s_ev
         eg = x * ebeam
-        c = sample_photon_cos(rng, s, x, y_lo, y_hi, b_e)
+        c = sample_photon_cos(rng, s_ev, x, y_lo, y_hi, b_e)
         phi = 2.0 * math.pi * rng.random()
         st = math.sqrt(max(0.0, (1.0 - c) * (1.0 + c)))
         kx, ky, kz = eg * st * math.cos(phi), eg * st * math.sin(phi), eg * c
@@ -215,7 +232,8 @@ class IsrProcess(Process):
     Parameters
     ----------
     beam
-        Beams (any energies and crossing angle); generation in the CM frame, boosted once.
+        Beams (any energies and crossing angle); generation in the CM frame, boosted once
+        (with an energy spread: each event with its own beams, see ``_isr_block``).
     final_state
         "mumu", "ee" (s-channel radiative-return part only, physics.md 2.1) or "pipi".
     mass_range
@@ -343,7 +361,7 @@ class IsrProcess(Process):
             rng, n, weighted, self.beam.s, self.code, self._rad_code, self.m_f, self.spin,
             self.pdg_neg, self._c_lo, self._c_hi, self._y_lo, self._y_hi, self._b_e,
             self._edges, self._cdf, self._qdens, self.sigma_prop_nb, self._lab,
-            out.npart, out.pdg, out.p4, out.weight,
+            self.beam.kernel_params(), out.npart, out.pdg, out.p4, out.weight,
             ex["x_cms"], ex["m_true"], ex["cos_gamma_cms"], ex["cos_star"],
             self._guide, self._acc0, self._acc1, self._fast,
             self.fsr, self.fsr_x_min, ex["x_fsr"] if self.fsr else np.empty(0),

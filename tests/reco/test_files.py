@@ -94,6 +94,8 @@ def test_round_trip_cli_mass_resolution_and_efficiency(mumu_run, capsys):
     assert meta["cross_section_nb"] == pytest.approx(ev_meta["cross_section_nb"])
     assert meta["equivalent_luminosity_invnb"] == pytest.approx(ev_meta["equivalent_luminosity_invnb"])
     assert meta["detector"]["sha256"] == ev_meta["detector"]["sha256"]
+    # the beam of the candidates (whose covariance the fits used) keeps the sqrt(s) spread
+    assert meta["beam"]["sqrt_s_spread_GeV"] == ev_meta["beam"]["sqrt_s_spread_GeV"] > 0
     assert meta["inputs"][0]["path"] == str(ev)
     assert meta["n_candidates"] == {"isr_mumu": {"mumu": int(c["event_id"].size)}}
     # unweighted input: weight_nb = sigma / N, so sum(weight_nb) = sigma * efficiency
@@ -133,7 +135,8 @@ def test_pulls_of_fitted_parameters_on_simulated_events(mumu_run):
         rows = np.flatnonzero(sel)
         h, cv = reco.helix[rows], reco.cov[rows]
         fit = fit_1c_missing_photon(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=det.bz_T,
-                                    p4_beam=p4_beam, mass=M_MU)
+                                    p4_beam=p4_beam, mass=M_MU,
+                                    cov_beam=det.beam.p4_covariance_lab())
         ok = np.isfinite(fit.chi2) & (fit.chi2 < 20)
         j = reco.trk_truth[rows, 0].astype(int)
         p4 = truth.p4[rows, j]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from isrsim.constants import M_MU
+from isrsim.beam import Beam
+from isrsim.constants import K_CURV, M_MU
 from isrsim.exceptions import ConfigError
-from isrsim.reco.kinfit import fit_1c_missing_photon
+from isrsim.reco import toys
+from isrsim.reco.kinfit import fit_1c_missing_photon, fit_energy_constrained
 
 DIAG = [0, 5, 9, 12, 14]  # packed indices of the 5x5 diagonal
 
@@ -165,3 +169,281 @@ def test_1c_empty_input(bes_beam):
                               np.zeros((0, 15)), bz=1.0, p4_beam=bes_beam.p4_total_lab(),
                               mass=M_MU)
     assert r.chi2.shape == (0,)
+
+
+# --------------------------------------------------------------------------------------
+# Beam-energy spread: the beam 4-vector as a measured nuisance parameter (cov_beam)
+# --------------------------------------------------------------------------------------
+#: Belle II-like helix resolutions (cm, rad) for the beam-spread tests: sigma_pT/pT = 0.1 %
+#: (about three times better than Belle II's) so that the beam term, with sigma_E = 4.7 / 2.7
+#: MeV per beam, is ~40 % of the 1C constraint variance (asserted below).
+B2_SIGMAS = {"sigma_d0": 20e-4, "sigma_phi0": 5e-4, "sigma_rel_pt": 1e-3, "sigma_z0": 30e-4,
+             "sigma_tanl": 5e-4}
+
+
+@pytest.fixture(scope="module")
+def b2_beam():
+    """SuperKEKB-like: 7.004 on 4.002 GeV, 41.5 mrad crossing half angle, 5 MeV sqrt(s) spread."""
+    return Beam(e_minus_GeV=7.004, e_plus_GeV=4.002, crossing_half_angle_rad=0.0415,
+                sqrt_s_spread_GeV=0.005)
+
+
+def _p4_helices(h, bz, m):
+    """Lab 4-momenta [n, 4] from perigee helices [n, 5] (written out here, not the kernel's)."""
+    pt = K_CURV * bz / np.abs(h[:, 2])
+    p = np.stack([pt * np.cos(h[:, 1]), pt * np.sin(h[:, 1]), pt * h[:, 4]], axis=1)
+    return np.concatenate([p, np.sqrt(np.sum(p * p, axis=1) + m * m)[:, None]], axis=1)
+
+
+def _unpack(c):
+    iu = np.triu_indices(5)
+    v = np.zeros((c.shape[0], 5, 5))
+    v[:, iu[0], iu[1]] = c
+    v[:, iu[1], iu[0]] = c
+    return v
+
+
+def _one_c_variances(h1, c1, h2, c2, bz, m, p4_beam, cov_beam):
+    """Track and beam parts (S_t, S_b) [n] of the variance of g = (P - p1 - p2)^2 at the given
+    helices, from central finite differences of g (independent of the fit's derivatives)."""
+    def g(a1, a2, p):
+        k = p - _p4_helices(a1, bz, m) - _p4_helices(a2, bz, m)
+        return k[:, 3] ** 2 - np.sum(k[:, :3] ** 2, axis=1)
+
+    n = h1.shape[0]
+    beam = np.broadcast_to(p4_beam, (n, 4))
+    s_t = np.zeros(n)
+    for h, c, first in ((h1, c1, True), (h2, c2, False)):
+        jac = np.zeros((n, 5))
+        for j in (1, 2, 4):  # d0 and z0 do not enter g
+            step = 1e-3 * np.sqrt(c[:, [0, 5, 9, 12, 14][j]])
+            up, dn = h.copy(), h.copy()
+            up[:, j] += step
+            dn[:, j] -= step
+            gu = g(up, h2, beam) if first else g(h1, up, beam)
+            gd = g(dn, h2, beam) if first else g(h1, dn, beam)
+            jac[:, j] = (gu - gd) / (2 * step)
+        s_t += np.einsum("ni,nij,nj->n", jac, _unpack(c), jac)
+    d_p = np.zeros((n, 4))
+    for j in range(4):
+        e = np.zeros(4)
+        e[j] = 1e-5
+        d_p[:, j] = (g(h1, h2, beam + e) - g(h1, h2, beam - e)) / 2e-5
+    return s_t, np.einsum("ni,ij,nj->n", d_p, cov_beam, d_p)
+
+
+@pytest.fixture(scope="module")
+def b2_spread(b2_beam):
+    """20k untagged ISR mu mu toys (M = 2 GeV, 1.5 T) whose beams are drawn per event with
+    the 5 MeV sqrt(s) spread; the 1C fit with and without the beam covariance."""
+    rng = np.random.default_rng(20241121)
+    n, bz = 20_000, 1.5
+    lm, lp, _ = toys.isr_pair(rng, n, b2_beam, 2.0, M_MU, 0.05, beam_spread=True)
+    h1 = toys.helices_from_states(np.zeros(3), lm[:, :3], -1.0, bz)
+    h2 = toys.helices_from_states(np.zeros(3), lp[:, :3], 1.0, bz)
+    c1 = toys.diagonal_covariance(h1, **B2_SIGMAS)
+    c2 = toys.diagonal_covariance(h2, **B2_SIGMAS)
+    m1 = toys.smear_helices(rng, h1, c1)
+    m2 = toys.smear_helices(rng, h2, c2)
+    kw = {"bz": bz, "p4_beam": b2_beam.p4_total_lab(), "mass": M_MU}
+    with_cov = fit_1c_missing_photon(m1, c1, m2, c2, cov_beam=b2_beam.p4_covariance_lab(), **kw)
+    without = fit_1c_missing_photon(m1, c1, m2, c2, **kw)
+    s_t, s_b = _one_c_variances(h1, c1, h2, c2, bz, M_MU, b2_beam.p4_total_lab(),
+                                b2_beam.p4_covariance_lab())
+    return {"n": n, "true1": h1, "true2": h2, "with_cov": with_cov, "without": without, "s_t": s_t,
+            "s_b": s_b}
+
+
+def test_1c_beam_term_is_sizeable(b2_spread):
+    # the premise of the two tests below: the beam term is a large part of the constraint
+    # variance (measured: 41 %), so that leaving it out is visible in the chi2
+    frac = np.mean(b2_spread["s_b"] / (b2_spread["s_t"] + b2_spread["s_b"]))
+    assert 0.3 < frac < 0.5, frac
+
+
+def test_1c_chi2_with_beam_covariance_follows_chi2_1(b2_spread):
+    # smeared per-event beams, fit with Beam.p4_covariance_lab(): chi2 ~ chi2(1). N = 20k:
+    # sd of the mean sqrt(2/N) = 0.010, of the fraction of prob < 0.1 sqrt(0.09/N) = 0.0021;
+    # 4 sigma each (measured: mean 1.015, fraction 0.103)
+    f = b2_spread["with_cov"]
+    n = b2_spread["n"]
+    assert f.converged.all()
+    assert abs(f.chi2.mean() - 1.0) < 4 * np.sqrt(2.0 / n)
+    assert abs(np.mean(f.prob < 0.1) - 0.1) < 4 * np.sqrt(0.09 / n)
+    assert stats.kstest(f.chi2, stats.chi2(1).cdf).pvalue > 0.01
+
+
+def test_1c_chi2_without_beam_covariance_is_too_large(b2_spread):
+    # without the beam term the residual has variance S_t + S_b but is divided by S_t:
+    # E[chi2] = mean((S_t + S_b)/S_t) per event (computed: 1.69; measured: 1.71), sd of the mean
+    # sqrt(2 mean(ratio^2)/N); the excess over 1 is many standard deviations
+    f = b2_spread["without"]
+    n = b2_spread["n"]
+    ratio = 1.0 + b2_spread["s_b"] / b2_spread["s_t"]
+    expected = ratio.mean()
+    sd = np.sqrt(2.0 * np.mean(ratio**2) / n)
+    assert abs(f.chi2.mean() - expected) < 4 * sd
+    assert expected - 1.0 > 20 * np.sqrt(2.0 / n)
+    assert f.chi2.mean() - 1.0 > 20 * np.sqrt(2.0 / n)
+
+
+@pytest.mark.parametrize("j", [1, 2, 4])
+def test_1c_pulls_with_beam_covariance(b2_spread, j):
+    # V_fit = V - V D^T S^-1 D V with the beam term in S is the covariance of the fitted
+    # tracks: pulls against truth ~ N(0, 1); same tolerance as the exact-beam pulls above.
+    # Without the term the fit forces the smeared beam onto the curvatures: omega pulls have
+    # an rms of ~6 (measured 5.8)
+    f = b2_spread["with_cov"]
+    for fitted, true, cov in ((f.helix1, b2_spread["true1"], f.cov1),
+                              (f.helix2, b2_spread["true2"], f.cov2)):
+        pull = _wrap(fitted[:, j] - true[:, j]) / np.sqrt(cov[:, DIAG[j]])
+        assert abs(pull.mean()) < 0.05
+        assert abs(pull.std() - 1.0) < 0.05
+    if j == 2:
+        g = b2_spread["without"]
+        assert np.std((g.helix1[:, 2] - b2_spread["true1"][:, 2]) / np.sqrt(g.cov1[:, DIAG[2]])) > 3.0
+
+
+def _fields_equal(a, b):
+    for fld in dataclasses.fields(a):
+        x, y = getattr(a, fld.name), getattr(b, fld.name)
+        if isinstance(x, np.ndarray):
+            assert np.array_equal(x, y, equal_nan=True), fld.name
+        else:
+            assert x == y, fld.name
+
+
+def test_zero_cov_beam_is_the_exact_beam(isr_mumu_sample, bes_beam, fit1c, ec_sample, b2_beam):
+    # cov_beam = zeros (e.g. Beam.p4_covariance_lab() without a spread) is bit-for-bit the fit
+    # without it, for both fits
+    s = isr_mumu_sample
+    zero = Beam.symmetric(3.773, crossing_half_angle_rad=0.011).p4_covariance_lab()
+    assert not zero.any()
+    r = fit_1c_missing_photon(s["meas1"], s["cov1"], s["meas2"], s["cov2"], bz=s["bz"],
+                              p4_beam=bes_beam.p4_total_lab(), mass=M_MU, cov_beam=zero)
+    _fields_equal(r, fit1c)
+    e = ec_sample
+    for c in ("4c", "energy"):
+        kw = {"p4_beam": b2_beam.p4_total_lab(), "mass": M_MU, "constraints": c}
+        _fields_equal(fit_energy_constrained(*e["args"], cov_beam=np.zeros((4, 4)), **kw),
+                      fit_energy_constrained(*e["args"], **kw))
+
+
+# -- energy-constrained fit -------------------------------------------------------------
+def _ec_g(a, p4_beam, m):
+    """Constraints (E, px, py, pz) of the energy-constrained fit, a = [n, 9] (written out)."""
+    e1 = np.sqrt(np.sum(a[:, 0:3] ** 2, axis=1) + m * m)
+    e2 = np.sqrt(np.sum(a[:, 3:6] ** 2, axis=1) + m * m)
+    eg, th, ph = a[:, 6], a[:, 7], a[:, 8]
+    k = np.stack([eg * np.sin(th) * np.cos(ph), eg * np.sin(th) * np.sin(ph), eg * np.cos(th)], 1)
+    return np.stack([e1 + e2 + eg - p4_beam[3]] + [a[:, i] + a[:, 3 + i] + k[:, i] - p4_beam[i]
+                                                    for i in range(3)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def ec_sample(b2_beam):
+    """ISR mu mu toys (M = 1 GeV) with the photon measured: lepton momenta smeared with
+    3 MeV per component, the photon with sigma_E = 3 MeV and 1 mrad in theta and phi (both
+    far better than Belle II's, so that the beam term, 4.7 / 2.7 MeV per beam, is a large part
+    of S), against beams drawn per event with the 5 MeV sqrt(s) spread. Photons within
+    0.4 < theta_lab < pi - 0.4 (a truth-level choice: does not bias the chi2)."""
+    rng = np.random.default_rng(424242)
+    lm, lp, gam = toys.isr_pair(rng, 22_000, b2_beam, 1.0, M_MU, np.pi / 2, beam_spread=True)
+    e = gam[:, 3]
+    th = np.arccos(gam[:, 2] / e)
+    keep = (th > 0.4) & (th < np.pi - 0.4)
+    n = int(keep.sum())
+    true = np.concatenate([lm[keep, :3], lp[keep, :3], np.stack(
+        [e[keep], th[keep], np.arctan2(gam[keep, 1], gam[keep, 0])], axis=1)], axis=1)
+    sig = np.tile([3e-3] * 6 + [3e-3, 1e-3, 1e-3], (n, 1))
+    meas = true + sig * rng.standard_normal((n, 9))
+    cov_p = np.einsum("ni,ij->nij", sig[:, :6] ** 2, np.eye(6))
+    return {"n": n, "true": true, "sig": sig,
+            "args": (meas[:, 0:3], meas[:, 3:6], cov_p, meas[:, 6:9], sig[:, 6:9])}
+
+
+def _ec_variances(true, sig, p4_beam, cov_beam, m):
+    """Track+photon and beam parts (S_t [n, 4, 4], S_b [4, 4]) of the constraint covariance
+    at the true parameters (finite differences of the constraints; diagonal V)."""
+    jac = np.zeros((true.shape[0], 4, 9))
+    for j in range(9):
+        step = 1e-3 * sig[:, j]
+        up, dn = true.copy(), true.copy()
+        up[:, j] += step
+        dn[:, j] -= step
+        jac[:, :, j] = (_ec_g(up, p4_beam, m) - _ec_g(dn, p4_beam, m)) / (2 * step[:, None])
+    s_t = np.einsum("nij,nj,nkj->nik", jac, sig**2, jac)
+    order = [3, 0, 1, 2]  # constraint (E, px, py, pz) <- beam (px, py, pz, E)
+    return s_t, cov_beam[np.ix_(order, order)]
+
+
+@pytest.mark.parametrize("constraints", ["4c", "energy"])
+def test_ec_chi2_with_and_without_beam_covariance(ec_sample, b2_beam, constraints):
+    # with cov_beam: chi2 ~ chi2(ndf), mean ndf within 4 sd (sqrt(2 ndf/N), N ~ 1.9e4) and
+    # prob < 0.1 in 10 % of the events within 4 binomial sd (measured: 4.007 / 0.997; 0.099).
+    # Without: E[chi2] = ndf + tr(S_t^-1 S_b) per event (computed 5.90 for 4C, 2.09 for E only;
+    # measured 5.91, 2.09; the beam is 52 % of the energy-constraint variance), per-event
+    # variance 2 tr((1 + S_t^-1 S_b)^2).
+    e = ec_sample
+    n = e["n"]
+    kw = {"p4_beam": b2_beam.p4_total_lab(), "mass": M_MU, "constraints": constraints}
+    with_cov = fit_energy_constrained(*e["args"], cov_beam=b2_beam.p4_covariance_lab(), **kw)
+    without = fit_energy_constrained(*e["args"], **kw)
+    ndf = with_cov.ndf
+    assert ndf == (4 if constraints == "4c" else 1)
+    assert with_cov.converged.all()
+    assert without.converged.all()
+    assert abs(with_cov.chi2.mean() - ndf) < 4 * np.sqrt(2.0 * ndf / n)
+    assert abs(np.mean(with_cov.prob < 0.1) - 0.1) < 4 * np.sqrt(0.09 / n)
+    s_t, s_b = _ec_variances(e["true"], e["sig"], b2_beam.p4_total_lab(),
+                             b2_beam.p4_covariance_lab(), M_MU)
+    s_t, s_b = s_t[:, :ndf, :ndf], s_b[:ndf, :ndf]
+    a = np.linalg.solve(s_t, np.broadcast_to(s_b, s_t.shape))  # S_t^-1 S_b
+    expected = ndf + np.trace(a, axis1=1, axis2=2).mean()
+    b = np.eye(ndf) + a
+    var = 2.0 * np.trace(b @ b, axis1=1, axis2=2)
+    assert abs(without.chi2.mean() - expected) < 4 * np.sqrt(var.sum()) / n
+    assert expected - ndf > 20 * np.sqrt(2.0 * ndf / n)
+    frac = np.mean(s_b[0, 0] / (s_t[:, 0, 0] + s_b[0, 0]))  # beam share of the E constraint
+    assert 0.3 < frac < 0.7, frac
+
+
+BAD_COV = {
+    "shape": (np.eye(3), r"cov_beam has shape \(3, 3\)"),
+    "nan": (np.diag([1e-6, 0.0, 1e-5, np.nan]), "cov_beam .* not finite"),
+    "negative variance": (np.diag([1e-6, 0.0, -1e-5, 1e-5]), "cov_beam has negative variances"),
+    "asymmetric": (np.diag([1e-6, 0.0, 1e-5, 1e-5]) + np.triu(np.full((4, 4), 1e-7), 1),
+                   "cov_beam .* not symmetric"),
+    "not psd": (np.array([[1e-5, 0, 0, 2e-5], [0, 0, 0, 0], [0, 0, 1e-5, 0], [2e-5, 0, 0, 1e-5]]),
+                "cov_beam .* not positive semi-definite"),
+    "not numeric": ("abc", "cov_beam"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COV))
+def test_bad_cov_beam_one_line(isr_mumu_sample, bes_beam, ec_sample, case):
+    bad, pattern = BAD_COV[case]
+    s = isr_mumu_sample
+    with pytest.raises(ConfigError, match=pattern) as exc:
+        fit_1c_missing_photon(s["meas1"], s["cov1"], s["meas2"], s["cov2"], bz=s["bz"],
+                              p4_beam=bes_beam.p4_total_lab(), mass=M_MU, cov_beam=bad)
+    assert "\n" not in str(exc.value)
+    assert "allowed" in str(exc.value)
+    with pytest.raises(ConfigError, match=pattern):
+        fit_energy_constrained(*ec_sample["args"], p4_beam=bes_beam.p4_total_lab(), mass=M_MU,
+                               cov_beam=bad)
+
+
+def test_cov_beam_rounding_is_accepted(isr_mumu_sample, bes_beam):
+    # a covariance that is PSD and symmetric only up to rounding (rank 2, built in another
+    # order) is accepted
+    cov = Beam.symmetric(3.773, crossing_half_angle_rad=0.011, sqrt_s_spread_GeV=0.0014).p4_covariance_lab()
+    u = np.linalg.eigh(cov)[1]
+    w = np.clip(np.linalg.eigvalsh(cov), 0.0, None)
+    rebuilt = (u * w) @ u.T
+    assert not np.array_equal(rebuilt, cov)
+    s = isr_mumu_sample
+    r = fit_1c_missing_photon(s["meas1"][:5], s["cov1"][:5], s["meas2"][:5], s["cov2"][:5],
+                              bz=s["bz"], p4_beam=bes_beam.p4_total_lab(), mass=M_MU,
+                              cov_beam=rebuilt)
+    assert np.all(np.isfinite(r.chi2))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from isrsim.beam import Beam
-from isrsim.constants import M_E
+from isrsim.constants import M_E, M_MU
 from isrsim.events import RecoChunk
 from isrsim.exceptions import ConfigError
 from isrsim.reco import toys
+from isrsim.reco.kinfit import fit_1c_missing_photon
 from isrsim.reco.selection import COLUMNS, reconstruct_chunk
 
 
@@ -59,16 +62,15 @@ def test_besiii2017_pid_and_charge_cuts(isr_mumu_sample, bes_beam):
     assert cols["event_id"].size == 0  # same-sign pair: net charge != 0
 
 
-def test_belle2_lowmass_prompt_aprime(tmp_path):
-    # e+e- -> gamma A'(17 MeV) at Belle II: toy with the A' and the photon back to back in
-    # the CM frame, A' -> e+e- at the origin.
-    beam = Beam(e_minus_GeV=7.0, e_plus_GeV=4.0, crossing_half_angle_rad=0.0415)
+def _belle2_aprime_chunk(beam, n, bz, *, beam_spread=False):
+    """Toy e+e- -> gamma A'(17 MeV) RecoChunk: A' and photon back to back in the CM frame,
+    A' -> e+e- at the origin, Belle II-like track and photon resolutions."""
     rng = np.random.default_rng(5)
-    n, bz = 2000, 1.5
-    lm, lp, gam = toys.isr_pair(rng, n, beam, 0.017, M_E, theta_max=1.2)
+    lm, lp, gam = toys.isr_pair(rng, n, beam, 0.017, M_E, theta_max=1.2, beam_spread=beam_spread)
     h1 = toys.helices_from_states(np.zeros(3), lm[:, :3], -1.0, bz)
     h2 = toys.helices_from_states(np.zeros(3), lp[:, :3], 1.0, bz)
-    kw = dict(sigma_d0=20e-4, sigma_phi0=5e-4, sigma_rel_pt=0.004, sigma_z0=25e-4, sigma_tanl=5e-4)
+    kw = {"sigma_d0": 20e-4, "sigma_phi0": 5e-4, "sigma_rel_pt": 0.004, "sigma_z0": 25e-4,
+          "sigma_tanl": 5e-4}
     c1 = toys.diagonal_covariance(h1, **kw)
     c2 = toys.diagonal_covariance(h2, **kw)
     e = gam[:, 3]
@@ -77,8 +79,15 @@ def test_belle2_lowmass_prompt_aprime(tmp_path):
     photons = np.stack([e * (1 + 0.02 * rng.standard_normal(n)),
                         theta + 4e-3 / np.sqrt(e) * rng.standard_normal(n),
                         phi + 4e-3 / np.sqrt(e) / np.sin(theta) * rng.standard_normal(n)], axis=1)
-    reco = _chunk(toys.smear_helices(rng, h1, c1), c1, toys.smear_helices(rng, h2, c2), c2,
+    return _chunk(toys.smear_helices(rng, h1, c1), c1, toys.smear_helices(rng, h2, c2), c2,
                   prob_mu=0.0, e_over_p=0.95, photons=photons[:, None, :])
+
+
+def test_belle2_lowmass_prompt_aprime(tmp_path):
+    # e+e- -> gamma A'(17 MeV) at Belle II
+    beam = Beam(e_minus_GeV=7.0, e_plus_GeV=4.0, crossing_half_angle_rad=0.0415)
+    n, bz = 2000, 1.5
+    reco = _belle2_aprime_chunk(beam, n, bz)
     cols = reconstruct_chunk(reco, selection="belle2_lowmass", bz=bz, beam=beam)
     assert cols["event_id"].size > 0.8 * n
     # Delta M of a prompt 17 MeV A' centred at 0 (physics.md 5.4); median error ~1.25 s/sqrt(N)
@@ -86,6 +95,32 @@ def test_belle2_lowmass_prompt_aprime(tmp_path):
     assert abs(np.median(dm)) < 4 * 1.25 * dm.std() / np.sqrt(dm.size)
     assert abs(np.median(cols["m_ll"]) - 0.017) < 1e-3
     assert np.all(cols["ndf"] == 4)
+
+
+def test_selections_give_the_fits_the_beam_covariance(isr_mumu_sample, bes_beam):
+    # besiii2017: the 1C chi2 is that of the fit with cov_beam = Beam.p4_covariance_lab()
+    s = isr_mumu_sample
+    spread = dataclasses.replace(bes_beam, sqrt_s_spread_GeV=0.0014)
+    reco = _chunk(s["meas1"], s["cov1"], s["meas2"], s["cov2"], prob_mu=0.9, e_over_p=0.2)
+    cols = reconstruct_chunk(reco, selection="besiii2017", bz=s["bz"], beam=spread)
+    i = cols["event_id"]
+    kw = {"bz": s["bz"], "p4_beam": spread.p4_total_lab(), "mass": M_MU}
+    args = (s["meas1"][i], s["cov1"][i], s["meas2"][i], s["cov2"][i])
+    with_cov = fit_1c_missing_photon(*args, cov_beam=spread.p4_covariance_lab(), **kw)
+    np.testing.assert_array_equal(cols["chi2"], with_cov.chi2)
+    assert np.all(with_cov.chi2 < fit_1c_missing_photon(*args, **kw).chi2)
+    # belle2_lowmass: on events with per-event beams (5 MeV sqrt(s) spread) the beam term
+    # lowers the energy-constrained chi2 (S grows by a positive semi-definite term)
+    beam = Beam(e_minus_GeV=7.004, e_plus_GeV=4.002, crossing_half_angle_rad=0.0415,
+                sqrt_s_spread_GeV=0.005)
+    reco = _belle2_aprime_chunk(beam, 2000, 1.5, beam_spread=True)
+    a = reconstruct_chunk(reco, selection="belle2_lowmass", bz=1.5, beam=beam)
+    b = reconstruct_chunk(reco, selection="belle2_lowmass", bz=1.5,
+                          beam=dataclasses.replace(beam, sqrt_s_spread_GeV=0.0))
+    common, ia, ib = np.intersect1d(a["event_id"], b["event_id"], return_indices=True)
+    assert common.size > 1000
+    assert np.all(a["chi2"][ia] <= b["chi2"][ib] + 1e-6)
+    assert a["chi2"][ia].mean() < b["chi2"][ib].mean()
 
 
 def test_unknown_selection_one_line(isr_mumu_sample, bes_beam):

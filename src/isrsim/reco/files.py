@@ -20,9 +20,10 @@ Candidate table = the columns of :data:`isrsim.reco.selection.COLUMNS` plus
   event weight itself (already nb per event, runner.py).
 
 Run metadata (``isrsim.io.read_metadata``): ``kind = "candidates"``, ``selection``, the cuts,
-``detector`` (name, sha256, path), ``beam`` (the lab beam the fit used), ``inputs`` (per
-input: path, process, process_config, n_events, cross_section_nb and its error,
-luminosity_invnb, equivalent_luminosity_invnb, weighted, sum_weights, sum_weights2,
+``detector`` (name, sha256, path), ``beam`` (the lab beam the fit used, with the sqrt(s)
+spread whose beam covariance the fits took), ``inputs`` (per input: path, process,
+process_config, n_events, cross_section_nb and its error, luminosity_invnb,
+equivalent_luminosity_invnb, weighted, sum_weights, sum_weights2,
 seed_entropy, n_candidates per channel), ``processes`` (the same per process, inputs of one
 process combined) and, when all inputs hold one process, the input fields ``process``,
 ``n_events``, ``cross_section_nb``, ``cross_section_err_nb``, ``luminosity_invnb``,
@@ -230,6 +231,7 @@ def _beam_from_meta(path: str, meta: dict[str, Any]) -> Beam:
     try:
         return Beam(e_minus_GeV=float(b["e_minus_GeV"]), e_plus_GeV=float(b["e_plus_GeV"]),
                     crossing_half_angle_rad=float(b.get("crossing_half_angle_rad", 0.0)),
+                    sqrt_s_spread_GeV=float(b.get("sqrt_s_spread_GeV", 0.0)),
                     sigma_xyz_cm=tuple(float(v) for v in b.get("sigma_xyz_cm", (0.0, 0.0, 0.0))))
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         msg = f"input {path!r}: beam metadata {b!r} is missing or invalid ({exc})"
@@ -465,6 +467,7 @@ def _output_metadata(records, processes, selection, cuts, det, beam, metas) -> d
         "beam": {"e_minus_GeV": beam.e_minus_GeV, "e_plus_GeV": beam.e_plus_GeV,
                  "crossing_half_angle_rad": beam.crossing_half_angle_rad,
                  "sqrt_s_GeV": beam.sqrt_s, "p4_total_lab": list(beam.p4_total_lab()),
+                 "sqrt_s_spread_GeV": beam.sqrt_s_spread_GeV,
                  "sigma_xyz_cm": list(beam.sigma_xyz_cm)},
         "bz_T": det.bz_T, "inputs": records, "processes": processes,
         "weight_nb": "cross-section weight per candidate [nb]: expected count = L[1/nb] * sum",

@@ -10,6 +10,24 @@ linearised at the current point ``a_k`` (``D = dg/da``),
 
 repeated until chi2 changes by less than ``tol`` (default 1e-3, physics.md 7.4).
 
+Beam-energy spread: both fits take an optional covariance ``cov_beam`` (4x4, lab (px, py,
+pz, E), e.g. :meth:`isrsim.beam.Beam.p4_covariance_lab`) of the beam 4-vector ``P``. The beam
+is then a measured nuisance parameter, uncorrelated with the tracks and the photon, kept at
+its nominal value: with ``D_P = dg/dP`` the constraint covariance becomes
+
+    S = D V D^T + D_P V_P D_P^T,
+
+and ``a_{k+1}``, chi2 and ``V_fit`` (the track/photon block) keep the forms above with this
+``S``; there is no track-beam cross term, as they are uncorrelated. The beam's own update,
+``P_fit = P - V_P D_P^T S^-1 r``, is not returned, and ``g``, ``D`` and ``D_P`` stay
+evaluated at the nominal ``P``. A fit that also iterated ``P`` would differ only at second
+order in the beam spread: the energy-constrained constraints are linear in ``P`` (no
+difference at all in the linearised fit), the 1C constraint is quadratic, with a remainder
+``(P_fit - P)^2 ~ sigma_E^2`` against the beam's own contribution ``~ 4 k0 sigma_E`` to the
+error of ``g`` (ratio ``sigma_E/(4 k0)`` < 1e-3: Belle II untagged ISR, 2.5e-5 vs 0.07
+GeV^2). ``cov_beam = None`` or zeros is the exact beam and gives bit-for-bit the fit without
+the term.
+
 * :func:`fit_1c_missing_photon` -- two tracks (helix parameters, 10 x 10 block-diagonal
   covariance) and the lab beam 4-vector ``P`` (including the crossing angle, physics.md 0)
   with the single constraint ``(P - p1 - p2)^2 = 0`` (massless unseen ISR photon, 1 dof).
@@ -42,6 +60,44 @@ __all__ = [
 ]
 
 
+def _as_cov_beam(cov_beam) -> tuple[np.ndarray, bool]:
+    """Validate the beam covariance: None -> zeros; else a finite, symmetric, positive
+    semi-definite 4x4 [GeV^2] (both within rounding: 1e-12 of its largest element).
+
+    Returns the (symmetrised) matrix and whether it is non-zero.
+    """
+    allowed = ("allowed: None or a finite, symmetric, positive semi-definite 4x4 covariance "
+               "[GeV^2] of (px, py, pz, E)")
+    if cov_beam is None:
+        return np.zeros((4, 4)), False
+    try:
+        c = np.array(cov_beam, dtype=np.float64)
+    except (TypeError, ValueError):
+        msg = f"cov_beam = {cov_beam!r} is not numeric; {allowed}"
+        raise ConfigError(msg) from None
+    if c.shape != (4, 4):
+        msg = f"cov_beam has shape {c.shape}; {allowed}"
+        raise ConfigError(msg)
+    if not np.all(np.isfinite(c)):
+        msg = f"cov_beam = {c.tolist()} is not finite; {allowed}"
+        raise ConfigError(msg)
+    scale = float(np.max(np.abs(c)))
+    eps = 1e-12 * scale
+    if np.max(np.abs(c - c.T)) > eps:
+        msg = f"cov_beam = {c.tolist()} is not symmetric; {allowed}"
+        raise ConfigError(msg)
+    c = 0.5 * (c + c.T)
+    if np.any(np.diag(c) < 0.0):
+        msg = f"cov_beam has negative variances (diagonal {np.diag(c).tolist()}); {allowed}"
+        raise ConfigError(msg)
+    lmin = float(np.linalg.eigvalsh(c).min()) if scale > 0.0 else 0.0
+    if lmin < -eps:
+        msg = (f"cov_beam = {c.tolist()} is not positive semi-definite (smallest eigenvalue "
+               f"{lmin:.3g}); {allowed}")
+        raise ConfigError(msg)
+    return np.ascontiguousarray(c), scale > 0.0
+
+
 # --------------------------------------------------------------------------------------
 # 1C fit with a missing photon
 # --------------------------------------------------------------------------------------
@@ -60,9 +116,11 @@ def _track_p4(a, off, bz, m, p):
 
 
 @kernel
-def _fit1c_one(a0, vmat, bz, beam, m1, m2, max_iter, tol, a, vfit, kout):
+def _fit1c_one(a0, vmat, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol, a, vfit, kout):
     """Fit one event. ``a0`` (10), ``vmat`` (10x10); fills ``a``, ``vfit``, ``kout`` (4).
 
+    ``vbeam`` (4x4, (px, py, pz, E) [GeV^2]) is the beam covariance, added to ``S`` only
+    when ``has_vbeam`` (so that an exact beam runs exactly the arithmetic without it).
     Returns (chi2, n_iter, converged).
     """
     n = 10
@@ -70,6 +128,7 @@ def _fit1c_one(a0, vmat, bz, beam, m1, m2, max_iter, tol, a, vfit, kout):
     p2 = np.empty(4)
     dvec = np.zeros(n)
     vd = np.zeros(n)
+    dbeam = np.zeros(4)
     for i in range(n):
         a[i] = a0[i]
     chi2 = np.inf
@@ -117,6 +176,15 @@ def _fit1c_one(a0, vmat, bz, beam, m1, m2, max_iter, tol, a, vfit, kout):
                 acc += vmat[i, j] * dvec[j]
             vd[i] = acc
             s += dvec[i] * acc
+        if has_vbeam:
+            # beam term D_P V_P D_P^T, D_P = dg/dP = 2 (-kx, -ky, -kz, k0) in (px, py, pz, E)
+            dbeam[0] = -2.0 * kx
+            dbeam[1] = -2.0 * ky
+            dbeam[2] = -2.0 * kz
+            dbeam[3] = 2.0 * k0
+            for i in range(4):
+                for j in range(4):
+                    s += dbeam[i] * vbeam[i, j] * dbeam[j]
         if not (s > 0.0) or not math.isfinite(s):
             return np.nan, it, False
         lam = r / s
@@ -141,7 +209,7 @@ def _fit1c_one(a0, vmat, bz, beam, m1, m2, max_iter, tol, a, vfit, kout):
 
 
 @kernel
-def _fit1c_kernel(h1, c1, h2, c2, bz, beam, m1, m2, max_iter, tol,
+def _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol,
                   hfit1, hfit2, cfit1, cfit2, chi2, niter, conv, kmiss, mll, mll_raw):
     n = h1.shape[0]
     a0 = np.empty(10)
@@ -170,7 +238,8 @@ def _fit1c_kernel(h1, c1, h2, c2, bz, beam, m1, m2, max_iter, tol,
         _track_p4(a0, 0, bz, m1, p1)
         _track_p4(a0, 5, bz, m2, p2)
         mll_raw[ev] = _mass(p1, p2)
-        c, it, ok = _fit1c_one(a0, vmat, bz, beam, m1, m2, max_iter, tol, a, vfit, k)
+        c, it, ok = _fit1c_one(a0, vmat, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol, a,
+                               vfit, k)
         chi2[ev] = c
         niter[ev] = it
         conv[ev] = ok
@@ -211,8 +280,9 @@ class OneCFitResult:
     helix1, helix2 : float64[n, 5]
         Fitted helix parameters.
     cov1, cov2 : float64[n, 15]
-        Packed covariance of the fitted parameters (``V - V D^T S^-1 D V``; the 10x10
-        fitted covariance also has track1-track2 correlations, not returned).
+        Packed covariance of the fitted parameters (``V - V D^T S^-1 D V``, ``S`` including
+        the beam term when ``cov_beam`` is given; the 10x10 fitted covariance also has
+        track1-track2 correlations, not returned).
     chi2, prob : float64[n]
         Fit chi2 (1 dof) and its upper-tail probability; NaN when the fit failed.
     n_iter : int32[n]; converged : bool[n]
@@ -240,7 +310,7 @@ class OneCFitResult:
 
 def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
                           mass: float | tuple[float, float], max_iter: int = 20,
-                          tol: float = 1e-3) -> OneCFitResult:
+                          tol: float = 1e-3, cov_beam=None) -> OneCFitResult:
     """1C kinematic fit of two tracks with a missing massless photon (physics.md 7.4).
 
     Constraint ``(P - p1 - p2)^2 = 0`` with ``P`` the lab beam 4-vector
@@ -264,6 +334,13 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
         Iteration cap; events that hit it have ``converged = False``.
     tol : float
         Convergence: chi2 change below ``tol`` (physics.md 7.4: 1e-3).
+    cov_beam : array [4, 4], optional
+        Covariance [GeV^2] of ``p4_beam`` in the order (px, py, pz, E), e.g.
+        ``Beam.p4_covariance_lab()`` for the beam-energy spread; None (default) or zeros: exact
+        beam. Adds ``D_P V_P D_P^T`` with ``D_P = dg/dP = 2 (-k_x, -k_y, -k_z, k_0)``,
+        ``k = P - p1 - p2``, to the constraint variance (module docstring: the beam stays at
+        its nominal value, a second-order approximation). Must be symmetric and positive
+        semi-definite.
 
     Returns
     -------
@@ -274,6 +351,7 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
     n = same_length(track1=h1, track2=h2)
     bz = as_positive("bz", bz)
     beam = as_beam4(p4_beam)
+    vbeam, has_vbeam = _as_cov_beam(cov_beam)
     m1, m2 = (mass, mass) if np.ndim(mass) == 0 else tuple(mass)
     m1 = as_positive("mass", m1, allow_zero=True)
     m2 = as_positive("mass", m2, allow_zero=True)
@@ -292,7 +370,7 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
     mll = np.empty(n)
     mraw = np.empty(n)
     if n:
-        _fit1c_kernel(h1, c1, h2, c2, bz, beam, m1, m2, int(max_iter), tol,
+        _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, int(max_iter), tol,
                       hf1, hf2, cf1, cf2, chi2, niter, conv, kmiss, mll, mraw)
     pk = np.hypot(kmiss[:, 0], kmiss[:, 1])
     theta = np.arctan2(pk, kmiss[:, 2])
@@ -304,9 +382,10 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
 # Energy-constrained fit: two tracks at the vertex + one photon against the beam
 # --------------------------------------------------------------------------------------
 @kernel
-def _ecfit_one(a0, vmat, beam, m1, m2, ncon, max_iter, tol, a, out4):
+def _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a, out4):
     """Parameters a = (p1x, p1y, p1z, p2x, p2y, p2z, E, theta, phi); ``ncon`` = 4 or 1 (E only).
 
+    ``vbeam`` (4x4, (px, py, pz, E)) is the beam covariance, added to ``S`` when ``has_vbeam``.
     Returns (chi2, n_iter, converged); ``out4`` = fitted pair 4-momentum.
     """
     n = 9
@@ -373,6 +452,14 @@ def _ecfit_one(a0, vmat, beam, m1, m2, ncon, max_iter, tol, a, out4):
                 for j in range(n):
                     acc += dmat[c1, j] * vd[j, c2]
                 smat[c1, c2] = acc
+        if has_vbeam:
+            # D_P = dg/dP = -1 on the matching component: constraint c = (E, px, py, pz)
+            # is beam index (3, 0, 1, 2), so D_P V_P D_P^T picks V_P[b(c1), b(c2)]
+            for c1 in range(ncon):
+                b1 = 3 if c1 == 0 else c1 - 1
+                for c2 in range(ncon):
+                    b2 = 3 if c2 == 0 else c2 - 1
+                    smat[c1, c2] += vbeam[b1, b2]
         if not chol_factor(smat, ncon, low):
             return np.nan, it, False
         chol_solve(low, ncon, r, lam)
@@ -399,7 +486,7 @@ def _ecfit_one(a0, vmat, beam, m1, m2, ncon, max_iter, tol, a, out4):
 
 
 @kernel
-def _ecfit_kernel(p1, p2, cov6, phot, sig_phot, beam, m1, m2, ncon, max_iter, tol,
+def _ecfit_kernel(p1, p2, cov6, phot, sig_phot, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol,
                   afit, chi2, niter, conv, m_pair, m_recoil):
     n = p1.shape[0]
     a0 = np.empty(9)
@@ -420,7 +507,8 @@ def _ecfit_kernel(p1, p2, cov6, phot, sig_phot, beam, m1, m2, ncon, max_iter, to
         for i in range(6):
             for j in range(6):
                 vmat[i, j] = blk[i, j]
-        c, it, ok = _ecfit_one(a0, vmat, beam, m1, m2, ncon, max_iter, tol, a, q4)
+        c, it, ok = _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a,
+                               q4)
         chi2[ev] = c
         niter[ev] = it
         conv[ev] = ok
@@ -468,7 +556,7 @@ class EnergyFitResult:
 
 def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
                            mass: float, constraints: str = "4c", max_iter: int = 20,
-                           tol: float = 1e-3) -> EnergyFitResult:
+                           tol: float = 1e-3, cov_beam=None) -> EnergyFitResult:
     """Kinematic fit of a lepton pair (momenta at its vertex) and one photon against the beam.
 
     Parameters
@@ -490,6 +578,12 @@ def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
         ``"4c"``: the four constraints ``P = p1 + p2 + k`` (4 dof, default);
         ``"energy"``: only ``E_beam = E1 + E2 + E_gamma`` (1 dof; use when the momentum
         balance is spoilt by unmeasured extra radiation).
+    cov_beam : array [4, 4], optional
+        Covariance [GeV^2] of ``p4_beam`` in the order (px, py, pz, E), e.g.
+        ``Beam.p4_covariance_lab()``; None (default) or zeros: exact beam. The constraints
+        ``g = sum p - P`` are ordered (E, px, py, pz), so ``D_P = -1`` on the matching
+        component and the beam adds ``V_P`` reordered to (E, px, py, pz) to ``S`` (only
+        ``V_P[E, E]`` for ``"energy"``; module docstring for the approximation).
 
     Returns
     -------
@@ -518,6 +612,7 @@ def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
         msg = "photon E and sigma_photon must be > 0; allowed: E > 0, sigmas > 0"
         raise ConfigError(msg)
     beam = as_beam4(p4_beam)
+    vbeam, has_vbeam = _as_cov_beam(cov_beam)
     m = as_positive("mass", mass, allow_zero=True)
     iu = np.triu_indices(6)
     cov6 = np.ascontiguousarray(cp[:, iu[0], iu[1]])
@@ -528,6 +623,6 @@ def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
     mpair = np.empty(n)
     mrec = np.empty(n)
     if n:
-        _ecfit_kernel(a1, a2, cov6, ph, sp, beam, m, m, ncon, int(max_iter),
+        _ecfit_kernel(a1, a2, cov6, ph, sp, beam, vbeam, has_vbeam, m, m, ncon, int(max_iter),
                       as_positive("tol", tol), afit, chi2, niter, conv, mpair, mrec)
     return EnergyFitResult(afit, chi2, special.chdtrc(ncon, chi2), ncon, niter, conv, mpair, mrec)

@@ -16,6 +16,9 @@
   ``chi2_vtx_max``; of twin minima the lower chi2, ``vertex_twin``) and the 4C
   energy-momentum fit of pair + photon against the beam
   (:func:`isrsim.reco.kinfit.fit_energy_constrained`, chi2 < ``chi2_ec_max``).
+
+Both kinematic fits are given the covariance of the beam 4-vector from the beam-energy
+spread (``Beam.p4_covariance_lab()``; zero for a beam without spread).
 """
 
 from __future__ import annotations
@@ -172,7 +175,9 @@ def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selec
     bz : float
         Solenoid field [T].
     beam : Beam
-        Beam 4-vector source (``p4_total_lab()``, crossing angle included) and CM boost.
+        Beam 4-vector source (``p4_total_lab()``, crossing angle included), its covariance
+        from the energy spread (``p4_covariance_lab()``, given to the kinematic fits) and CM
+        boost.
     event_id, weight : arrays [n], optional
         Default ``arange(n)`` and ``truth.weight`` (or 1).
     cuts : Besiii2017Cuts or Belle2LowMassCuts, optional
@@ -243,7 +248,8 @@ def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts, counts):
         cv = reco.cov[rows]
         _count(counts, "fit_1c", rows.size)
         fit = fit_1c_missing_photon(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=bz,
-                                    p4_beam=beam.p4_total_lab(), mass=mass)
+                                    p4_beam=beam.p4_total_lab(), mass=mass,
+                                    cov_beam=beam.p4_covariance_lab())
         th = _angle_to_beams(fit.k_miss, beam)
         keep = fit.converged & np.isfinite(fit.chi2) & (fit.chi2 < chi2_max) & (th < th_max)
         r = rows[keep]
@@ -311,7 +317,7 @@ def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, ca
     _count(counts, "fit_ec", idx.size)
     ec = fit_energy_constrained(vf.p1[idx], vf.p2[idx], vf.cov[idx, 3:9, 3:9], g, sig,
                                 p4_beam=beam.p4_total_lab(), mass=M_E,
-                                constraints=c.constraints)
+                                constraints=c.constraints, cov_beam=beam.p4_covariance_lab())
     k2 = ec.converged & np.isfinite(ec.chi2) & (ec.chi2 < c.chi2_ec_max)
     r = rows[k2]
     j = idx[k2]

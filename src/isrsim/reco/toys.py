@@ -7,7 +7,8 @@ so that fit pulls and chi2 distributions can be checked against their exact expe
 
 * :func:`isr_pair` -- untagged ISR: gamma* of mass M plus a photon within ``theta_max``
   of the beam axis (CM frame), back-to-back leptons isotropic in the gamma* frame, boosted
-  to the lab with ``Beam.cms_to_lab()``.
+  to the lab with ``Beam.cms_to_lab()``; optionally with per-event beam energies drawn with
+  the beam-energy spread (each event then has its own exact CM frame, :func:`event_cms_to_lab`).
 * :func:`conversion_pair` -- a photon from the origin converting at transverse radius R;
   Bethe-Heitler energy sharing (physics.md eq. 5.2) or a fixed share, Urban/Tsai opening
   angles (physics.md 5.3).
@@ -29,6 +30,7 @@ from ..helix import perigee_from_state
 __all__ = [
     "conversion_pair",
     "diagonal_covariance",
+    "event_cms_to_lab",
     "helices_from_states",
     "isr_pair",
     "smear_helices",
@@ -118,27 +120,96 @@ def _two_body(rng: np.random.Generator, parent: np.ndarray, m_daughter: float):
     return _boost_to(d1, parent), _boost_to(d2, parent)
 
 
+def _beams_p4(e_minus: np.ndarray, e_plus: np.ndarray, half_angle: float):
+    """Lab 4-momenta [n, 4] of the e- and e+ beams of energies ``e_minus``, ``e_plus`` [GeV]
+    (electron mass kept; directions as in :class:`isrsim.beam.Beam`)."""
+    out = []
+    for e, sign in ((e_minus, 1.0), (e_plus, -1.0)):
+        p = np.sqrt(e * e - M_E * M_E)
+        out.append(np.stack([p * math.sin(half_angle), np.zeros_like(p),
+                             sign * p * math.cos(half_angle), e], axis=1))
+    return out[0], out[1]
+
+
+def _rotate_y(p4: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rotate 4-vectors [n, 4] about y by ``angle`` [n] (+z goes to (sin, 0, cos))."""
+    c, s = np.cos(angle), np.sin(angle)
+    out = p4.copy()
+    out[:, 0] = c * p4[:, 0] + s * p4[:, 2]
+    out[:, 2] = -s * p4[:, 0] + c * p4[:, 2]
+    return out
+
+
+def event_cms_to_lab(p4_cms: np.ndarray, e_minus: np.ndarray, e_plus: np.ndarray,
+                     half_angle: float) -> np.ndarray:
+    """CM -> lab for per-event beams: row i of ``p4_cms`` [n, 4] is taken to the lab of beams
+    ``e_minus[i]``, ``e_plus[i]`` [GeV] with crossing half angle ``half_angle`` [rad].
+
+    The same exact transformation as :meth:`isrsim.beam.Beam.cms_to_lab` of
+    ``dataclasses.replace(beam, e_minus_GeV=e_minus[i], e_plus_GeV=e_plus[i])`` (a rotation
+    about y taking +z to the e- direction in the CM frame, then the boost by ``P/E``),
+    vectorised over events.
+    """
+    pm, pp = _beams_p4(e_minus, e_plus, half_angle)
+    tot = pm + pp
+    back = tot.copy()
+    back[:, :3] *= -1.0  # the lab moves with -beta in the CM frame
+    d = _boost_to(pm, back)  # e- beam in the CM frame
+    return _boost_to(_rotate_y(p4_cms, np.arctan2(d[:, 0], d[:, 2])), tot)
+
+
 def isr_pair(rng: np.random.Generator, n: int, beam: Beam, m_pair: float, m_lepton: float,
-             theta_max: float = 0.05):
+             theta_max: float = 0.05, *, beam_spread: bool = False):
     """Untagged ISR pair: gamma*(M) + photon within ``theta_max`` of the beam axis (CM frame).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n : int
+    beam : Beam
+    m_pair, m_lepton : float
+        gamma* and lepton masses [GeV].
+    theta_max : float
+        Largest photon angle to the CM beam axis [rad].
+    beam_spread : bool
+        False (default): every event has the nominal beams. True: each event has its own
+        beam energies ``E-' = E- (1 + r xi1)``, ``E+' = E+ (1 + r xi2)`` with ``r =
+        beam.energy_spread_rel`` and xi standard normal (drawn first, ``[n, 2]``), and its own
+        exact CM frame and CM -> lab transformation (:func:`event_cms_to_lab`). With a zero
+        spread nothing is drawn: events and random stream are those of ``False``.
 
     Returns
     -------
     lep_minus, lep_plus, photon : float64[n, 4]
         Lab 4-momenta (px, py, pz, E) [GeV]; the photon is exactly massless, so
-        ``(P - p- - p+)^2 = 0`` holds exactly with ``P = beam.p4_total_lab()``.
+        ``(P - p- - p+)^2 = 0`` holds exactly with ``P = beam.p4_total_lab()``, or with the
+        event's own beam ``P = lep_minus + lep_plus + photon`` when ``beam_spread``.
     """
-    rs = beam.sqrt_s
+    r = beam.energy_spread_rel
+    per_event = beam_spread and r > 0.0
+    if per_event:
+        xi = rng.standard_normal((n, 2))
+        e_minus = beam.e_minus_GeV * (1.0 + r * xi[:, 0])
+        e_plus = beam.e_plus_GeV * (1.0 + r * xi[:, 1])
+        pm, pp = _beams_p4(e_minus, e_plus, beam.crossing_half_angle_rad)
+        tot = pm + pp
+        rs = np.sqrt(tot[:, 3] ** 2 - np.sum(tot[:, :3] ** 2, axis=1))
+    else:
+        rs = np.full(n, beam.sqrt_s)
     eg = (rs**2 - m_pair**2) / (2.0 * rs)
     cmin = math.cos(theta_max)
     c = rng.uniform(cmin, 1.0, n) * rng.choice([-1.0, 1.0], n)
     phi = rng.uniform(-math.pi, math.pi, n)
     s = np.sqrt(1.0 - c * c)
-    gam = np.stack([eg * s * np.cos(phi), eg * s * np.sin(phi), eg * c, np.full(n, eg)], axis=1)
+    gam = np.stack([eg * s * np.cos(phi), eg * s * np.sin(phi), eg * c, eg], axis=1)
     gstar = np.empty((n, 4))
     gstar[:, :3] = -gam[:, :3]
     gstar[:, 3] = rs - eg
     l1, l2 = _two_body(rng, gstar, m_lepton)
+    if per_event:
+        half = beam.crossing_half_angle_rad
+        return (event_cms_to_lab(l1, e_minus, e_plus, half), event_cms_to_lab(l2, e_minus, e_plus, half),
+                event_cms_to_lab(gam, e_minus, e_plus, half))
     lab = beam.cms_to_lab()
     return l1 @ lab.T, l2 @ lab.T, gam @ lab.T
 

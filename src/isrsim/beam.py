@@ -145,10 +145,12 @@ class Beam:
         return cov
 
     def kernel_params(self) -> np.ndarray:
-        """``(E-, E+, crossing half angle, sigma_E/E)``, float64[4]: what the generator kernels
-        need to draw the beams of each event (:func:`isrsim.processes._kin.event_beam`)."""
-        return np.array([self.e_minus_GeV, self.e_plus_GeV, self.crossing_half_angle_rad,
-                         self.energy_spread_rel])
+        """``(E-, E+, a, sigma_E/E, sin a, cos a)`` (a the crossing half angle), float64[6]:
+        what the generator kernels need to draw the beams of each event
+        (:func:`isrsim.processes._kin.event_beam`)."""
+        a = self.crossing_half_angle_rad
+        return np.array([self.e_minus_GeV, self.e_plus_GeV, a, self.energy_spread_rel,
+                         math.sin(a), math.cos(a)])
 
     @property
     def boost_beta(self) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from scipy import optimize, stats
 
+from isrsim.beam import Beam
 from isrsim.cli import main as isrsim_main
 from isrsim.constants import M_E
 from isrsim.io import iter_tables, read_metadata, table_to_truth
@@ -68,13 +69,15 @@ def brems_check(path: Path) -> dict[str, tuple[int, float, float]]:
     momenta are within 1.5 % of the true ones ('no hard bremsstrahlung') or not:
     (events, mean chi2 below 20, fraction with chi2 > 5)."""
     meta = read_metadata(path)
-    p4b = np.array(meta["beam"]["p4_total_lab"])
+    b = meta["beam"]
+    beam = Beam(b["e_minus_GeV"], b["e_plus_GeV"], b["crossing_half_angle_rad"], b["sqrt_s_spread_GeV"])
+    p4b, cov_beam = beam.p4_total_lab(), beam.p4_covariance_lab()
     chi2, clean = [], []
     for t in iter_tables(path):
         r, tr = table_to_reco(t), table_to_truth(t, 3)
         rows = np.flatnonzero((r.ntrk == 2) & (r.charge[:, 0] + r.charge[:, 1] == 0))
         f = fit_1c_missing_photon(r.helix[rows, 0], r.cov[rows, 0], r.helix[rows, 1],
-                                  r.cov[rows, 1], bz=1.0, p4_beam=p4b, mass=M_E)
+                                  r.cov[rows, 1], bz=1.0, p4_beam=p4b, mass=M_E, cov_beam=cov_beam)
         j = r.trk_truth[rows, :2].astype(int)
         p_true = np.linalg.norm(tr.p4[rows[:, None], j, :3], axis=2)
         ratio = r.track_extra["p_lab"][rows, :2] / p_true

@@ -85,16 +85,21 @@ def event_beam(rng, bp, w_min, lab_out):
         w2 = e * e - px * px - pz * pz
         if w2 >= w_min * w_min:
             break
-    bx = px / e
-    bz = pz / e
-    # e- beam in the CM: the boost by -beta of (pm sin a, 0, pm cos a, em); y components vanish
-    dx, _, dz, _ = boost_by(-bx, 0.0, -bz, pm * sa, 0.0, pm * ca, em)
-    dn = math.sqrt(dx * dx + dz * dz)
-    c = dz / dn
-    s = dx / dn
-    b2 = bx * bx + bz * bz
-    g = 1.0 / math.sqrt(1.0 - b2)
-    f = (g - 1.0) / b2 if b2 > 0.0 else 0.0
+    w = math.sqrt(w2)
+    inv_e = 1.0 / e
+    bx = px * inv_e
+    bz = pz * inv_e
+    g = e / w  # gamma of the e+e- system
+    f = g * g / (g + 1.0)  # (gamma - 1)/beta^2, without dividing by beta^2
+    # e- beam in the CM (the boost by -beta, as boost_by): d = p - (f (-beta.p) + g E) beta
+    pmx = pm * sa
+    pmz = pm * ca
+    k = g * em - f * (bx * pmx + bz * pmz)
+    dx = pmx - k * bx
+    dz = pmz - k * bz
+    inv_dn = 1.0 / math.sqrt(dx * dx + dz * dz)
+    c = dz * inv_dn
+    s = dx * inv_dn
     # B = boost(beta) (4x4 on (px, py, pz, E)), columns 0 (x), 2 (z) and 3 (E); column 1 is e_y
     b00, b20, b30 = 1.0 + f * bx * bx, f * bz * bx, g * bx
     b02, b22, b32 = f * bx * bz, 1.0 + f * bz * bz, g * bz
@@ -115,7 +120,7 @@ def event_beam(rng, bp, w_min, lab_out):
     lab_out[1, 3] = 0.0
     lab_out[2, 3] = g * bz
     lab_out[3, 3] = g
-    return math.sqrt(w2)
+    return w
 
 
 @kernel

@@ -119,7 +119,7 @@ def _darkphoton_block(rng, n, weighted, s, m0, gam, use_bw, u_lo, u_hi, shape_ma
     """
     sqrt_s0 = math.sqrt(s)
     spread = bp[3] > 0.0
-    lab_event = np.empty((4, 4))
+    lab = lab_nominal.copy()  # the event's CM -> lab matrix (overwritten per event with a spread)
     w_scale = 1.0 / math.sqrt(1.0 - X_MIN)
     n_trials = 0
     sum_w = 0.0
@@ -157,11 +157,9 @@ def _darkphoton_block(rng, n, weighted, s, m0, gam, use_bw, u_lo, u_hi, shape_ma
             else:
                 m_f, pdg_neg = M_E, PDG_E
         # --- the event's beams, then the photon (CM), eq. (6.1) with the regulator (1.6) ---
-        lab = lab_nominal
         sqrt_s = sqrt_s0
         if spread:
-            sqrt_s = event_beam(rng, bp, m * w_scale, lab_event)
-            lab = lab_event
+            sqrt_s = event_beam(rng, bp, m * w_scale, lab)
             x = 1.0 - m * m / (sqrt_s * sqrt_s)
         ebeam = 0.5 * sqrt_s
         eg = x * ebeam

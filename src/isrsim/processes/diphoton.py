@@ -130,7 +130,7 @@ def _diphoton_block(rng, n, weighted, s, b_e, c_lo, c_hi, lab_nominal, bp, sigma
     (:func:`isrsim.processes._kin.event_beam`): photons of sqrt(s')/2 each in its CM frame and
     its own lab transformation, before the lab acceptance and the conversions."""
     spread = bp[3] > 0.0
-    lab_event = np.empty((4, 4))
+    lab = lab_nominal.copy()  # the event's CM -> lab matrix (overwritten per event with a spread)
     nl = r_cm.shape[0]
     seg_s0 = np.empty(2 * nl + 2)
     seg_s1 = np.empty(2 * nl + 2)
@@ -151,10 +151,8 @@ def _diphoton_block(rng, n, weighted, s, b_e, c_lo, c_hi, lab_nominal, bp, sigma
     i = 0
     while i < n:
         n_trials += 1
-        lab = lab_nominal
         if spread:
-            eb = 0.5 * event_beam(rng, bp, 0.0, lab_event)
-            lab = lab_event
+            eb = 0.5 * event_beam(rng, bp, 0.0, lab)
         c = sample_cos_theta(rng, b_e, c_lo, c_hi)
         phi = 2.0 * math.pi * rng.random()
         st = math.sqrt(max(0.0, (1.0 - c) * (1.0 + c)))

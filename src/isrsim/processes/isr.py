@@ -152,7 +152,7 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
     """
     sqrt_s0 = math.sqrt(s)
     spread = bp[3] > 0.0
-    lab_event = np.empty((4, 4))
+    lab = lab_nominal.copy()  # the event's CM -> lab matrix (overwritten per event with a spread)
     w_scale = 1.0 / math.sqrt(1.0 - X_MIN)
     nbins = qdens.shape[0]
     ng = guide.shape[0]
@@ -181,11 +181,9 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
         if not weighted and rng.random() >= w:
             continue
         # --- the event's beams, then the photon (CM) ---
-        lab = lab_nominal
         sqrt_s = sqrt_s0
         if spread:
-            sqrt_s = event_beam(rng, bp, m * w_scale, lab_event)
-            lab = lab_event
+            sqrt_s = event_beam(rng, bp, m * w_scale, lab)
         s_ev = sqrt_s * sqrt_s
         ebeam = 0.5 * sqrt_s
         x = 1.0 - m * m / s_ev

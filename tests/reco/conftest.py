@@ -24,13 +24,17 @@ def bes_beam() -> Beam:
 @pytest.fixture(scope="session")
 def isr_mumu_sample(bes_beam):
     """10k untagged ISR mu mu toys at M = 2 GeV, 1 T, photon within 0.05 rad of the beam."""
-    rng = np.random.default_rng(20240601)
-    n, bz = 10_000, 1.0
-    lm, lp, gam = toys.isr_pair(rng, n, bes_beam, 2.0, M_MU, 0.05)
+    return smeared_isr_pairs(np.random.default_rng(20240601), bes_beam, 10_000, 1.0, BES_SIGMAS)
+
+
+def smeared_isr_pairs(rng, beam, n, bz, sigmas, *, beam_spread=False):
+    """Untagged ISR mu mu toys at M = 2 GeV (photon within 0.05 rad of the beam) with their
+    true helices, diagonal covariances from ``sigmas`` and Gaussian-smeared measurements."""
+    lm, lp, gam = toys.isr_pair(rng, n, beam, 2.0, M_MU, 0.05, beam_spread=beam_spread)
     h1 = toys.helices_from_states(np.zeros(3), lm[:, :3], -1.0, bz)
     h2 = toys.helices_from_states(np.zeros(3), lp[:, :3], 1.0, bz)
-    c1 = toys.diagonal_covariance(h1, **BES_SIGMAS)
-    c2 = toys.diagonal_covariance(h2, **BES_SIGMAS)
+    c1 = toys.diagonal_covariance(h1, **sigmas)
+    c2 = toys.diagonal_covariance(h2, **sigmas)
     m1 = toys.smear_helices(rng, h1, c1)
     m2 = toys.smear_helices(rng, h2, c2)
     return dict(bz=bz, photon=gam, true1=h1, true2=h2, meas1=m1, meas2=m2, cov1=c1, cov2=c2)

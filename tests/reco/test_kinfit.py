@@ -14,6 +14,8 @@ from isrsim.exceptions import ConfigError
 from isrsim.reco import toys
 from isrsim.reco.kinfit import fit_1c_missing_photon, fit_energy_constrained
 
+from .conftest import smeared_isr_pairs
+
 DIAG = [0, 5, 9, 12, 14]  # packed indices of the 5x5 diagonal
 
 
@@ -236,15 +238,9 @@ def _one_c_variances(h1, c1, h2, c2, bz, m, p4_beam, cov_beam):
 def b2_spread(b2_beam):
     """20k untagged ISR mu mu toys (M = 2 GeV, 1.5 T) whose beams are drawn per event with
     the 5 MeV sqrt(s) spread; the 1C fit with and without the beam covariance."""
-    rng = np.random.default_rng(20241121)
     n, bz = 20_000, 1.5
-    lm, lp, _ = toys.isr_pair(rng, n, b2_beam, 2.0, M_MU, 0.05, beam_spread=True)
-    h1 = toys.helices_from_states(np.zeros(3), lm[:, :3], -1.0, bz)
-    h2 = toys.helices_from_states(np.zeros(3), lp[:, :3], 1.0, bz)
-    c1 = toys.diagonal_covariance(h1, **B2_SIGMAS)
-    c2 = toys.diagonal_covariance(h2, **B2_SIGMAS)
-    m1 = toys.smear_helices(rng, h1, c1)
-    m2 = toys.smear_helices(rng, h2, c2)
+    s = smeared_isr_pairs(np.random.default_rng(20241121), b2_beam, n, bz, B2_SIGMAS, beam_spread=True)
+    h1, h2, c1, c2, m1, m2 = s["true1"], s["true2"], s["cov1"], s["cov2"], s["meas1"], s["meas2"]
     kw = {"bz": bz, "p4_beam": b2_beam.p4_total_lab(), "mass": M_MU}
     with_cov = fit_1c_missing_photon(m1, c1, m2, c2, cov_beam=b2_beam.p4_covariance_lab(), **kw)
     without = fit_1c_missing_photon(m1, c1, m2, c2, **kw)

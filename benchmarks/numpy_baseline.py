@@ -11,7 +11,11 @@ Same physics and the same algorithm as :mod:`isrsim.processes.isr` (physics.md 1
   the proposal; azimuth uniform;
 * gamma* -> mu+ mu- direction by accept/reject on the exact LO ISR matrix element with the
   muon-mass term (``_kin.sample_gamma_star_decay``), uniform trial directions;
-* boost to the CM frame, then the 4x4 CM -> lab matrix.
+* beam-energy spread as in the kernels: per event E(1 + r xi) for each beam (xi standard normal
+  truncated at 6, redrawn while sqrt(s') < M / sqrt(1 - X_MIN)); the photon, the decay and
+  the CM -> lab transformation use the event's own beams
+  (:func:`isrsim.reco.toys.event_cms_to_lab`, vectorised);
+* boost to the CM frame, then the CM -> lab transformation.
 
 Every accept/reject step works on whole arrays (over-draw, keep the accepted ones, redraw the
 rest), as a careful NumPy programmer would write it. Written independently of the kernels (only
@@ -28,6 +32,9 @@ import pyarrow as pa
 
 from isrsim.constants import ALPHA, HBARC2_GEV2_NB, K_CURV, M_E, M_MU, ZETA2, ZETA3
 from isrsim.events import RecoChunk, TruthChunk
+from isrsim.processes._kin import SPREAD_TRUNCATION
+from isrsim.processes.isr import X_MIN
+from isrsim.reco.toys import event_cms_to_lab
 
 __all__ = ["NumpyDetector", "NumpyIsrMuMu", "check_equivalence", "numpy_chunk_to_table",
            "perigee_from_state_np"]
@@ -44,6 +51,7 @@ class NumpyIsrMuMu:
         self.m_f = proc.m_f
         self.edges, self.cdf, self.qdens = proc._edges, proc._cdf, proc._qdens
         self.lab = proc._lab
+        self.beam = proc.beam
         self.c_lo, self.c_hi = proc._c_lo, proc._c_hi
         s = self.s
         self.a = 4.0 * M_E * M_E / s
@@ -129,11 +137,10 @@ class NumpyIsrMuMu:
             f = np.where(b2 > 0, (g - 1.0) * bp / b2, 0.0) + g * e
         return p + f[:, None] * b, g * (e + bp)
 
-    def _decay(self, rng, k, m):
+    def _decay(self, rng, k, m, sqrt_s):
         """Directions n [n,3] of the mu- in the gamma* frame (CM axes), eq. (1.8) with mass."""
         n = m.size
-        s = self.s
-        ebeam = 0.5 * math.sqrt(s)
+        ebeam = 0.5 * sqrt_s
         eg = np.linalg.norm(k, axis=1)
         bvec = -k / (2.0 * ebeam - eg)[:, None]
         zero = np.zeros(n)
@@ -176,17 +183,40 @@ class NumpyIsrMuMu:
             extra={"x_cms": x, "m_true": m, "cos_gamma_cms": c, "cos_star": cos_star},
         )
 
+    def _beams(self, rng, m):
+        """Per-event beam energies [n] each (module docstring); nominal without a spread."""
+        b = self.beam
+        n = m.size
+        em, ep = np.full(n, b.e_minus_GeV), np.full(n, b.e_plus_GeV)
+        r = b.energy_spread_rel
+        if r == 0.0:
+            return em, ep, np.full(n, math.sqrt(self.s))
+        w = np.zeros(n)
+        todo = np.arange(n)
+        w_min = m / math.sqrt(1.0 - X_MIN)
+        ca, sa = math.cos(b.crossing_half_angle_rad), math.sin(b.crossing_half_angle_rad)
+        while todo.size:
+            xi = rng.standard_normal((todo.size, 2))
+            xi = xi[(np.abs(xi) <= SPREAD_TRUNCATION).all(axis=1)]
+            t = todo[:xi.shape[0]]
+            e1, e2 = b.e_minus_GeV * (1 + r * xi[:, 0]), b.e_plus_GeV * (1 + r * xi[:, 1])
+            p1, p2 = np.sqrt(e1 * e1 - M_E * M_E), np.sqrt(e2 * e2 - M_E * M_E)
+            w2 = (e1 + e2) ** 2 - ((p1 + p2) * sa) ** 2 - ((p1 - p2) * ca) ** 2
+            ok = w2 >= w_min[t] ** 2
+            em[t[ok]], ep[t[ok]], w[t[ok]] = e1[ok], e2[ok], np.sqrt(w2[ok])
+            todo = np.concatenate([t[~ok], todo[xi.shape[0]:]])
+        return em, ep, w
+
     def _sample(self, rng: np.random.Generator, n: int):
-        s = self.s
-        sqrt_s = math.sqrt(s)
         m = self._masses(rng, n)
-        x = 1.0 - m * m / s
+        e_minus, e_plus, sqrt_s = self._beams(rng, m)
+        x = 1.0 - m * m / sqrt_s**2
         eg = 0.5 * x * sqrt_s
         c = self._photon_cos(rng, x)
         phi = 2.0 * math.pi * rng.random(n)
         st = np.sqrt((1.0 - c) * (1.0 + c))
         k = np.stack([eg * st * np.cos(phi), eg * st * np.sin(phi), eg * c], 1)
-        nv = self._decay(rng, k, m)
+        nv = self._decay(rng, k, m, sqrt_s)
         q0 = sqrt_s - eg
         pstar = 0.5 * np.sqrt(m * m - 4.0 * self.m_f**2)
         a_p, a_e = self._boost(-k / q0[:, None], pstar[:, None] * nv, 0.5 * m)
@@ -194,7 +224,11 @@ class NumpyIsrMuMu:
         p4[:, 0, :3], p4[:, 0, 3] = a_p, a_e
         p4[:, 1, :3], p4[:, 1, 3] = -k - a_p, q0 - a_e
         p4[:, 2, :3], p4[:, 2, 3] = k, eg
-        return p4 @ self.lab.T, m, x, c, nv[:, 2]
+        if self.beam.energy_spread_rel == 0.0:
+            return p4 @ self.lab.T, m, x, c, nv[:, 2]
+        a = self.beam.crossing_half_angle_rad
+        lab = event_cms_to_lab(p4.reshape(3 * n, 4), np.repeat(e_minus, 3), np.repeat(e_plus, 3), a)
+        return lab.reshape(n, 3, 4), m, x, c, nv[:, 2]
 
 
 # ---------------------------------------------------------------------------------------

@@ -167,3 +167,16 @@ def test_zero_spread_gives_the_nominal_beams(belle2_beam):
     total = _primary_sum(chunk)
     np.testing.assert_allclose(total, np.broadcast_to(beam0.p4_total_lab(), total.shape),
                                rtol=0, atol=1e-9)
+
+
+def test_run_card_spread_is_checked_against_its_sqrt_s():
+    from isrsim.config import build_spec
+
+    card = {"run": {"process": "isr_mumu", "events": 10, "output": "unused.parquet"},
+            "beam": {"sqrt_s": 3.773, "sqrt_s_spread": 0.0014},
+            "process": {"mass_range": [1.5, 3.4]}}
+    assert build_spec(card).beam.sqrt_s_spread_GeV == 0.0014
+    card["beam"]["sqrt_s_spread"] = 0.05  # > 1 % per beam: limit 0.01 x 3.773 / sqrt(2) GeV
+    with pytest.raises(ConfigError, match=r"beam.sqrt_s_spread = 0.05 is invalid: allowed "
+                                          r"0 <= sqrt_s_spread <= 0.02667\d* GeV"):
+        build_spec(card)

@@ -28,11 +28,16 @@ A run card::
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from .beam import Beam
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -204,8 +209,6 @@ def _beam(card: dict[str, Any], detector: Any) -> Any:
     kw: dict[str, Any] = {}
     if "crossing_half_angle" in beam_cfg:
         kw["crossing_half_angle_rad"] = beam_cfg["crossing_half_angle"]
-    if "sqrt_s_spread" in beam_cfg:
-        kw["sqrt_s_spread_GeV"] = beam_cfg["sqrt_s_spread"]
     if "sigma_xyz_cm" in beam_cfg:
         sig = beam_cfg["sigma_xyz_cm"]
         if not isinstance(sig, list) or len(sig) != 3:
@@ -218,13 +221,27 @@ def _beam(card: dict[str, Any], detector: Any) -> Any:
             raise ConfigError(msg)
         s = check_number("sqrt_s", beam_cfg["sqrt_s"], lo=0.0, hi=1000.0, lo_open=True,
                          allowed="0 < sqrt_s <= 1000 GeV")
-        return Beam.symmetric(s, **kw)
+        return _with_spread(Beam.symmetric(s, **kw), beam_cfg)
     if "e_minus" in beam_cfg and "e_plus" in beam_cfg:
         em = check_number("beam.e_minus", beam_cfg["e_minus"], lo=0.0, hi=1000.0, lo_open=True)
         ep = check_number("beam.e_plus", beam_cfg["e_plus"], lo=0.0, hi=1000.0, lo_open=True)
-        return Beam(em, ep, **kw)
+        return _with_spread(Beam(em, ep, **kw), beam_cfg)
     msg = "no beams: give run.detector, or [beam] sqrt_s (or e_minus and e_plus)"
     raise ConfigError(msg)
+
+
+def _with_spread(beam: Beam, beam_cfg: dict[str, Any]) -> Beam:
+    """The beam with the card's ``[beam] sqrt_s_spread`` [GeV], validated against its sqrt(s)."""
+    if "sqrt_s_spread" not in beam_cfg:
+        return beam
+    from .beam import MAX_SPREAD_REL
+    from .processes.base import check_number
+
+    hi = MAX_SPREAD_REL * beam.sqrt_s / math.sqrt(2.0)
+    v = check_number("beam.sqrt_s_spread", beam_cfg["sqrt_s_spread"], lo=0.0, hi=hi,
+                     allowed=f"0 <= sqrt_s_spread <= {hi:.6g} GeV (a beam-energy spread of at "
+                             f"most {MAX_SPREAD_REL:g} at sqrt(s) = {beam.sqrt_s:.6g} GeV)")
+    return dataclasses.replace(beam, sqrt_s_spread_GeV=v)
 
 
 def build_spec(card: dict[str, Any]) -> Any:

@@ -13,8 +13,7 @@ Same physics and the same algorithm as :mod:`isrsim.processes.isr` (physics.md 1
   muon-mass term (``_kin.sample_gamma_star_decay``), uniform trial directions;
 * beam-energy spread as in the kernels: per event E(1 + r xi) for each beam (xi standard normal
   truncated at 6, redrawn while sqrt(s') < M / sqrt(1 - X_MIN)); the photon, the decay and
-  the CM -> lab transformation use the event's own beams
-  (:func:`isrsim.reco.toys.event_cms_to_lab`, vectorised);
+  the CM -> lab transformation use the event's own beams (per-event 4x4 matrices, vectorised);
 * boost to the CM frame, then the CM -> lab transformation.
 
 Every accept/reject step works on whole arrays (over-draw, keep the accepted ones, redraw the
@@ -34,7 +33,6 @@ from isrsim.constants import ALPHA, HBARC2_GEV2_NB, K_CURV, M_E, M_MU, ZETA2, ZE
 from isrsim.events import RecoChunk, TruthChunk
 from isrsim.processes._kin import SPREAD_TRUNCATION
 from isrsim.processes.isr import X_MIN
-from isrsim.reco.toys import event_cms_to_lab
 
 __all__ = ["NumpyDetector", "NumpyIsrMuMu", "check_equivalence", "numpy_chunk_to_table",
            "perigee_from_state_np"]
@@ -184,27 +182,27 @@ class NumpyIsrMuMu:
         )
 
     def _beams(self, rng, m):
-        """Per-event beam energies [n] each (module docstring); nominal without a spread."""
+        """Per-event beam energies [n] each and sqrt(s') (module docstring); nominal without a
+        spread."""
         b = self.beam
         n = m.size
-        em, ep = np.full(n, b.e_minus_GeV), np.full(n, b.e_plus_GeV)
         r = b.energy_spread_rel
         if r == 0.0:
-            return em, ep, np.full(n, math.sqrt(self.s))
-        w = np.zeros(n)
-        todo = np.arange(n)
-        w_min = m / math.sqrt(1.0 - X_MIN)
+            return np.full(n, b.e_minus_GeV), np.full(n, b.e_plus_GeV), np.full(n, math.sqrt(self.s))
+        em, ep, w = np.empty(n), np.empty(n), np.empty(n)
         ca, sa = math.cos(b.crossing_half_angle_rad), math.sin(b.crossing_half_angle_rad)
+        w_min2 = m * m / (1.0 - X_MIN)
+        todo = np.arange(n)
         while todo.size:
             xi = rng.standard_normal((todo.size, 2))
-            xi = xi[(np.abs(xi) <= SPREAD_TRUNCATION).all(axis=1)]
-            t = todo[:xi.shape[0]]
-            e1, e2 = b.e_minus_GeV * (1 + r * xi[:, 0]), b.e_plus_GeV * (1 + r * xi[:, 1])
+            e1 = b.e_minus_GeV * (1.0 + r * xi[:, 0])
+            e2 = b.e_plus_GeV * (1.0 + r * xi[:, 1])
             p1, p2 = np.sqrt(e1 * e1 - M_E * M_E), np.sqrt(e2 * e2 - M_E * M_E)
             w2 = (e1 + e2) ** 2 - ((p1 + p2) * sa) ** 2 - ((p1 - p2) * ca) ** 2
-            ok = w2 >= w_min[t] ** 2
-            em[t[ok]], ep[t[ok]], w[t[ok]] = e1[ok], e2[ok], np.sqrt(w2[ok])
-            todo = np.concatenate([t[~ok], todo[xi.shape[0]:]])
+            ok = (w2 >= w_min2[todo]) & (np.abs(xi) <= SPREAD_TRUNCATION).all(axis=1)
+            t = todo[ok]
+            em[t], ep[t], w[t] = e1[ok], e2[ok], np.sqrt(w2[ok])
+            todo = todo[~ok]
         return em, ep, w
 
     def _sample(self, rng: np.random.Generator, n: int):
@@ -226,9 +224,34 @@ class NumpyIsrMuMu:
         p4[:, 2, :3], p4[:, 2, 3] = k, eg
         if self.beam.energy_spread_rel == 0.0:
             return p4 @ self.lab.T, m, x, c, nv[:, 2]
+        return self._to_lab(p4, e_minus, e_plus), m, x, c, nv[:, 2]
+
+    def _to_lab(self, p4, em, ep):
+        """CM -> lab of each event's beams (as ``Beam.cms_to_lab`` of those beams): rotation
+        about y taking +z to the e- direction in the event's CM frame, then the boost by the
+        e+e- velocity, applied to p4 [n, k, 4] with per-event coefficients."""
         a = self.beam.crossing_half_angle_rad
-        lab = event_cms_to_lab(p4.reshape(3 * n, 4), np.repeat(e_minus, 3), np.repeat(e_plus, 3), a)
-        return lab.reshape(n, 3, 4), m, x, c, nv[:, 2]
+        sa, ca = math.sin(a), math.cos(a)
+        pm, pp = np.sqrt(em * em - M_E * M_E), np.sqrt(ep * ep - M_E * M_E)
+        e = em + ep
+        bx, bz = (pm + pp) * sa / e, (pm - pp) * ca / e
+        g = 1.0 / np.sqrt(1.0 - bx * bx - bz * bz)
+        f = g * g / (g + 1.0)
+        k = g * em - f * (bx * pm * sa + bz * pm * ca)  # e- beam boosted by -beta
+        dx, dz = pm * sa - k * bx, pm * ca - k * bz
+        dn = np.hypot(dx, dz)
+        c, s = (dz / dn)[:, None], (dx / dn)[:, None]
+        bx, bz, g, f = bx[:, None], bz[:, None], g[:, None], f[:, None]
+        px = c * p4[..., 0] + s * p4[..., 2]
+        pz = c * p4[..., 2] - s * p4[..., 0]
+        bp = bx * px + bz * pz
+        ff = f * bp + g * p4[..., 3]
+        out = np.empty_like(p4)
+        out[..., 0] = px + ff * bx
+        out[..., 1] = p4[..., 1]
+        out[..., 2] = pz + ff * bz
+        out[..., 3] = g * (p4[..., 3] + bp)
+        return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -99,6 +99,12 @@ mass_range = [1.5, 3.4]
         (["--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1", "2", "--events", "-5"], "events"),
         (["--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1", "2", "--luminosity=-1/fb"],
          "luminosity"),
+        (["--process", "isr_mumu", "--sqrt-s", "3.773", "--sqrt-s-spread", "0.5", "--mll", "1", "2",
+          "--events", "10"], "sqrt_s_spread"),
+        (["--process", "isr_mumu", "--sqrt-s", "3.773", "--sqrt-s-spread=-0.001", "--mll", "1", "2",
+          "--events", "10"], "sqrt_s_spread"),
+        (["--process", "isr_mumu", "--detector", "besiii", "--sqrt-s-spread", "0.001", "--mll", "1",
+          "2", "--events", "10"], "--sqrt-s-spread"),
     ],
 )
 def test_bad_input_one_line_exit_2(tmp_path, capsys, extra, field):
@@ -133,3 +139,18 @@ def test_zero_event_files_have_every_column(tmp_path):
     assert pq.read_metadata(tmp_path / "g.parquet").num_rows == 0
     assert pq.read_schema(tmp_path / "g.parquet").names == ["event_id", "process", "weight", "truth", "gen"]
     assert pq.read_schema(tmp_path / "s.parquet").equals(pq.read_schema(tmp_path / "gs.parquet"))
+
+
+def test_sqrt_s_spread_flag_reaches_the_events(tmp_path, capsys):
+    # --sqrt-s-spread without a detector: recorded in the metadata and drawn per event (the
+    # summed final state's invariant mass scatters by the given spread; 20k events, 4 sigma)
+    out = tmp_path / "spread.parquet"
+    assert main(["generate", "--process", "isr_mumu", "--sqrt-s", "3.773", "--sqrt-s-spread", "0.002",
+                 "--mll", "1.5", "3.4", "--events", "20000", "--seed", "3", "-o", str(out),
+                 "--quiet"]) == 0
+    ev, meta = read_events(out)
+    assert meta["beam"]["sqrt_s_spread_GeV"] == 0.002
+    tot = {k: ak.to_numpy(ak.sum(ev.truth[k], axis=1)) for k in ("px", "py", "pz", "E")}
+    w = np.sqrt(tot["E"] ** 2 - tot["px"] ** 2 - tot["py"] ** 2 - tot["pz"] ** 2)
+    assert abs(w.std() - 0.002) < 4 * 0.002 / math.sqrt(2 * w.size)
+    assert abs(w.mean() - 3.773) < 4 * 0.002 / math.sqrt(w.size)

@@ -49,6 +49,9 @@ def _add_generate(sub: Any) -> None:
                        description="Generate e+e- -> X gamma events to Parquet.")
     p.add_argument("--process", help="isr_mumu, isr_ee, isr_pipi, darkphoton, diphoton")
     p.add_argument("--sqrt-s", type=float, help="CM energy [GeV] of symmetric head-on beams")
+    p.add_argument("--sqrt-s-spread", type=float, metavar="GEV",
+                   help="Gaussian spread of sqrt(s) [GeV], drawn per event (with --sqrt-s; a "
+                        "detector file gives its own)")
     p.add_argument("--mll", nargs=2, type=float, metavar=("MIN", "MAX"),
                    help="ISR processes: mass window of the X system [GeV]")
     p.add_argument("--photon-cut", metavar="SPEC",
@@ -127,6 +130,8 @@ def _card_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None
         over["process"] = proc
     if getattr(args, "sqrt_s", None) is not None:
         over["beam"] = {"sqrt_s": args.sqrt_s}
+    if getattr(args, "sqrt_s_spread", None) is not None:
+        over.setdefault("beam", {})["sqrt_s_spread"] = args.sqrt_s_spread
     merged = merge(card, over)
     if "photon_cut" in proc:  # the flag replaces the card's cut as a whole (no mixed angles)
         merged["process"]["photon_cut"] = proc["photon_cut"]

@@ -201,7 +201,8 @@ def _beam(card: dict[str, Any], detector: Any) -> Any:
     _check_keys(beam_cfg, BEAM_KEYS, "[beam]")
     if detector is not None:
         if beam_cfg and set(beam_cfg) - {"sigma_xyz_cm"}:
-            msg = "[beam] and run.detector both given: the detector file defines the beams; drop [beam]"
+            msg = ("[beam] (--sqrt-s, --sqrt-s-spread) and run.detector (--detector) both given; "
+                   "allowed: one of them (the detector file defines the beams)")
             raise ConfigError(msg)
         return detector.beam
     from .processes.base import check_number

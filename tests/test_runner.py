@@ -20,11 +20,13 @@ ARGS = ["generate", "--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1.5"
 
 
 def test_generate_million_identical_for_chunks_and_workers(tmp_path, capsys):
+    # with a sqrt(s) spread, so that the per-event beam draws are part of what must not depend on
+    # the chunking
     outs = []
     for chunk, workers in [(10_000, 1), (100_000, 1), (100_000, 2)]:
         out = tmp_path / f"c{chunk}_w{workers}.parquet"
-        assert main([*ARGS, "--events", "1000000", "--chunk-size", str(chunk), "--workers",
-                     str(workers), "-o", str(out)]) == 0
+        assert main([*ARGS, "--sqrt-s-spread", "0.0014", "--events", "1000000", "--chunk-size",
+                     str(chunk), "--workers", str(workers), "-o", str(out)]) == 0
         outs.append(out)
     capsys.readouterr()
     hashes = {content_hash(o) for o in outs}

@@ -19,11 +19,16 @@ import numpy as np
 from .constants import M_E
 from .exceptions import ConfigError
 
-__all__ = ["MAX_SPREAD_REL", "Beam"]
+__all__ = ["MAX_SPREAD_REL", "Beam", "max_sqrt_s_spread_GeV"]
 
 #: Largest relative energy spread sigma_E/E of a beam (1 %, ten times any e+e- collider's): the
 #: generators truncate the per-event energy draw at 6 sigma, which keeps both beams above 0.9 E.
 MAX_SPREAD_REL = 0.01
+
+
+def max_sqrt_s_spread_GeV(sqrt_s: float) -> float:
+    """Largest allowed Gaussian spread of sqrt(s) [GeV]: :data:`MAX_SPREAD_REL` per beam."""
+    return MAX_SPREAD_REL * sqrt_s / math.sqrt(2.0)
 
 
 def _finite(name: str, value: float, *, lo: float | None = None, hi: float | None = None,
@@ -80,7 +85,7 @@ class Beam:
         _finite("beam.e_plus_GeV", self.e_plus_GeV, lo=2 * M_E, lo_open=True)
         _finite("beam.crossing_half_angle_rad", self.crossing_half_angle_rad, lo=0.0, hi=0.5)
         _finite("beam.sqrt_s_spread_GeV", self.sqrt_s_spread_GeV, lo=0.0)
-        w_max = MAX_SPREAD_REL * self.sqrt_s / math.sqrt(2.0)
+        w_max = max_sqrt_s_spread_GeV(self.sqrt_s)
         if self.sqrt_s_spread_GeV > w_max:
             msg = (f"beam.sqrt_s_spread_GeV = {self.sqrt_s_spread_GeV!r} out of range: must be "
                    f">= 0 and <= {w_max:.6g} (a relative beam-energy spread of at most "

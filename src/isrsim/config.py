@@ -29,7 +29,6 @@ A run card::
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -235,10 +234,10 @@ def _with_spread(beam: Beam, beam_cfg: dict[str, Any]) -> Beam:
     """The beam with the card's ``[beam] sqrt_s_spread`` [GeV], validated against its sqrt(s)."""
     if "sqrt_s_spread" not in beam_cfg:
         return beam
-    from .beam import MAX_SPREAD_REL
+    from .beam import MAX_SPREAD_REL, max_sqrt_s_spread_GeV
     from .processes.base import check_number
 
-    hi = MAX_SPREAD_REL * beam.sqrt_s / math.sqrt(2.0)
+    hi = max_sqrt_s_spread_GeV(beam.sqrt_s)
     v = check_number("beam.sqrt_s_spread", beam_cfg["sqrt_s_spread"], lo=0.0, hi=hi,
                      allowed=f"0 <= sqrt_s_spread <= {hi:.6g} GeV (a beam-energy spread of at "
                              f"most {MAX_SPREAD_REL:g} at sqrt(s) = {beam.sqrt_s:.6g} GeV)")

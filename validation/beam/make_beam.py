@@ -119,7 +119,8 @@ def main() -> None:
         "Per-event sqrt(s') from the summed final state of generated isr_mumu events (errors: "
         "statistical):",
         "",
-        "| detector | sqrt(s) [GeV] | sigma_W in the file [MeV] | mean shift [MeV] | measured sigma_W [MeV] |",
+        "| detector | sqrt(s) [GeV] | sigma_W in the file [MeV] | mean shift [MeV] "
+        "| measured sigma_W [MeV] |",
         "|---|---|---|---|---|",
         *rows_md,
         "",

@@ -401,7 +401,8 @@ class DiPhoton(Process):
         ex = out.extra
         res = _diphoton_block(
             rng, n, bool(weighted), self.beam.s, self._b_e, self._c_lo, self._c_hi, self._lab,
-            self.beam.kernel_params(), self.sigma_prop_nb, self.theta_lab_deg is not None, self._th[0], self._th[1],
+            self.beam.kernel_params(), self.sigma_prop_nb, self.theta_lab_deg is not None,
+            self._th[0], self._th[1],
             self.photons_in_acceptance, _MODE_CODE[self.conversion], self._forced_mask, self._bz,
             self.m_pca_max or 0.0, self._w_max, *self._layers,
             out.npart, out.pdg, out.p4, out.vtx, out.parent, out.weight,

@@ -180,3 +180,22 @@ def test_run_card_spread_is_checked_against_its_sqrt_s():
     with pytest.raises(ConfigError, match=r"beam.sqrt_s_spread = 0.05 is invalid: allowed "
                                           r"0 <= sqrt_s_spread <= 0.02667\d* GeV"):
         build_spec(card)
+
+
+def test_isr_masses_at_the_kinematic_edge_stay_physical(belle2_beam):
+    # M up to sqrt(s (1 - X_MIN)): events whose drawn sqrt(s') is below M / sqrt(1 - X_MIN) get
+    # new beams, so every event keeps x' >= X_MIN and finite, on-shell kinematics
+    from isrsim.processes.isr import X_MIN
+
+    w = belle2_beam.sqrt_s
+    m_hi = w * math.sqrt(1 - X_MIN) * 0.999999
+    proc = make_process("isr_mumu", belle2_beam, mass_range=[0.999 * w, m_hi])
+    chunk, _ = proc.sample(np.random.default_rng(12), 20_000)
+    assert np.all(np.isfinite(chunk.p4))
+    assert chunk.extra["x_cms"].min() >= X_MIN * (1 - 1e-9)
+    total = _primary_sum(chunk)
+    w_ev = np.sqrt(total[:, 3] ** 2 - np.sum(total[:, :3] ** 2, axis=1))
+    assert np.all(w_ev >= chunk.extra["m_true"])
+    # the redraw moves sqrt(s') up here (by construction), by at most a few sigma_W
+    shift = w_ev.mean() - w
+    assert 0.0 < shift < 3 * belle2_beam.sqrt_s_spread_GeV

@@ -39,9 +39,9 @@ def _walk_many(rng, n, x_over_x0, phif, tl):
     e0 = math.sqrt(_P * _P * (1.0 + tl * tl) + M_E * M_E)
     z = np.empty(n)
     for i in range(n):
-        alive, d0, phi0, om1, z0, tl1, e1 = _sim._brems_walk(
+        alive, d0, phi0, om1, z0, tl1, e1, _ = _sim._brems_walk(
             rng, 0.0, 0.3, om, 0.0, tl, -1.0, _BZ, M_E, e0, 0.0, 2.0 * _R, 2.0 * _R,
-            mat_r, mat_zmin, mat_zmax, mat_x, mat_phif)
+            mat_r, mat_zmin, mat_zmax, mat_x, mat_phif, 0.0, np.zeros(2), np.zeros(2))
         z[i] = e1 / e0 if alive else 0.0
     return z
 

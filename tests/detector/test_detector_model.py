@@ -106,6 +106,8 @@ def _write(tmp_path, text):
         ("endcap_forward_z_cm = 196.0", "", r"missing field calorimeter\.endcap_forward_z_cm"),
         ("endcap_backward_z_cm = -102.0", "endcap_backward_z_cm = 102.0",
          r"calorimeter\.endcap_backward_z_cm = 102\.0 is invalid; allowed: < 0"),
+        ("barrel_radius_cm = 125.0", 'barrel_radius_cm = 125.0\nbrems_clusters = "yes"',
+         r"calorimeter\.brems_clusters = 'yes' is invalid; allowed: true or false"),
     ],
 )
 def test_malformed_files_name_the_field(tmp_path, old, new, pattern):

@@ -116,6 +116,9 @@ class CalorimeterModel:
     mip_relative_spread: float
     regions: np.ndarray
     region_names: tuple[str, ...]
+    #: Radiated (bremsstrahlung) photons of electrons make clusters of their own (optional
+    #: ``calorimeter.brems_clusters``, default false; :func:`isrsim.detector.simulate._brems_walk`).
+    brems_clusters: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,12 @@ class _Reader:
         for i, x in enumerate(val):
             self.number({"x": x}, "x", f"{path}[{i}]", lo=lo, lo_open=lo_open)
         return np.asarray(val, dtype=np.float64)
+
+    def boolean(self, doc: dict, key: str, path: str, *, default: bool) -> bool:
+        val = doc.get(key, default)
+        if not isinstance(val, bool):
+            self.fail(path, val, "true or false")
+        return val
 
     def array_of_tables(self, doc: dict, key: str, path: str) -> list[dict]:
         if key not in doc:
@@ -400,6 +409,7 @@ def _parse_calorimeter(rd: _Reader, doc: dict) -> CalorimeterModel:
         mip_relative_spread=rd.number(c, "mip_relative_spread", "calorimeter.mip_relative_spread",
                                       lo=0.0, hi=2.0),
         regions=np.ascontiguousarray(arr), region_names=tuple(names[i] for i in order),
+        brems_clusters=rd.boolean(c, "brems_clusters", "calorimeter.brems_clusters", default=False),
     )
 
 

@@ -53,7 +53,12 @@ Model (all numbers from the detector file, see ``detectors/README.md``):
   ``a/sqrt(E) (+) c`` (sigma_phi = sigma_theta/sin theta); clusters below the region's
   threshold are dropped. Electrons deposit their (post-bremsstrahlung) energy, muons and pions
   a MIP signal (pions shower electron-like with probability ``pid.electron.pion_misid``).
-  Bremsstrahlung photons are not emitted as separate clusters.
+  Bremsstrahlung photons make clusters of their own only with ``calorimeter.brems_clusters =
+  true`` (default false, as the bundled detectors): a loss whose photon carries at least half
+  the lowest cluster threshold is emitted along the electron's direction at that crossing (up
+  to :data:`_BREMS_MAX` per electron), into the region of the electron's polar angle, smeared
+  as a photon, never merged with the electron's cluster (in 1-1.5 T a 1 GeV electron lands
+  ~0.1-0.3 rad away from its photons; at several GeV in pT they would overlap).
 * **PID.** Muon-ID decision drawn from the momentum table (efficiency for muons, pi->mu misID
   for pions, ``electron_misid`` for electrons) inside the muon-system acceptance; electron-ID
   decision ``E/p > e_over_p_cut`` (times ``efficiency`` for electrons, ``muon_misid`` extra
@@ -124,6 +129,9 @@ _G_MAX = 40.0
 _K_CANDIDATE = math.log(_G_MAX / _U_MIN)
 _INV_LN2 = 1.0 / math.log(2.0)
 _TWO_PI = 2.0 * math.pi
+#: Most radiated-photon clusters recorded per electron (``calorimeter.brems_clusters``); with
+#: ~0.1-0.2 X0 in front of the tracker, P(three photons above a 10 MeV threshold) ~ 1e-3.
+_BREMS_MAX = 2
 #: ``1/cos h`` bound meaning "no bound" (finite so that ``0 * _NO_BOUND == 0`` for tanl = 0).
 _NO_BOUND = 1e100
 
@@ -493,7 +501,7 @@ def _momentum_ratio(e_new, e_old, mass):
 
 @kernel_inline
 def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_pin, r_meas,
-                mat_r, mat_zmin, mat_zmax, mat_x, mat_phif):
+                mat_r, mat_zmin, mat_zmax, mat_x, mat_phif, k_rec, brem_e, brem_phi):
     """Bethe-Heitler energy loss in the layers between the production and measurement radii.
 
     Physics: every layer the helix crosses (outward, inside its z range; a layer
@@ -537,15 +545,21 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_pin, r_
     * Only true candidates draw the coverage decision (``phi_fraction``) and G
       (:func:`_gamma1p`); only real losses recompute the helix (:func:`_helix_after_loss`).
 
-    Returns ``(alive, d0, phi0, omega, z0, tanl, e)``.
+    Radiated photons (``k_rec > 0``, :data:`calorimeter.brems_clusters`): a loss whose photon
+    energy ``k = E (1 - z)`` is at least ``k_rec`` is recorded in ``brem_e`` (k) and
+    ``brem_phi`` (azimuth of the electron's direction at the crossing, ``phi0 - 2 sign(omega)
+    asin(sin h)``: the photon is emitted along it), up to ``len(brem_e)`` photons.
+
+    Returns ``(alive, d0, phi0, omega, z0, tanl, e, n_photons)``.
     """
+    n_rec = 0
     e_in = e_cur  # energy of the current helix (changes only at a kink)
     n_mat = mat_r.shape[0]
     m0 = 0
     while m0 < n_mat and mat_r[m0] <= r_prod:
         m0 += 1
     if m0 >= n_mat or mat_r[m0] >= r_meas:
-        return True, d0, phi0, om, z0, tl, e_cur
+        return True, d0, phi0, om, z0, tl, e_cur, n_rec
     e_thr = rng.standard_exponential()
     h_acc = 0.0
     inv_st2 = 1.0 / (1.0 + tl * tl)
@@ -606,8 +620,12 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_pin, r_
             continue  # below the soft-photon cutoff: no loss
         zk = math.exp(-u)
         e_new = e_cur * zk
+        if k_rec > 0.0 and e_cur - e_new >= k_rec and n_rec < brem_e.shape[0]:
+            brem_e[n_rec] = e_cur - e_new
+            brem_phi[n_rec] = phi0 - (2.0 if om > 0.0 else -2.0) * _asin_fast(sq)
+            n_rec += 1
         if e_new <= 1.001 * mass:
-            return False, d0, phi0, om, z0, tl, e_new
+            return False, d0, phi0, om, z0, tl, e_new, n_rec
         e_cur = e_new
         if rm >= r_pin:
             continue  # after the first measurement: the curvature only, applied at the end
@@ -629,20 +647,56 @@ def _brems_walk(rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_pin, r_
         s = 2.0 * _asin_fast(sq) / abs(om)
         d0, phi0, om, z0, tl = _helix_after_loss(d0, phi0, om, z0, tl, sq, math.sqrt(1.0 - q2), s,
                                                  _momentum_ratio(e_cur, e_in, mass), q, bz)
-    return True, d0, phi0, om, z0, tl, e_cur
+    return True, d0, phi0, om, z0, tl, e_cur, n_rec
+
+
+@kernel
+def _brems_pass(rng, brem_n, brem_out, regions, regions_cos, nphot, phot, phot_truth):
+    """Clusters of the photons radiated by electrons (``calorimeter.brems_clusters``), after the
+    simulation pass: ``brem_out[i, b] = (k, azimuth, cos theta, truth index)`` as recorded by
+    :func:`_brems_walk`. Each goes to the region of the electron's polar angle (a helix keeps
+    it, and the photon is emitted along the electron), smeared as a photon, separate from the
+    electron's own cluster, appended to the event's photons (truth index: the electron's).
+    A pass of its own, not in the simulation kernel: there, its draws made every isr_ee event
+    35-150 ns slower even with the option off (measured 2026-11-21), and here the option leaves
+    the random numbers of the rest of the simulation unchanged."""
+    kg = phot.shape[1]
+    for i in range(brem_n.shape[0]):
+        ng = nphot[i]
+        for b in range(brem_n[i]):
+            cos_t = brem_out[i, b, 2]
+            reg = _region_of_cos(cos_t, regions_cos)
+            if reg < 0 or ng >= kg:
+                continue
+            k = brem_out[i, b, 0]
+            sin_t = math.sqrt(max(1.0 - cos_t * cos_t, 0.0))
+            sa = _sigma_angle(k, regions, reg)
+            e_m = k * (1.0 + _sigma_e_rel(k, regions, reg) * rng.standard_normal())
+            th_m = math.acos(cos_t) + sa * rng.standard_normal()
+            ph_m = brem_out[i, b, 1] + sa / max(sin_t, 1e-6) * rng.standard_normal()
+            if e_m < regions[reg, 2]:
+                continue
+            phot[i, ng, 0] = e_m
+            phot[i, ng, 1] = min(max(th_m, 0.0), math.pi)
+            phot[i, ng, 2] = _wrap(ph_m)
+            phot_truth[i, ng] = int(brem_out[i, b, 3])
+            ng += 1
+        nphot[i] = ng
 
 
 @kernel
 def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                      mat_r, mat_zmin, mat_zmax, mat_x, mat_phif,
                      regions, regions_cos, barrel_r, z_ec_bwd, z_ec_fwd, cal_win, mip_e, mip_spread, pp,
-                     mu_table, smear, ntrk, charge, helix, cov, trk_truth, nphot, phot, phot_truth,
-                     prob_e, prob_mu, prob_pi, e_over_p, p_lab):
+                     mu_table, smear, brems_k_rec, brem_n, brem_out, ntrk, charge, helix, cov,
+                     trk_truth, nphot, phot, phot_truth, prob_e, prob_mu, prob_pi, e_over_p, p_lab):
     n = npart.shape[0]
     k = pdg.shape[1]
     kt = helix.shape[1]  # track and photon slots (upper bounds from _scan_truth)
     kg = phot.shape[1]
     has_daughter = np.zeros(k, np.bool_)
+    brem_e = np.zeros(_BREMS_MAX)
+    brem_phi = np.zeros(_BREMS_MAX)
     cos_tmin, cos_tmax = tp[0], tp[1]  # cos(theta_max) <= cos(theta) <= cos(theta_min)
     n_reg = regions_cos.shape[0]  # sorted by polar angle
     cos_first = regions_cos[0, 1] if n_reg > 0 else -2.0  # cos of the smallest region angle
@@ -743,9 +797,17 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                     math.sqrt(r2_prod), z, tl, barrel_r, z_ec_bwd, z_ec_fwd, cos_first, cos_last)):
                 r_prod = math.sqrt(r2_prod)
                 r_pin = layer_r[i0] if i0 < n_layers else r_meas
-                alive, d0, phi0, om, z0, tl, e_cur = _brems_walk(
+                alive, d0, phi0, om, z0, tl, e_cur, n_brem = _brems_walk(
                     rng, d0, phi0, om, z0, tl, q, bz, mass, e_cur, r_prod, r_pin, r_meas,
-                    mat_r, mat_zmin, mat_zmax, mat_x, mat_phif)
+                    mat_r, mat_zmin, mat_zmax, mat_x, mat_phif, brems_k_rec, brem_e, brem_phi)
+                for b in range(n_brem):  # radiated photons: clusters in _brems_pass
+                    nb_i = brem_n[i]
+                    if nb_i < brem_out.shape[1]:
+                        brem_out[i, nb_i, 0] = brem_e[b]
+                        brem_out[i, nb_i, 1] = brem_phi[b]
+                        brem_out[i, nb_i, 2] = cos_t
+                        brem_out[i, nb_i, 3] = j
+                        brem_n[i] = nb_i + 1
                 if not alive:
                     continue
             inv_om = 1.0 / om
@@ -912,9 +974,10 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
         nphot[i] = ng
 
 
-def _check_truth(truth: TruthChunk) -> tuple[int, int]:
+def _check_truth(truth: TruthChunk, brems_per_electron: int = 0) -> tuple[int, int]:
     """Validate the chunk's shapes, ``npart`` and the particles the simulation reads; return the
-    output slot counts ``(kt, kg)`` (:func:`_scan_truth`)."""
+    output slot counts ``(kt, kg)`` (:func:`_scan_truth`; ``brems_per_electron`` more photon
+    slots per electron for radiated-photon clusters)."""
     n, k = truth.n, truth.k
     shapes = {"pdg": (n, k), "p4": (n, k, 4), "vtx": (n, k, 3), "parent": (n, k)}
     for name, shape in shapes.items():
@@ -927,7 +990,7 @@ def _check_truth(truth: TruthChunk) -> tuple[int, int]:
     kt, kg, bad_event, bad_what = _scan_truth(
         np.ascontiguousarray(truth.npart), np.ascontiguousarray(truth.pdg),
         np.ascontiguousarray(truth.p4, dtype=np.float64),
-        np.ascontiguousarray(truth.vtx, dtype=np.float64))
+        np.ascontiguousarray(truth.vtx, dtype=np.float64), brems_per_electron)
     if bad_what == 1:
         msg = (f"truth.npart[{bad_event}] = {truth.npart[bad_event]} out of range; "
                f"allowed 0..k = {k}")
@@ -941,7 +1004,7 @@ def _check_truth(truth: TruthChunk) -> tuple[int, int]:
 
 
 @kernel
-def _scan_truth(npart, pdg, p4, vtx):
+def _scan_truth(npart, pdg, p4, vtx, brems_per_electron):
     """One pass over the particles the simulation reads (slots below ``npart``): returns
     ``(kt, kg, bad_event, bad_what)`` with kt, kg the largest numbers of charged and of
     charged + photon particles per event, each at least 2 (the two-track selections index the
@@ -959,6 +1022,7 @@ def _scan_truth(npart, pdg, p4, vtx):
             return kt, kg, i, 1
         nc = 0
         ng = 0
+        ne = 0
         for j in range(m):
             f = 0.0
             for c in range(4):
@@ -971,10 +1035,12 @@ def _scan_truth(npart, pdg, p4, vtx):
             a = abs(pdg[i, j])
             if a == 11 or a == 13 or a == 211:
                 nc += 1
+                if a == 11:
+                    ne += 1
             elif a == 22:
                 ng += 1
         kt = max(kt, nc)
-        kg = max(kg, nc + ng)
+        kg = max(kg, nc + ng + brems_per_electron * ne)
     return kt, kg, -1, 0
 
 
@@ -1008,7 +1074,9 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
     if not isinstance(rng, np.random.Generator):
         msg = f"rng = {rng!r} must be a numpy.random.Generator"
         raise ConfigError(msg)
-    kt, kg = _check_truth(truth)
+    cal = det.calorimeter
+    brems = bool(cal.brems_clusters) and bool(smear)
+    kt, kg = _check_truth(truth, _BREMS_MAX if brems else 0)
     n = truth.n
     reco = RecoChunk(
         ntrk=np.zeros(n, np.int16), charge=np.zeros((n, kt), np.int8),
@@ -1020,8 +1088,12 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
     if n == 0:
         return reco
     mat = det.material
-    cal = det.calorimeter
     te = reco.track_extra
+    # radiated photons below half the lowest cluster threshold (they would need a +100 %
+    # fluctuation to pass it) are not recorded; 0 switches the recording off
+    k_rec = max(0.5 * float(cal.regions[:, 2].min()), 1e-6) if brems else 0.0
+    brem_n = np.zeros(n if brems else 1, np.int64)
+    brem_out = np.zeros((n, kg, 4) if brems else (1, 1, 4))
     # polar-angle windows as cos(theta) intervals (the kernel compares cos(theta) = pz/p, no atan2)
     tp = det.tracker.params()
     tp[0], tp[1] = math.cos(tp[1]), math.cos(tp[0])
@@ -1038,9 +1110,12 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
         calorimeter_windows(cal.regions, cal.barrel_radius_cm, cal.endcap_backward_z_cm,
                             cal.endcap_forward_z_cm),
         float(cal.mip_energy_GeV), float(cal.mip_relative_spread), pp, det.pid.muon_table, bool(smear),
-        reco.ntrk, reco.charge, reco.helix, reco.cov, reco.trk_truth, reco.nphot, reco.phot,
+        k_rec, brem_n, brem_out, reco.ntrk, reco.charge, reco.helix, reco.cov, reco.trk_truth, reco.nphot, reco.phot,
         reco.phot_truth, te["prob_e"], te["prob_mu"], te["prob_pi"], te["e_over_p"], te["p_lab"],
     )
+    if brems:
+        _brems_pass(rng, brem_n, brem_out, cal.regions, regions_cos, reco.nphot, reco.phot,
+                    reco.phot_truth)
     return reco
 
 

@@ -57,7 +57,7 @@ def _barrel_threshold(det):
 
 
 def test_rate_of_photon_clusters_follows_bethe_heitler(electrons):
-    truth, on, off = electrons
+    _, on, off = electrons
     det = _toy_detector(True)
     om = K_CURV * det.bz_T / _P
     cos_inc = math.sqrt(1.0 - 0.25 * _R * _R * om * om)  # exact crossing of a circle through 0

@@ -1110,7 +1110,8 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
         calorimeter_windows(cal.regions, cal.barrel_radius_cm, cal.endcap_backward_z_cm,
                             cal.endcap_forward_z_cm),
         float(cal.mip_energy_GeV), float(cal.mip_relative_spread), pp, det.pid.muon_table, bool(smear),
-        k_rec, brem_n, brem_out, reco.ntrk, reco.charge, reco.helix, reco.cov, reco.trk_truth, reco.nphot, reco.phot,
+        k_rec, brem_n, brem_out, reco.ntrk, reco.charge, reco.helix, reco.cov, reco.trk_truth,
+        reco.nphot, reco.phot,
         reco.phot_truth, te["prob_e"], te["prob_mu"], te["prob_pi"], te["e_over_p"], te["p_lab"],
     )
     if brems:

@@ -77,6 +77,75 @@ def brems_tail_expectation(det, theta_range, z_cut):
     return total
 
 
+def brems_clusters_section() -> list[str]:
+    """Photon clusters of 2 GeV electrons at 90 deg through one 5 % X0 layer at r = 2 cm
+    (Belle II field and calorimeter, resolutions set to 1e-6): cluster energy / E against the
+    Bethe-Heitler density of y = 1 - exp(-u), u ~ Gamma(t/ln 2); and the number of clusters per
+    1 GeV electron with the full Belle II material."""
+    import dataclasses
+
+    from scipy import stats
+
+    from isrsim.detector.material import MaterialLayers
+
+    det = load_detector("belle2")
+    regions = det.calorimeter.regions.copy()
+    regions[:, 3:7] = [0.0, 0.0, 1e-6, 0.0]
+    regions[:, 7:9] = [0.0, 1e-7]
+    mat = MaterialLayers(r_cm=np.array([2.0]), dr_cm=np.array([0.0]), z_min_cm=np.array([-50.0]),
+                         z_max_cm=np.array([50.0]), x_over_x0=np.array([0.05]),
+                         z_eff=np.array([14.0]), phi_fraction=np.array([1.0]), names=("layer",))
+    toy = dataclasses.replace(det, material=mat, calorimeter=dataclasses.replace(
+        det.calorimeter, regions=regions, brems_clusters=True))
+    n, p = 400_000, 2.0
+    rng = np.random.default_rng(31)
+    truth = single_particles(rng, n, 11, p, theta_range=(0.5 * math.pi, 0.5 * math.pi))
+    reco = simulate(truth, toy, rng)
+    ref = simulate(truth, dataclasses.replace(toy, calorimeter=dataclasses.replace(
+        toy.calorimeter, brems_clusters=False)), rng)
+
+    def cluster_fractions(r):
+        return np.concatenate([r.phot[r.nphot > s, s, 0] for s in range(r.phot.shape[1])]) / p
+
+    om = K_CURV * det.bz_T / p
+    a = 0.05 / math.sqrt(1.0 - om * om) / math.log(2.0)  # cos(incidence) at r = 2 cm: 1 - 5e-6
+    thr = 0.05 / p  # barrel threshold 50 MeV
+    edges = np.linspace(thr, 1.0, 41)
+    xc = 0.5 * (edges[1:] + edges[:-1])
+    dens = stats.gamma.pdf(-np.log1p(-xc), a) / (1.0 - xc)
+    # photon clusters = all clusters minus those of electrons that are not tracked (the same
+    # events simulated without the option)
+    h_on, _ = np.histogram(cluster_fractions(reco), bins=edges)
+    h_off, _ = np.histogram(cluster_fractions(ref), bins=edges)
+    n_photon = float(reco.nphot.sum() - ref.nphot.sum())
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(xc, h_on - h_off, yerr=np.sqrt(h_on + h_off), fmt="o", ms=3,
+                label=f"photon clusters ({n_photon:.0f} from {n} electrons)")
+    ax.plot(xc, n * dens * (edges[1] - edges[0]), "r--", label=f"Bethe-Heitler, a = t/ln 2 = {a:.4f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("photon cluster energy / electron energy")
+    ax.set_ylabel("clusters per bin")
+    ax.set_title("2 GeV electrons through 5 % X0 (brems_clusters = true)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "brems_clusters.png", dpi=90)
+    plt.close(fig)
+    expected = stats.gamma.sf(-math.log1p(-thr), a)
+    full = dataclasses.replace(det, calorimeter=dataclasses.replace(det.calorimeter,
+                                                                    brems_clusters=True))
+    t1 = single_particles(rng, 200_000, 11, 1.0)
+    on = simulate(t1, full, rng)
+    off = simulate(t1, det, rng)
+    extra = float(on.nphot.mean() - off.nphot.mean())
+    return ["", "## Bremsstrahlung photon clusters (optional `calorimeter.brems_clusters`)", "",
+            "![brems clusters](brems_clusters.png)", "",
+            f"One 5 % X0 layer, 2 GeV electrons at 90 deg: {n_photon / n:.4f} +- "
+            f"{math.sqrt(reco.nphot.sum() + ref.nphot.sum()) / n:.4f} photon clusters above 50 MeV "
+            f"per electron; Bethe-Heitler P(k > 50 MeV) = {expected:.4f}. "
+            f"Full Belle II material, 1 GeV electrons at 0.6-2.5 rad: {extra:.3f} photon clusters "
+            "per electron (off in the bundled detector files, whose figures are without them)."]
+
+
 def main() -> None:
     rng = np.random.default_rng(2024)
     lines = ["# Detector validation (`make_detector.py`)", "",
@@ -271,6 +340,9 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(OUT / "calorimeter_reach.png", dpi=90)
     plt.close(fig)
+
+    # ---- bremsstrahlung photon clusters (optional calorimeter.brems_clusters) -----------------
+    lines += brems_clusters_section()
 
     # ---- speed ----------------------------------------------------------------------------------
     lines += ["", "## Speed (one core, gamma + mu+mu- events, 3 particles)", ""]

@@ -72,7 +72,7 @@ def event_beam(rng, bp, w_min, lab_out):
     with ``r > 0``; with ``r = 0`` the nominal matrix applies and nothing need be drawn.
     Inlined (:data:`isrsim._numba.kernel_inline`): as a compiled call, passing the generator
     and two arrays cost ~40 ns per event. Measured (Belle II, 2026-11-21): ~38 ns per event in
-    a loop of calls, 40-90 ns per event added to the generators.
+    a loop of calls, 50-110 ns per event added to the generators.
     """
     sa = bp[4]
     ca = bp[5]

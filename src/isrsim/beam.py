@@ -21,8 +21,9 @@ from .exceptions import ConfigError
 
 __all__ = ["MAX_SPREAD_REL", "Beam", "max_sqrt_s_spread_GeV"]
 
-#: Largest relative energy spread sigma_E/E of a beam (1 %, ten times any e+e- collider's): the
-#: generators truncate the per-event energy draw at 6 sigma, which keeps both beams above 0.9 E.
+#: Largest relative energy spread sigma_E/E of a beam (1 %; BEPCII 5.2e-4, SuperKEKB 5.9e-4 / 7.3e-4,
+#: sources in detectors/besiii.toml and belle2.toml): the generators truncate the per-event energy
+#: draw at 6 sigma, which keeps both beams above 0.94 E.
 MAX_SPREAD_REL = 0.01
 
 

@@ -186,8 +186,8 @@ class NumpyIsrMuMu:
         spread."""
         b = self.beam
         n = m.size
-        r = b.energy_spread_rel
-        if r == 0.0:
+        r_minus, r_plus = b.energy_spreads_rel
+        if r_minus + r_plus == 0.0:
             return np.full(n, b.e_minus_GeV), np.full(n, b.e_plus_GeV), np.full(n, math.sqrt(self.s))
         em, ep, w = np.empty(n), np.empty(n), np.empty(n)
         ca, sa = math.cos(b.crossing_half_angle_rad), math.sin(b.crossing_half_angle_rad)
@@ -195,8 +195,8 @@ class NumpyIsrMuMu:
         todo = np.arange(n)
         while todo.size:
             xi = rng.standard_normal((todo.size, 2))
-            e1 = b.e_minus_GeV * (1.0 + r * xi[:, 0])
-            e2 = b.e_plus_GeV * (1.0 + r * xi[:, 1])
+            e1 = b.e_minus_GeV * (1.0 + r_minus * xi[:, 0])
+            e2 = b.e_plus_GeV * (1.0 + r_plus * xi[:, 1])
             p1, p2 = np.sqrt(e1 * e1 - M_E * M_E), np.sqrt(e2 * e2 - M_E * M_E)
             w2 = (e1 + e2) ** 2 - ((p1 + p2) * sa) ** 2 - ((p1 - p2) * ca) ** 2
             ok = (w2 >= w_min2[todo]) & (np.abs(xi) <= SPREAD_TRUNCATION).all(axis=1)
@@ -222,7 +222,7 @@ class NumpyIsrMuMu:
         p4[:, 0, :3], p4[:, 0, 3] = a_p, a_e
         p4[:, 1, :3], p4[:, 1, 3] = -k - a_p, q0 - a_e
         p4[:, 2, :3], p4[:, 2, 3] = k, eg
-        if self.beam.energy_spread_rel == 0.0:
+        if self.beam.sqrt_s_spread_GeV == 0.0:
             return p4 @ self.lab.T, m, x, c, nv[:, 2]
         return self._to_lab(p4, e_minus, e_plus), m, x, c, nv[:, 2]
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from isrsim.beam import MAX_SPREAD_REL, Beam
+from isrsim.beam import MAX_SPREAD_REL, Beam, spread_from_beam_spreads
 from isrsim.constants import M_E
 from isrsim.detector.model import load_detector
 from isrsim.exceptions import ConfigError
@@ -62,18 +62,42 @@ def test_event_beam_matches_the_beam_class(belle2_beam):
         w = event_beam(np.random.default_rng(seed), bp, 0.0, out)
         xi = np.random.default_rng(seed).standard_normal(2)  # the same two draws (|xi| < 6)
         ref = dataclasses.replace(belle2_beam, e_minus_GeV=bp[0] * (1 + bp[3] * xi[0]),
-                                  e_plus_GeV=bp[1] * (1 + bp[3] * xi[1]))
+                                  e_plus_GeV=bp[1] * (1 + bp[4] * xi[1]))
         np.testing.assert_allclose(out, ref.cms_to_lab(), rtol=0, atol=1e-14)
         assert w == pytest.approx(ref.sqrt_s, rel=1e-14)
 
 
 def test_spread_is_split_evenly_and_bounded():
     b = Beam(7.004, 4.002, 0.0415, 0.005)
-    assert b.energy_spread_rel == pytest.approx(math.sqrt(2) * 0.005 / b.sqrt_s)
+    assert b.energy_spreads_rel == pytest.approx((math.sqrt(2) * 0.005 / b.sqrt_s,) * 2, rel=1e-15)
     with pytest.raises(ConfigError, match=r"beam.sqrt_s_spread_GeV = 0.1 out of range"):
         Beam(7.004, 4.002, 0.0415, 0.1)
     w_max = MAX_SPREAD_REL * b.sqrt_s / math.sqrt(2)
     Beam(7.004, 4.002, 0.0415, 0.999 * w_max)  # the limit itself is allowed
+
+
+def test_per_beam_spreads_give_back_each_beams_spread():
+    # basf2 preset "Y4S" (generators/scripts/beamparameters.py): 5.13 MeV (HER), 2.375 MeV (LER)
+    b0 = Beam(7.004, 4.002, 0.0415)
+    w, share = spread_from_beam_spreads(7.004, 4.002, 0.00513, 0.002375, b0.sqrt_s)
+    b = dataclasses.replace(b0, sqrt_s_spread_GeV=w, spread_share_e_minus=share)
+    assert b.energy_spreads_rel == pytest.approx((0.00513 / 7.004, 0.002375 / 4.002), rel=1e-14)
+    # dW/W = (dE-/E- + dE+/E+)/2: sqrt(7.324e-4^2 + 5.935e-4^2)/2 W = 4.99 MeV (file: ~5.0)
+    assert w == pytest.approx(4.99e-3, abs=0.005e-3)
+    assert share == pytest.approx(0.6037, abs=1e-4)
+    # one beam without spread: all of it from the other
+    assert spread_from_beam_spreads(7.004, 4.002, 0.0, 0.002375, b0.sqrt_s)[1] == 0.0
+    # the bound applies to the beam with the larger relative spread
+    w_max = MAX_SPREAD_REL * b0.sqrt_s / (2 * math.sqrt(share))
+    dataclasses.replace(b, sqrt_s_spread_GeV=0.999 * w_max)
+    with pytest.raises(ConfigError, match=r"beam.sqrt_s_spread_GeV = .* out of range.*e- share"):
+        dataclasses.replace(b, sqrt_s_spread_GeV=1.01 * w_max)
+    with pytest.raises(ConfigError, match=r"beam.spread_share_e_minus = 1.5 out of range"):
+        dataclasses.replace(b, spread_share_e_minus=1.5)
+    # metadata round trip
+    assert Beam.from_metadata(b.metadata()) == b
+    old = {k: v for k, v in b.metadata().items() if k != "spread_share_e_minus"}
+    assert Beam.from_metadata(old).spread_share_e_minus == 0.5  # files before the share
 
 
 CASES = {
@@ -94,8 +118,9 @@ def test_every_event_has_its_own_two_beams(belle2_beam, name):
     # the summed final state is exactly a two-beam 4-vector (rounding of the sums ~1e-12)
     np.testing.assert_allclose(total[:, 0], px, rtol=0, atol=1e-9)
     np.testing.assert_allclose(total[:, 1], 0.0, rtol=0, atol=1e-9)
-    r = belle2_beam.energy_spread_rel
-    for e, e0 in ((em, belle2_beam.e_minus_GeV), (ep, belle2_beam.e_plus_GeV)):
+    r_minus, r_plus = belle2_beam.energy_spreads_rel
+    assert r_minus > 1.2 * r_plus  # the bundled Belle II file: HER 7.3e-4, LER 5.9e-4
+    for e, e0, r in ((em, belle2_beam.e_minus_GeV, r_minus), (ep, belle2_beam.e_plus_GeV, r_plus)):
         d = e / e0 - 1.0
         assert abs(d.mean()) < 4 * r / math.sqrt(N)
         assert d.std() == pytest.approx(r, abs=4 * r / math.sqrt(2 * N))
@@ -103,8 +128,9 @@ def test_every_event_has_its_own_two_beams(belle2_beam, name):
     assert abs(corr) < 4 / math.sqrt(N)
     w = np.sqrt(total[:, 3] ** 2 - np.sum(total[:, :3] ** 2, axis=1))
     sw = belle2_beam.sqrt_s_spread_GeV
-    # first order: W = sqrt(4 E- E+) up to the crossing angle, so sigma_W/W = r/sqrt(2) exactly
-    # to O(r^2)
+    # first order: W = sqrt(4 E- E+) up to the crossing angle, so sigma_W/W =
+    # sqrt(r-^2 + r+^2)/2 exactly to O(r^2)
+    r = max(r_minus, r_plus)
     assert abs(w.mean() - belle2_beam.sqrt_s) < 4 * sw / math.sqrt(N) + belle2_beam.sqrt_s * r**2
     assert w.std() == pytest.approx(sw, rel=4 / math.sqrt(2 * N) + 2 * r)
 
@@ -180,6 +206,26 @@ def test_run_card_spread_is_checked_against_its_sqrt_s():
     with pytest.raises(ConfigError, match=r"beam.sqrt_s_spread = 0.05 is invalid: allowed "
                                           r"0 <= sqrt_s_spread <= 0.02667\d* GeV"):
         build_spec(card)
+
+
+def test_run_card_per_beam_spreads(belle2_beam):
+    from isrsim.config import build_spec
+
+    card = {"run": {"process": "isr_mumu", "events": 10, "output": "unused.parquet"},
+            "beam": {"e_minus": 7.004, "e_plus": 4.002, "crossing_half_angle": 0.0415,
+                     "e_minus_spread": 0.00513, "e_plus_spread": 0.002375},
+            "process": {"mass_range": [1.5, 3.4]}}
+    beam = build_spec(card).beam
+    assert beam == dataclasses.replace(belle2_beam, sigma_xyz_cm=(0.0, 0.0, 0.0))  # as the file
+    for bad, pattern in (({"e_plus_spread": None}, r"\[beam\] e_minus_spread is invalid: allowed "
+                                                   r"sqrt_s_spread, or both"),
+                         ({"sqrt_s_spread": 0.005}, r"\[beam\] e_minus_spread, e_plus_spread, "
+                                                    r"sqrt_s_spread is invalid"),
+                         ({"e_plus_spread": 0.05}, r"beam.e_plus_spread = 0.05 is invalid: allowed "
+                                                   r"0 <= e_plus_spread <= 0.04002 GeV")):
+        c = {**card, "beam": {k: v for k, v in {**card["beam"], **bad}.items() if v is not None}}
+        with pytest.raises(ConfigError, match=pattern):
+            build_spec(c)
 
 
 def test_isr_masses_at_the_kinematic_edge_stay_physical(belle2_beam):

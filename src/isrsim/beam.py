@@ -19,7 +19,7 @@ import numpy as np
 from .constants import M_E
 from .exceptions import ConfigError
 
-__all__ = ["MAX_SPREAD_REL", "Beam", "max_sqrt_s_spread_GeV"]
+__all__ = ["MAX_SPREAD_REL", "Beam", "max_sqrt_s_spread_GeV", "spread_from_beam_spreads"]
 
 #: Largest relative energy spread sigma_E/E of a beam (1 %; BEPCII 5.2e-4, SuperKEKB 5.9e-4 / 7.3e-4,
 #: sources in detectors/besiii.toml and belle2.toml): the generators truncate the per-event energy
@@ -27,9 +27,21 @@ __all__ = ["MAX_SPREAD_REL", "Beam", "max_sqrt_s_spread_GeV"]
 MAX_SPREAD_REL = 0.01
 
 
-def max_sqrt_s_spread_GeV(sqrt_s: float) -> float:
-    """Largest allowed Gaussian spread of sqrt(s) [GeV]: :data:`MAX_SPREAD_REL` per beam."""
-    return MAX_SPREAD_REL * sqrt_s / math.sqrt(2.0)
+def max_sqrt_s_spread_GeV(sqrt_s: float, share_e_minus: float = 0.5) -> float:
+    """Largest allowed Gaussian spread of sqrt(s) [GeV]: :data:`MAX_SPREAD_REL` for the beam with
+    the larger relative spread (``share_e_minus`` as :attr:`Beam.spread_share_e_minus`)."""
+    return MAX_SPREAD_REL * sqrt_s / (2.0 * math.sqrt(max(share_e_minus, 1.0 - share_e_minus)))
+
+
+def spread_from_beam_spreads(e_minus_GeV: float, e_plus_GeV: float, sigma_e_minus_GeV: float,
+                             sigma_e_plus_GeV: float, sqrt_s: float) -> tuple[float, float]:
+    """``(sqrt_s_spread_GeV, spread_share_e_minus)`` of beams with the energy spreads
+    ``sigma_e_minus_GeV``, ``sigma_e_plus_GeV`` [GeV] (what accelerator parameter lists quote):
+    ``sigma_W/W = sqrt(r-^2 + r+^2)/2`` with ``r = sigma_E/E`` of each beam, and the e- beam's
+    share ``r-^2/(r-^2 + r+^2)`` of that variance (0.5 if both spreads are 0)."""
+    rm, rp = sigma_e_minus_GeV / e_minus_GeV, sigma_e_plus_GeV / e_plus_GeV
+    v = rm * rm + rp * rp
+    return 0.5 * sqrt_s * math.sqrt(v), (rm * rm / v if v > 0.0 else 0.5)
 
 
 def _finite(name: str, value: float, *, lo: float | None = None, hi: float | None = None,
@@ -63,12 +75,17 @@ class Beam:
     crossing_half_angle_rad
         Angle of each beam to the z axis in the x-z plane [rad] (BEPCII 0.011, SuperKEKB 0.0415).
     sqrt_s_spread_GeV
-        Gaussian spread of sqrt(s) [GeV], at most :data:`MAX_SPREAD_REL` sqrt(s)/sqrt(2). It is
-        split between the beams with equal relative spreads ``sigma_E/E = sqrt(2) sigma_W/W``
-        (:attr:`energy_spread_rel`; since ``W^2 ~ 4 E- E+``, ``dW/W = (dE-/E- + dE+/E+)/2``).
+        Gaussian spread sigma_W of sqrt(s) = W [GeV]. Since ``W^2 ~ 4 E- E+``,
+        ``dW/W = (dE-/E- + dE+/E+)/2``: ``(sigma_W/W)^2 = (r-^2 + r+^2)/4`` with ``r = sigma_E/E``
+        of each beam (:attr:`energy_spreads_rel`); each r is at most :data:`MAX_SPREAD_REL`.
         The generators draw both beam energies per event (:meth:`kernel_params`), and the
         kinematic fits take the resulting covariance of the beam 4-vector
         (:meth:`p4_covariance_lab`).
+    spread_share_e_minus
+        Share of the e- beam in that variance, ``r-^2/(r-^2 + r+^2)``, in [0, 1]. The default 0.5
+        splits it with equal relative spreads, ``r = sqrt(2) sigma_W/W``; beams with known
+        spreads of their own give it with :func:`spread_from_beam_spreads` (detector files:
+        ``beam.e_minus_spread_GeV`` and ``beam.e_plus_spread_GeV``).
     sigma_xyz_cm
         Gaussian sizes of the luminous region in the lab [cm]; the primary vertex is drawn
         from it. Zeros put every event at the origin.
@@ -79,6 +96,7 @@ class Beam:
     crossing_half_angle_rad: float = 0.0
     sqrt_s_spread_GeV: float = 0.0
     sigma_xyz_cm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    spread_share_e_minus: float = 0.5
     _matrix: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,11 +104,13 @@ class Beam:
         _finite("beam.e_plus_GeV", self.e_plus_GeV, lo=2 * M_E, lo_open=True)
         _finite("beam.crossing_half_angle_rad", self.crossing_half_angle_rad, lo=0.0, hi=0.5)
         _finite("beam.sqrt_s_spread_GeV", self.sqrt_s_spread_GeV, lo=0.0)
-        w_max = max_sqrt_s_spread_GeV(self.sqrt_s)
-        if self.sqrt_s_spread_GeV > w_max:
+        _finite("beam.spread_share_e_minus", self.spread_share_e_minus, lo=0.0, hi=1.0)
+        w_max = max_sqrt_s_spread_GeV(self.sqrt_s, self.spread_share_e_minus)
+        if self.sqrt_s_spread_GeV > w_max * (1.0 + 1e-12):
             msg = (f"beam.sqrt_s_spread_GeV = {self.sqrt_s_spread_GeV!r} out of range: must be "
                    f">= 0 and <= {w_max:.6g} (a relative beam-energy spread of at most "
-                   f"{MAX_SPREAD_REL:g} at sqrt(s) = {self.sqrt_s:.6g} GeV)")
+                   f"{MAX_SPREAD_REL:g} at sqrt(s) = {self.sqrt_s:.6g} GeV, e- share of the "
+                   f"variance {self.spread_share_e_minus:.6g})")
             raise ConfigError(msg)
         if len(self.sigma_xyz_cm) != 3:
             msg = f"luminous_region sigma_xyz_cm = {self.sigma_xyz_cm!r} must have 3 entries"
@@ -104,6 +124,27 @@ class Beam:
         """Head-on (unless a crossing angle is given) beams of sqrt(s)/2 each."""
         s = _finite("sqrt_s", sqrt_s, lo=2 * M_E, lo_open=True)
         return cls(e_minus_GeV=s / 2, e_plus_GeV=s / 2, **kwargs)
+
+    def metadata(self) -> dict:
+        """The beams as written to a file's metadata (JSON types; :meth:`from_metadata` reads
+        it back; ``sqrt_s_GeV`` and ``p4_total_lab`` are derived, for readers)."""
+        return {"e_minus_GeV": self.e_minus_GeV, "e_plus_GeV": self.e_plus_GeV,
+                "crossing_half_angle_rad": self.crossing_half_angle_rad,
+                "sqrt_s_GeV": self.sqrt_s, "p4_total_lab": [float(v) for v in self.p4_total_lab()],
+                "sqrt_s_spread_GeV": self.sqrt_s_spread_GeV,
+                "spread_share_e_minus": self.spread_share_e_minus,
+                "sigma_xyz_cm": [float(v) for v in self.sigma_xyz_cm]}
+
+    @classmethod
+    def from_metadata(cls, b: dict) -> Beam:
+        """The beam of :meth:`metadata` (files written before the per-beam spreads have no
+        ``spread_share_e_minus``: equal relative spreads). KeyError, TypeError, ValueError or
+        ConfigError on a malformed dict."""
+        return cls(e_minus_GeV=float(b["e_minus_GeV"]), e_plus_GeV=float(b["e_plus_GeV"]),
+                   crossing_half_angle_rad=float(b.get("crossing_half_angle_rad", 0.0)),
+                   sqrt_s_spread_GeV=float(b.get("sqrt_s_spread_GeV", 0.0)),
+                   sigma_xyz_cm=tuple(float(v) for v in b.get("sigma_xyz_cm", (0.0, 0.0, 0.0))),
+                   spread_share_e_minus=float(b.get("spread_share_e_minus", 0.5)))
 
     # -- 4-vectors --------------------------------------------------------------------
     def p4_e_minus(self) -> np.ndarray:
@@ -133,29 +174,34 @@ class Beam:
         return self.sqrt_s**2
 
     @property
-    def energy_spread_rel(self) -> float:
-        """Relative energy spread sigma_E/E of each beam, ``sqrt(2) sigma_W / W``."""
-        return math.sqrt(2.0) * self.sqrt_s_spread_GeV / self.sqrt_s
+    def energy_spreads_rel(self) -> tuple[float, float]:
+        """Relative energy spreads ``(sigma_E/E of e-, of e+)``: ``2 (sigma_W/W) sqrt(share)``
+        and ``2 (sigma_W/W) sqrt(1 - share)`` (both ``sqrt(2) sigma_W/W`` for the default
+        share 0.5)."""
+        r = 2.0 * self.sqrt_s_spread_GeV / self.sqrt_s
+        return (r * math.sqrt(self.spread_share_e_minus),
+                r * math.sqrt(1.0 - self.spread_share_e_minus))
 
     def p4_covariance_lab(self) -> np.ndarray:
         """4x4 covariance of the lab beam 4-vector (px, py, pz, E) from the energy spreads:
         ``sum_b sigma_b^2 u_b u_b^T`` with ``u_b = dp_b/dE_b = (E/p direction, 1)`` of beam b
         (the kinematic fits' beam term; zero without a spread)."""
-        r = self.energy_spread_rel
         a = self.crossing_half_angle_rad
         cov = np.zeros((4, 4))
-        for e, sign in ((self.e_minus_GeV, 1.0), (self.e_plus_GeV, -1.0)):
+        for e, sign, r in zip((self.e_minus_GeV, self.e_plus_GeV), (1.0, -1.0),
+                              self.energy_spreads_rel):
             de_dp = e / math.sqrt(e * e - M_E * M_E)
             u = np.array([de_dp * math.sin(a), 0.0, sign * de_dp * math.cos(a), 1.0])
             cov += (r * e) ** 2 * np.outer(u, u)
         return cov
 
     def kernel_params(self) -> np.ndarray:
-        """``(E-, E+, a, sigma_E/E, sin a, cos a)`` (a the crossing half angle), float64[6]:
-        what the generator kernels need to draw the beams of each event
+        """``(E-, E+, a, r-, r+, sin a, cos a)`` (a the crossing half angle, r = sigma_E/E of
+        each beam), float64[7]: what the generator kernels need to draw the beams of each event
         (:func:`isrsim.processes._kin.event_beam`)."""
         a = self.crossing_half_angle_rad
-        return np.array([self.e_minus_GeV, self.e_plus_GeV, a, self.energy_spread_rel,
+        r_minus, r_plus = self.energy_spreads_rel
+        return np.array([self.e_minus_GeV, self.e_plus_GeV, a, r_minus, r_plus,
                          math.sin(a), math.cos(a)])
 
     @property

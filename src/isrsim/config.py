@@ -15,6 +15,8 @@ A run card::
 
     [beam]                      # without a detector: sqrt_s, or e_minus/e_plus (+ crossing_half_angle)
     sqrt_s = 3.773
+    sqrt_s_spread = 0.0014      # optional [GeV], equal relative spreads; or each beam's own:
+                                # e_minus_spread = 0.00513, e_plus_spread = 0.002375 [GeV]
 
     [process]                   # process parameters, e.g. for isr_*:
     mass_range = [1.5, 3.4]
@@ -49,7 +51,7 @@ CARD_SECTIONS = {"run", "beam", "process", "conversions", "project", "analysis"}
 RUN_KEYS = {"process", "events", "luminosity", "seed", "output", "chunk_size", "workers",
             "weighted", "detector", "compression", "progress", "resume"}
 BEAM_KEYS = {"sqrt_s", "e_minus", "e_plus", "crossing_half_angle", "sqrt_s_spread",
-             "sigma_xyz_cm"}
+             "e_minus_spread", "e_plus_spread", "sigma_xyz_cm"}
 #: largest accepted run.chunk_size (events held in memory per chunk and worker)
 MAX_CHUNK_SIZE = 100_000_000
 
@@ -231,12 +233,26 @@ def _beam(card: dict[str, Any], detector: Any) -> Any:
 
 
 def _with_spread(beam: Beam, beam_cfg: dict[str, Any]) -> Beam:
-    """The beam with the card's ``[beam] sqrt_s_spread`` [GeV], validated against its sqrt(s)."""
-    if "sqrt_s_spread" not in beam_cfg:
-        return beam
-    from .beam import MAX_SPREAD_REL, max_sqrt_s_spread_GeV
+    """The beam with the card's energy spread, validated: ``[beam] sqrt_s_spread`` [GeV] (equal
+    relative spreads of the two beams), or ``e_minus_spread`` and ``e_plus_spread`` [GeV] (each
+    beam's own, as accelerator parameter lists give them)."""
+    from .beam import MAX_SPREAD_REL, max_sqrt_s_spread_GeV, spread_from_beam_spreads
     from .processes.base import check_number
 
+    per_beam = [k for k in ("e_minus_spread", "e_plus_spread") if k in beam_cfg]
+    if per_beam:
+        if len(per_beam) == 1 or "sqrt_s_spread" in beam_cfg:
+            msg = (f"[beam] {', '.join(sorted(set(per_beam) | ({'sqrt_s_spread'} & set(beam_cfg))))}"
+                   " is invalid: allowed sqrt_s_spread, or both e_minus_spread and e_plus_spread")
+            raise ConfigError(msg)
+        sig = [check_number(f"beam.{k}", beam_cfg[k], lo=0.0, hi=MAX_SPREAD_REL * e,
+                            allowed=f"0 <= {k} <= {MAX_SPREAD_REL * e:.6g} GeV (at most "
+                                    f"{MAX_SPREAD_REL:g} of the beam energy {e:.6g} GeV)")
+               for k, e in zip(("e_minus_spread", "e_plus_spread"), (beam.e_minus_GeV, beam.e_plus_GeV))]
+        spread, share = spread_from_beam_spreads(beam.e_minus_GeV, beam.e_plus_GeV, *sig, beam.sqrt_s)
+        return dataclasses.replace(beam, sqrt_s_spread_GeV=spread, spread_share_e_minus=share)
+    if "sqrt_s_spread" not in beam_cfg:
+        return beam
     hi = max_sqrt_s_spread_GeV(beam.sqrt_s)
     v = check_number("beam.sqrt_s_spread", beam_cfg["sqrt_s_spread"], lo=0.0, hi=hi,
                      allowed=f"0 <= sqrt_s_spread <= {hi:.6g} GeV (a beam-energy spread of at "

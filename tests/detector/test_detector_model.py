@@ -61,6 +61,11 @@ def test_belle2_boost_and_crossing_angle():
     assert beam.sqrt_s == pytest.approx(10.58, abs=0.005)
     assert beam.sigma_xyz_cm == pytest.approx((0.0010, 0.00003, 0.025))
     assert det.bz_T == 1.5
+    # detectors.md 3.1: basf2 preset spreads 5.13 MeV (HER), 2.375 MeV (LER); sigma(sqrt(s)) ~ 5.0 MeV
+    r_minus, r_plus = beam.energy_spreads_rel
+    assert r_minus * 7.004 == pytest.approx(0.00513, rel=1e-12)
+    assert r_plus * 4.002 == pytest.approx(0.002375, rel=1e-12)
+    assert beam.sqrt_s_spread_GeV == pytest.approx(0.0050, abs=0.0001)
 
 
 def test_besiii_beam():
@@ -106,6 +111,11 @@ def _write(tmp_path, text):
         ("endcap_forward_z_cm = 196.0", "", r"missing field calorimeter\.endcap_forward_z_cm"),
         ("endcap_backward_z_cm = -102.0", "endcap_backward_z_cm = 102.0",
          r"calorimeter\.endcap_backward_z_cm = 102\.0 is invalid; allowed: < 0"),
+        ("e_plus_spread_GeV = 0.002375", "e_plus_spread_GeV = 0.05",
+         r"beam\.e_plus_spread_GeV = 0\.05 is invalid.*<= 0\.04002"),
+        ("e_plus_spread_GeV = 0.002375", "", r"beam\.e_minus_spread_GeV = 0\.00513 is invalid.*only one"),
+        ("e_plus_spread_GeV = 0.002375", "e_plus_spread_GeV = 0.002375\nsqrt_s_spread_GeV = 0.005",
+         r"beam\.e_minus_spread_GeV = 0\.00513 is invalid.*sqrt_s_spread_GeV is also given"),
         ("barrel_radius_cm = 125.0", 'barrel_radius_cm = 125.0\nbrems_clusters = "yes"',
          r"calorimeter\.brems_clusters = 'yes' is invalid; allowed: true or false"),
     ],
@@ -116,6 +126,13 @@ def test_malformed_files_name_the_field(tmp_path, old, new, pattern):
     path = _write(tmp_path, text.replace(old, new, 1))
     with pytest.raises(ConfigError, match=pattern):
         load_detector(path)
+
+
+def test_sqrt_s_spread_bound_names_the_field(tmp_path):
+    # at most 1 % per beam: 0.01 x 3.773 / sqrt(2) = 0.026678 GeV
+    text = (DETECTORS / "besiii.toml").read_text().replace("sqrt_s_spread_GeV = 0.0014", "sqrt_s_spread_GeV = 0.1")
+    with pytest.raises(ConfigError, match=r"beam\.sqrt_s_spread_GeV = 0\.1 is invalid.*<= 0\.02667"):
+        load_detector(_write(tmp_path, text))
 
 
 def test_unknown_name_and_bad_toml(tmp_path):

@@ -69,8 +69,7 @@ def brems_check(path: Path) -> dict[str, tuple[int, float, float]]:
     momenta are within 1.5 % of the true ones ('no hard bremsstrahlung') or not:
     (events, mean chi2 below 20, fraction with chi2 > 5)."""
     meta = read_metadata(path)
-    b = meta["beam"]
-    beam = Beam(b["e_minus_GeV"], b["e_plus_GeV"], b["crossing_half_angle_rad"], b["sqrt_s_spread_GeV"])
+    beam = Beam.from_metadata(meta["beam"])
     p4b, cov_beam = beam.p4_total_lab(), beam.p4_covariance_lab()
     chi2, clean = [], []
     for t in iter_tables(path):

@@ -8,6 +8,7 @@ offending value and the allowed range.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..beam import Beam
+from ..beam import MAX_SPREAD_REL, Beam, max_sqrt_s_spread_GeV, spread_from_beam_spreads
 from ..config import tomllib  # tomllib on Python >= 3.11, tomli before
 from ..exceptions import ConfigError
 from .material import MaterialLayers
@@ -280,11 +281,27 @@ def _parse_beam(rd: _Reader, doc: dict) -> Beam:
     e_minus = rd.number(b, "e_minus_GeV", "beam.e_minus_GeV", lo=0.01, hi=1000.0)
     e_plus = rd.number(b, "e_plus_GeV", "beam.e_plus_GeV", lo=0.01, hi=1000.0)
     half = rd.number(b, "crossing_half_angle_rad", "beam.crossing_half_angle_rad", lo=0.0, hi=0.5)
-    spread = rd.number(b, "sqrt_s_spread_GeV", "beam.sqrt_s_spread_GeV", lo=0.0, hi=1.0)
+    per_beam = ("e_minus_spread_GeV", "e_plus_spread_GeV")
+    given = [k for k in per_beam if k in b]
+    allowed = ("either beam.sqrt_s_spread_GeV or both beam.e_minus_spread_GeV and "
+               "beam.e_plus_spread_GeV")
+    if given and "sqrt_s_spread_GeV" in b:
+        rd.fail(f"beam.{given[0]}", b[given[0]], f"{allowed} (sqrt_s_spread_GeV is also given)")
+    if len(given) == 1:
+        rd.fail(f"beam.{given[0]}", b[given[0]], f"{allowed} (only one of the two is given)")
     sig = tuple(rd.number(lum, f"sigma_{c}_cm", f"luminous_region.sigma_{c}_cm", lo=0.0, hi=100.0)
                 for c in "xyz")
-    return Beam(e_minus_GeV=e_minus, e_plus_GeV=e_plus, crossing_half_angle_rad=half,
-                sqrt_s_spread_GeV=spread, sigma_xyz_cm=sig)
+    beam = Beam(e_minus_GeV=e_minus, e_plus_GeV=e_plus, crossing_half_angle_rad=half, sigma_xyz_cm=sig)
+    if given:
+        # each beam's spread: at most MAX_SPREAD_REL of its energy
+        sm = rd.number(b, per_beam[0], f"beam.{per_beam[0]}", lo=0.0, hi=MAX_SPREAD_REL * e_minus)
+        sp = rd.number(b, per_beam[1], f"beam.{per_beam[1]}", lo=0.0, hi=MAX_SPREAD_REL * e_plus)
+        spread, share = spread_from_beam_spreads(e_minus, e_plus, sm, sp, beam.sqrt_s)
+    else:
+        spread = rd.number(b, "sqrt_s_spread_GeV", "beam.sqrt_s_spread_GeV", lo=0.0,
+                           hi=max_sqrt_s_spread_GeV(beam.sqrt_s))
+        share = 0.5
+    return dataclasses.replace(beam, sqrt_s_spread_GeV=spread, spread_share_e_minus=share)
 
 
 def _parse_tracker(rd: _Reader, doc: dict) -> TrackerModel:

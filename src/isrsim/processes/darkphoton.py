@@ -113,12 +113,12 @@ def _darkphoton_block(rng, n, weighted, s, m0, gam, use_bw, u_lo, u_hi, shape_ma
     With ``fsr`` the A' decay radiates (:func:`isrsim.physics.fsr.emit_fsr`): a photon above
     ``fsr_x_min`` goes to slot 4 (parent 0, at the decay vertex), its fraction to ``xf_out``.
 
-    Beam-energy spread (``bp[3] > 0``): as in :func:`isrsim.processes.isr._isr_block`, the
+    Beam-energy spread (``bp[3] + bp[4] > 0``): as in :func:`isrsim.processes.isr._isr_block`, the
     line shape is sampled at the nominal s and the kinematics (photon, A' and its decay, lab
     transformation, hence the decay length) use the event's own beams, ``x' = 1 - m'^2/s'``.
     """
     sqrt_s0 = math.sqrt(s)
-    spread = bp[3] > 0.0
+    spread = bp[3] + bp[4] > 0.0
     lab = lab_nominal.copy()  # the event's CM -> lab matrix (overwritten per event with a spread)
     w_scale = 1.0 / math.sqrt(1.0 - X_MIN)
     n_trials = 0

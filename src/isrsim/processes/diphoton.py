@@ -103,13 +103,13 @@ def cms_band_for_lab_window(beam: Beam, theta_min: float, theta_max: float, *,
 def cms_band_with_spread(beam: Beam, theta_min: float, theta_max: float) -> tuple[float, float]:
     """:func:`cms_band_for_lab_window` covering every beam the generator can draw: the union of
     the bands of the nominal beam and of the four corners ``E(1 +- 6 r)`` of the truncated
-    energy spread (:func:`isrsim.processes._kin.event_beam`). The band edges move linearly
+    energy spreads (:func:`isrsim.processes._kin.event_beam`). The band edges move linearly
     with the beam energies over so small a range (r <= 1 %), so the corners bound them."""
     lo, hi = cms_band_for_lab_window(beam, theta_min, theta_max)
-    dr = SPREAD_TRUNCATION * beam.energy_spread_rel
-    if dr > 0.0:
-        for fm in (1.0 - dr, 1.0 + dr):
-            for fp in (1.0 - dr, 1.0 + dr):
+    dm, dp = (SPREAD_TRUNCATION * r for r in beam.energy_spreads_rel)
+    if dm + dp > 0.0:
+        for fm in (1.0 - dm, 1.0 + dm):
+            for fp in (1.0 - dp, 1.0 + dp):
                 corner = dataclasses.replace(beam, e_minus_GeV=beam.e_minus_GeV * fm,
                                              e_plus_GeV=beam.e_plus_GeV * fp)
                 a, b = cms_band_for_lab_window(corner, theta_min, theta_max)
@@ -126,10 +126,10 @@ def _diphoton_block(rng, n, weighted, s, b_e, c_lo, c_hi, lab_nominal, bp, sigma
                     ex_c, ex_n, ex_layer, ex_r, ex_x, ex_w, ex_m):
     """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight).
 
-    Beam-energy spread (``bp[3] > 0``): every trial has its own beams
+    Beam-energy spread (``bp[3] + bp[4] > 0``): every trial has its own beams
     (:func:`isrsim.processes._kin.event_beam`): photons of sqrt(s')/2 each in its CM frame and
     its own lab transformation, before the lab acceptance and the conversions."""
-    spread = bp[3] > 0.0
+    spread = bp[3] + bp[4] > 0.0
     lab = lab_nominal.copy()  # the event's CM -> lab matrix (overwritten per event with a spread)
     nl = r_cm.shape[0]
     seg_s0 = np.empty(2 * nl + 2)

@@ -144,14 +144,14 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
     holding g/len(guide)), then a short forward search: the same bin as
     ``searchsorted(cdf, u, "right") - 1`` in about 1-2 comparisons instead of log2(nbins).
 
-    Beam-energy spread (``bp[3] > 0``, :func:`isrsim.processes._kin.event_beam`): the mass is
+    Beam-energy spread (``bp[3] + bp[4] > 0``, :func:`isrsim.processes._kin.event_beam`): the mass is
     drawn from the spectrum at the nominal s, then the event's own beams are drawn (with
     ``x' = 1 - M^2/s' >= X_MIN``) and the photon, the gamma* decay and the lab transformation
     use them: exact kinematics at the event's sqrt(s'), the spectrum's O(sigma_W/W) change
     with s neglected.
     """
     sqrt_s0 = math.sqrt(s)
-    spread = bp[3] > 0.0
+    spread = bp[3] + bp[4] > 0.0
     lab = lab_nominal.copy()  # the event's CM -> lab matrix (overwritten per event with a spread)
     w_scale = 1.0 / math.sqrt(1.0 - X_MIN)
     nbins = qdens.shape[0]

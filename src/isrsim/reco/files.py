@@ -229,10 +229,7 @@ def _beam_from_meta(path: str, meta: dict[str, Any]) -> Beam:
     """The beam the events were generated with (run metadata ``beam``)."""
     b = meta.get("beam") or {}
     try:
-        return Beam(e_minus_GeV=float(b["e_minus_GeV"]), e_plus_GeV=float(b["e_plus_GeV"]),
-                    crossing_half_angle_rad=float(b.get("crossing_half_angle_rad", 0.0)),
-                    sqrt_s_spread_GeV=float(b.get("sqrt_s_spread_GeV", 0.0)),
-                    sigma_xyz_cm=tuple(float(v) for v in b.get("sigma_xyz_cm", (0.0, 0.0, 0.0))))
+        return Beam.from_metadata(b)
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         msg = f"input {path!r}: beam metadata {b!r} is missing or invalid ({exc})"
         raise InputFileError(msg) from None
@@ -464,11 +461,7 @@ def _output_metadata(records, processes, selection, cuts, det, beam, metas) -> d
         "isrsim_version": __version__, "schema_version": SCHEMA_VERSION, "kind": "candidates",
         "selection": selection, "cuts": asdict(cuts),
         "detector": {"name": det.name, "sha256": det.sha256, "path": str(det.path)},
-        "beam": {"e_minus_GeV": beam.e_minus_GeV, "e_plus_GeV": beam.e_plus_GeV,
-                 "crossing_half_angle_rad": beam.crossing_half_angle_rad,
-                 "sqrt_s_GeV": beam.sqrt_s, "p4_total_lab": list(beam.p4_total_lab()),
-                 "sqrt_s_spread_GeV": beam.sqrt_s_spread_GeV,
-                 "sigma_xyz_cm": list(beam.sigma_xyz_cm)},
+        "beam": beam.metadata(),
         "bz_T": det.bz_T, "inputs": records, "processes": processes,
         "weight_nb": "cross-section weight per candidate [nb]: expected count = L[1/nb] * sum",
         "units": {"energy": "GeV", "length": "cm", "cross_section": "nb", "weight_nb": "nb"},

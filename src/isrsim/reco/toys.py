@@ -173,8 +173,8 @@ def isr_pair(rng: np.random.Generator, n: int, beam: Beam, m_pair: float, m_lept
         Largest photon angle to the CM beam axis [rad].
     beam_spread : bool
         False (default): every event has the nominal beams. True: each event has its own
-        beam energies ``E-' = E- (1 + r xi1)``, ``E+' = E+ (1 + r xi2)`` with ``r =
-        beam.energy_spread_rel`` and xi standard normal (drawn first, ``[n, 2]``), and its own
+        beam energies ``E-' = E- (1 + r- xi1)``, ``E+' = E+ (1 + r+ xi2)`` with ``(r-, r+) =
+        beam.energy_spreads_rel`` and xi standard normal (drawn first, ``[n, 2]``), and its own
         exact CM frame and CM -> lab transformation (:func:`event_cms_to_lab`). With a zero
         spread nothing is drawn: events and random stream are those of ``False``.
 
@@ -185,12 +185,12 @@ def isr_pair(rng: np.random.Generator, n: int, beam: Beam, m_pair: float, m_lept
         ``(P - p- - p+)^2 = 0`` holds exactly with ``P = beam.p4_total_lab()``, or with the
         event's own beam ``P = lep_minus + lep_plus + photon`` when ``beam_spread``.
     """
-    r = beam.energy_spread_rel
-    per_event = beam_spread and r > 0.0
+    r_minus, r_plus = beam.energy_spreads_rel
+    per_event = beam_spread and r_minus + r_plus > 0.0
     if per_event:
         xi = rng.standard_normal((n, 2))
-        e_minus = beam.e_minus_GeV * (1.0 + r * xi[:, 0])
-        e_plus = beam.e_plus_GeV * (1.0 + r * xi[:, 1])
+        e_minus = beam.e_minus_GeV * (1.0 + r_minus * xi[:, 0])
+        e_plus = beam.e_plus_GeV * (1.0 + r_plus * xi[:, 1])
         pm, pp = _beams_p4(e_minus, e_plus, beam.crossing_half_angle_rad)
         tot = pm + pp
         rs = np.sqrt(tot[:, 3] ** 2 - np.sum(tot[:, :3] ** 2, axis=1))

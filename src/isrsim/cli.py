@@ -263,24 +263,76 @@ def build_parser() -> argparse.ArgumentParser:
                        ("inject", "signal injection into pseudo-data: bias, pulls, coverage"),
                        ("sideband", "X17 2D sideband design (r_xy vs Delta M) at Belle II"),
                        ("run", "run the bundled default job (a BESIII-style projection)")):
-        w = sub.add_parser(name, help=text)
-        w.add_argument("--card", help="TOML card (default: the bundled one)")
-        w.add_argument("-o", "--output", help="output directory")
-        w.add_argument("--detector")
-        w.add_argument("--luminosity")
-        w.add_argument("--mass", nargs="+", type=float)
-        w.add_argument("--epsilon", nargs="+", type=float)
-        w.add_argument("--events", type=int)
-        w.add_argument("--toys", type=int)
-        w.add_argument("--seed", type=int)
-        w.add_argument("--workers", type=int)
-        w.add_argument("--quiet", action="store_true")
+        w = sub.add_parser(name, help=text, description=text + "; flags override the card")
+        helps = _WORKFLOW_HELP[name]
+        for flag, kw in (("--card", {}), ("--output", {}), ("--detector", {}), ("--luminosity", {}),
+                         ("--mass", {"nargs": "+", "type": float}),
+                         ("--epsilon", {"nargs": "+", "type": float}), ("--events", {"type": int}),
+                         ("--toys", {"type": int}), ("--seed", {"type": int}),
+                         ("--workers", {"type": int}), ("--quiet", {"action": "store_true"})):
+            # options the command does not use stay accepted (a clear error names them,
+            # _check_common_args) but are hidden from its help
+            flags = ("-o", flag) if flag == "--output" else (flag,)
+            w.add_argument(*flags, help=helps.get(flag[2:], argparse.SUPPRESS), **kw)
     return p
+
+
+_LUMI = "integrated luminosity, e.g. 2.93/fb, 1/ab (a bare number is in nb^-1)"
+_QUIET = "no progress bars"
+#: Help of the workflow commands' options; an option missing here is not used by the command.
+_WORKFLOW_HELP: dict[str, dict[str, str]] = {
+    "project": {
+        "card": "TOML projection card (default: the bundled project_DETECTOR.toml)",
+        "output": "output directory (default: isrsim_project_DETECTOR)",
+        "detector": "besiii or belle2: the bundled projection card of that detector",
+        "luminosity": _LUMI + "; a comma list gives one projection each, e.g. 314/fb,1/ab",
+        "mass": "MIN MAX: A' mass scan range [GeV]",
+        "events": "MC events of each weighted background sample",
+        "toys": "background-only pseudo-experiments for the expected bands (0: asymptotic)",
+        "seed": "random seed",
+        "quiet": _QUIET,
+    },
+    "inject": {
+        "card": "TOML card with [run] and [analysis] tables (default: the bundled inject_besiii.toml)",
+        "output": "output directory",
+        "detector": "bundled detector name or detector file (default besiii)",
+        "luminosity": _LUMI,
+        "mass": "A' masses to inject at [GeV]",
+        "epsilon": "injected couplings (0: background only, for coverage and bias)",
+        "events": "background MC events per sample",
+        "toys": "pseudo-experiments per (mass, epsilon)",
+        "seed": "random seed",
+        "workers": "worker processes",
+        "quiet": _QUIET,
+    },
+    "sideband": {
+        "card": "TOML card with [run] and [analysis] tables (default: the bundled sideband_belle2_x17.toml)",
+        "output": "output directory",
+        "detector": "bundled detector name or detector file (default belle2)",
+        "luminosity": _LUMI + "; a comma list is allowed (regions optimised at the first)",
+        "mass": "the one A' mass [GeV] (default 0.017)",
+        "epsilon": "couplings of the signal samples (regions optimised at the card's optimise_epsilon)",
+        "events": "background MC events per sample",
+        "seed": "random seed",
+        "quiet": _QUIET,
+    },
+    "run": {
+        "card": "TOML projection card (default: the bundled default.toml, BESIII 2.93/fb, 1.5-3.4 GeV)",
+        "output": "output directory (default: isrsim_output)",
+        "detector": "must match the card's detector (else use `isrsim project --detector`)",
+        "luminosity": _LUMI + "; a comma list gives one projection each",
+        "mass": "MIN MAX: A' mass scan range [GeV]",
+        "events": "MC events of each weighted background sample",
+        "toys": "background-only pseudo-experiments for the expected bands",
+        "seed": "random seed",
+        "quiet": _QUIET,
+    },
+}
 
 
 #: Options a workflow command accepts on the command line but does not use.
 _UNUSED_OPTIONS = {"project": ("epsilon", "workers"), "run": ("epsilon", "workers"),
-                   "sideband": ("workers",)}
+                   "sideband": ("toys", "workers")}
 
 
 def _check_common_args(args: argparse.Namespace) -> None:

@@ -202,6 +202,7 @@ def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
     (["run", "--workers", "0"], ["--workers", "1 <= workers"]),
     (["sideband", "--toys=-1"], ["--toys", "0 <= toys"]),
     (["project", "--detector", "besiii", "--epsilon", "1e-3"], ["--epsilon", "not used"]),
+    (["sideband", "--toys", "5"], ["--toys", "not used"]),
     (["darkphoton", "--mass", "1", "--epsilon", "1e-3", "--sqrt-s", "0"], ["--sqrt-s", "0", "allowed"]),
     (["generate", "--process", "diphoton", "--detector", "belle2", "--param", 'detector="besiii"',
       "--events", "100", "-o", "d.parquet"], ["process.detector", "differs", "allowed"]),
@@ -235,3 +236,22 @@ def test_wrong_kind_of_file_one_line(tmp_path, monkeypatch):
         assert err.count("\n") == 1
         assert want in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det.toml", "gen.toml"]
+
+
+@pytest.mark.parametrize("command", ["project", "inject", "sideband", "run"])
+def test_workflow_help_describes_the_options_the_command_uses(command):
+    from isrsim.cli import _UNUSED_OPTIONS, _WORKFLOW_HELP
+
+    status, out, _ = run_main([command, "--help"])
+    assert status == 0
+    text = " ".join(out.split())  # argparse wraps the help lines
+    helps = _WORKFLOW_HELP[command]
+    for opt, help_text in helps.items():
+        assert f"--{opt}" in text
+        assert " ".join(help_text.split()) in text
+    all_opts = {"card", "output", "detector", "luminosity", "mass", "epsilon", "events", "toys", "seed",
+                "workers", "quiet"}
+    # every option is either described or rejected as unused (never silently ignored)
+    assert set(helps) | set(_UNUSED_OPTIONS.get(command, ())) == all_opts
+    for opt in _UNUSED_OPTIONS.get(command, ()):
+        assert f"--{opt}" not in text

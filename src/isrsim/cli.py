@@ -227,24 +227,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
 
     s = sub.add_parser("simulate", help="detector simulation of a generated file")
-    s.add_argument("input")
+    s.add_argument("input", help="generated (truth-only) .parquet file or dataset directory")
     s.add_argument("--detector", required=True, help="bundled name (besiii, belle2) or TOML path")
-    s.add_argument("-o", "--output", required=True)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("-o", "--output", required=True, help="output .parquet file (truth + reco)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="print the run metadata of a file or dataset")
-    i.add_argument("file")
+    i.add_argument("file", help=".parquet file or dataset directory")
     i.add_argument("--full", action="store_true", help="include the run card")
 
     d = sub.add_parser("darkphoton", help="A' widths, branching ratios, c tau and cross section")
     d.add_argument("--mass", type=float, required=True, help="A' mass [GeV]")
-    d.add_argument("--epsilon", type=float, required=True)
+    d.add_argument("--epsilon", type=float, required=True, help="kinetic-mixing coupling")
     d.add_argument("--sqrt-s", type=float, default=10.58, help="CM energy [GeV] (default 10.58)")
 
     r = sub.add_parser("reconstruct", help="selection and fits -> flat candidate table")
-    r.add_argument("inputs", nargs="+")
-    r.add_argument("--selection", required=True, choices=["besiii2017", "belle2_lowmass"])
-    r.add_argument("-o", "--output", required=True)
+    r.add_argument("inputs", nargs="+", help="simulated .parquet files (one detector file)")
+    r.add_argument("--selection", required=True, choices=["besiii2017", "belle2_lowmass"],
+                   help="besiii2017: 2 tracks, PID, 1C fit; belle2_lowmass: 2 electrons + photon, "
+                        "vertex and energy-constrained fits")
+    r.add_argument("-o", "--output", required=True, help="candidate table (.parquet)")
 
     lim = sub.add_parser("limit", help="background fits and 90%% CL limits on epsilon(m)")
     lim.add_argument("inputs", nargs="+", help="candidate tables")
@@ -254,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--order", type=int, help="background polynomial order (default 4)")
     lim.add_argument("--convention", help="qtilde_asymptotic | rolke_chi2 | cls_asymptotic")
     lim.add_argument("--toys", type=int, help="background-only pseudo-experiments for the bands")
-    lim.add_argument("--seed", type=int, default=1)
+    lim.add_argument("--seed", type=int, default=1, help="random seed of the toys (default 1)")
     lim.add_argument("-o", "--output", required=True, help="CSV of limits")
     lim.add_argument("--plot", help="PNG of epsilon vs mass")
     lim.add_argument("--overlay", action="append", default=[], help="CSV (mass, epsilon) to draw too")

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from isrsim.beam import MAX_SPREAD_REL, Beam, spread_from_beam_spreads
+from isrsim.beam import MAX_SPREAD_REL, Beam
 from isrsim.constants import M_E
 from isrsim.detector.model import load_detector
 from isrsim.exceptions import ConfigError
@@ -79,14 +79,15 @@ def test_spread_is_split_evenly_and_bounded():
 def test_per_beam_spreads_give_back_each_beams_spread():
     # basf2 preset "Y4S" (generators/scripts/beamparameters.py): 5.13 MeV (HER), 2.375 MeV (LER)
     b0 = Beam(7.004, 4.002, 0.0415)
-    w, share = spread_from_beam_spreads(7.004, 4.002, 0.00513, 0.002375, b0.sqrt_s)
-    b = dataclasses.replace(b0, sqrt_s_spread_GeV=w, spread_share_e_minus=share)
+    b = b0.with_energy_spreads(0.00513, 0.002375)
+    w, share = b.sqrt_s_spread_GeV, b.spread_share_e_minus
     assert b.energy_spreads_rel == pytest.approx((0.00513 / 7.004, 0.002375 / 4.002), rel=1e-14)
     # dW/W = (dE-/E- + dE+/E+)/2: sqrt(7.324e-4^2 + 5.935e-4^2)/2 W = 4.99 MeV (file: ~5.0)
     assert w == pytest.approx(4.99e-3, abs=0.005e-3)
     assert share == pytest.approx(0.6037, abs=1e-4)
     # one beam without spread: all of it from the other
-    assert spread_from_beam_spreads(7.004, 4.002, 0.0, 0.002375, b0.sqrt_s)[1] == 0.0
+    assert b0.with_energy_spreads(0.0, 0.002375).spread_share_e_minus == 0.0
+    assert b0.with_energy_spreads(0.0, 0.0) == b0
     # the bound applies to the beam with the larger relative spread
     w_max = MAX_SPREAD_REL * b0.sqrt_s / (2 * math.sqrt(share))
     dataclasses.replace(b, sqrt_s_spread_GeV=0.999 * w_max)

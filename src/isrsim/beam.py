@@ -11,6 +11,7 @@ that takes CM-frame 4-vectors (px, py, pz, E) to the lab.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ import numpy as np
 from .constants import M_E
 from .exceptions import ConfigError
 
-__all__ = ["MAX_SPREAD_REL", "Beam", "max_sqrt_s_spread_GeV", "spread_from_beam_spreads"]
+__all__ = ["MAX_SPREAD_REL", "Beam", "max_sqrt_s_spread_GeV"]
 
 #: Largest relative energy spread sigma_E/E of a beam (1 %; BEPCII 5.2e-4, SuperKEKB 5.9e-4 / 7.3e-4,
 #: sources in detectors/besiii.toml and belle2.toml): the generators truncate the per-event energy
@@ -33,15 +34,6 @@ def max_sqrt_s_spread_GeV(sqrt_s: float, share_e_minus: float = 0.5) -> float:
     return MAX_SPREAD_REL * sqrt_s / (2.0 * math.sqrt(max(share_e_minus, 1.0 - share_e_minus)))
 
 
-def spread_from_beam_spreads(e_minus_GeV: float, e_plus_GeV: float, sigma_e_minus_GeV: float,
-                             sigma_e_plus_GeV: float, sqrt_s: float) -> tuple[float, float]:
-    """``(sqrt_s_spread_GeV, spread_share_e_minus)`` of beams with the energy spreads
-    ``sigma_e_minus_GeV``, ``sigma_e_plus_GeV`` [GeV] (what accelerator parameter lists quote):
-    ``sigma_W/W = sqrt(r-^2 + r+^2)/2`` with ``r = sigma_E/E`` of each beam, and the e- beam's
-    share ``r-^2/(r-^2 + r+^2)`` of that variance (0.5 if both spreads are 0)."""
-    rm, rp = sigma_e_minus_GeV / e_minus_GeV, sigma_e_plus_GeV / e_plus_GeV
-    v = rm * rm + rp * rp
-    return 0.5 * sqrt_s * math.sqrt(v), (rm * rm / v if v > 0.0 else 0.5)
 
 
 def _finite(name: str, value: float, *, lo: float | None = None, hi: float | None = None,
@@ -84,7 +76,7 @@ class Beam:
     spread_share_e_minus
         Share of the e- beam in that variance, ``r-^2/(r-^2 + r+^2)``, in [0, 1]. The default 0.5
         splits it with equal relative spreads, ``r = sqrt(2) sigma_W/W``; beams with known
-        spreads of their own give it with :func:`spread_from_beam_spreads` (detector files:
+        spreads of their own are set with :meth:`with_energy_spreads` (detector files:
         ``beam.e_minus_spread_GeV`` and ``beam.e_plus_spread_GeV``).
     sigma_xyz_cm
         Gaussian sizes of the luminous region in the lab [cm]; the primary vertex is drawn
@@ -124,6 +116,16 @@ class Beam:
         """Head-on (unless a crossing angle is given) beams of sqrt(s)/2 each."""
         s = _finite("sqrt_s", sqrt_s, lo=2 * M_E, lo_open=True)
         return cls(e_minus_GeV=s / 2, e_plus_GeV=s / 2, **kwargs)
+
+    def with_energy_spreads(self, sigma_e_minus_GeV: float, sigma_e_plus_GeV: float) -> Beam:
+        """These beams with their own energy spreads ``sigma_E`` [GeV] (what accelerator
+        parameter lists quote): ``sigma_W/W = sqrt(r-^2 + r+^2)/2`` with ``r = sigma_E/E`` of
+        each beam, and the e- beam's share ``r-^2/(r-^2 + r+^2)`` of that variance (0.5 when both
+        are 0). ConfigError when a relative spread exceeds :data:`MAX_SPREAD_REL`."""
+        rm, rp = sigma_e_minus_GeV / self.e_minus_GeV, sigma_e_plus_GeV / self.e_plus_GeV
+        v = rm * rm + rp * rp
+        return dataclasses.replace(self, sqrt_s_spread_GeV=0.5 * self.sqrt_s * math.sqrt(v),
+                                   spread_share_e_minus=rm * rm / v if v > 0.0 else 0.5)
 
     def metadata(self) -> dict:
         """The beams as written to a file's metadata (JSON types; :meth:`from_metadata` reads

@@ -236,7 +236,7 @@ def _with_spread(beam: Beam, beam_cfg: dict[str, Any]) -> Beam:
     """The beam with the card's energy spread, validated: ``[beam] sqrt_s_spread`` [GeV] (equal
     relative spreads of the two beams), or ``e_minus_spread`` and ``e_plus_spread`` [GeV] (each
     beam's own, as accelerator parameter lists give them)."""
-    from .beam import MAX_SPREAD_REL, max_sqrt_s_spread_GeV, spread_from_beam_spreads
+    from .beam import MAX_SPREAD_REL, max_sqrt_s_spread_GeV
     from .processes.base import check_number
 
     per_beam = [k for k in ("e_minus_spread", "e_plus_spread") if k in beam_cfg]
@@ -249,8 +249,7 @@ def _with_spread(beam: Beam, beam_cfg: dict[str, Any]) -> Beam:
                             allowed=f"0 <= {k} <= {MAX_SPREAD_REL * e:.6g} GeV (at most "
                                     f"{MAX_SPREAD_REL:g} of the beam energy {e:.6g} GeV)")
                for k, e in zip(("e_minus_spread", "e_plus_spread"), (beam.e_minus_GeV, beam.e_plus_GeV))]
-        spread, share = spread_from_beam_spreads(beam.e_minus_GeV, beam.e_plus_GeV, *sig, beam.sqrt_s)
-        return dataclasses.replace(beam, sqrt_s_spread_GeV=spread, spread_share_e_minus=share)
+        return beam.with_energy_spreads(*sig)
     if "sqrt_s_spread" not in beam_cfg:
         return beam
     hi = max_sqrt_s_spread_GeV(beam.sqrt_s)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..beam import MAX_SPREAD_REL, Beam, max_sqrt_s_spread_GeV, spread_from_beam_spreads
+from ..beam import MAX_SPREAD_REL, Beam, max_sqrt_s_spread_GeV
 from ..config import tomllib  # tomllib on Python >= 3.11, tomli before
 from ..exceptions import ConfigError
 from .material import MaterialLayers
@@ -296,12 +296,10 @@ def _parse_beam(rd: _Reader, doc: dict) -> Beam:
         # each beam's spread: at most MAX_SPREAD_REL of its energy
         sm = rd.number(b, per_beam[0], f"beam.{per_beam[0]}", lo=0.0, hi=MAX_SPREAD_REL * e_minus)
         sp = rd.number(b, per_beam[1], f"beam.{per_beam[1]}", lo=0.0, hi=MAX_SPREAD_REL * e_plus)
-        spread, share = spread_from_beam_spreads(e_minus, e_plus, sm, sp, beam.sqrt_s)
-    else:
-        spread = rd.number(b, "sqrt_s_spread_GeV", "beam.sqrt_s_spread_GeV", lo=0.0,
-                           hi=max_sqrt_s_spread_GeV(beam.sqrt_s))
-        share = 0.5
-    return dataclasses.replace(beam, sqrt_s_spread_GeV=spread, spread_share_e_minus=share)
+        return beam.with_energy_spreads(sm, sp)
+    spread = rd.number(b, "sqrt_s_spread_GeV", "beam.sqrt_s_spread_GeV", lo=0.0,
+                       hi=max_sqrt_s_spread_GeV(beam.sqrt_s))
+    return dataclasses.replace(beam, sqrt_s_spread_GeV=spread)
 
 
 def _parse_tracker(rd: _Reader, doc: dict) -> TrackerModel:

@@ -98,6 +98,7 @@ class Beam:
         _finite("beam.sqrt_s_spread_GeV", self.sqrt_s_spread_GeV, lo=0.0)
         _finite("beam.spread_share_e_minus", self.spread_share_e_minus, lo=0.0, hi=1.0)
         w_max = max_sqrt_s_spread_GeV(self.sqrt_s, self.spread_share_e_minus)
+        # 1e-12: a beam at exactly 1 % (with_energy_spreads) must not fail on rounding
         if self.sqrt_s_spread_GeV > w_max * (1.0 + 1e-12):
             msg = (f"beam.sqrt_s_spread_GeV = {self.sqrt_s_spread_GeV!r} out of range: must be "
                    f">= 0 and <= {w_max:.6g} (a relative beam-energy spread of at most "

@@ -241,9 +241,10 @@ def _with_spread(beam: Beam, beam_cfg: dict[str, Any]) -> Beam:
 
     per_beam = [k for k in ("e_minus_spread", "e_plus_spread") if k in beam_cfg]
     if per_beam:
-        if len(per_beam) == 1 or "sqrt_s_spread" in beam_cfg:
-            msg = (f"[beam] {', '.join(sorted(set(per_beam) | ({'sqrt_s_spread'} & set(beam_cfg))))}"
-                   " is invalid: allowed sqrt_s_spread, or both e_minus_spread and e_plus_spread")
+        given = [k for k in ("e_minus_spread", "e_plus_spread", "sqrt_s_spread") if k in beam_cfg]
+        if len(given) != 2 or "sqrt_s_spread" in given:
+            msg = (f"[beam] {', '.join(given)} is invalid: allowed sqrt_s_spread, or both "
+                   "e_minus_spread and e_plus_spread")
             raise ConfigError(msg)
         sig = [check_number(f"beam.{k}", beam_cfg[k], lo=0.0, hi=MAX_SPREAD_REL * e,
                             allowed=f"0 <= {k} <= {MAX_SPREAD_REL * e:.6g} GeV (at most "

@@ -97,6 +97,55 @@ def _reference_1c(meas1, sig1, meas2, sig2, bz, p4_beam, mass):
     return res.fun, np.sqrt(pair[3] ** 2 - pair[:3] @ pair[:3])
 
 
+def _mass_pull_stats(m, sigma, m_true):
+    """(mean, sd) of (m - m_true)/sigma."""
+    pull = (m - m_true) / sigma
+    return pull.mean(), pull.std()
+
+
+def test_1c_mass_errors_are_the_spread_of_the_mass(fit1c):
+    # sigma_m_ll propagates the full 10x10 fitted covariance (cross-track terms of the fit
+    # included); the toys have M = 2 GeV exactly, so (m - 2)/sigma ~ N(0, 1) after the fit and
+    # before it (measured errors, block-diagonal V). N = 10k: sd of the mean 0.01, of the sd
+    # 1/sqrt(2N) = 0.007; 5 % is > 5 sd. Leaving out the fit's cross-track correlations would
+    # not pass (next test).
+    for m, sig in ((fit1c.m_ll, fit1c.sigma_m_ll), (fit1c.m_ll_raw, fit1c.sigma_m_ll_raw)):
+        mean, sd = _mass_pull_stats(m, sig, 2.0)
+        assert abs(mean) < 0.05
+        assert abs(sd - 1.0) < 0.05
+    # the constraint improves the mass (median ratio of the errors measured: 1.96)
+    assert np.median(fit1c.sigma_m_ll_raw / fit1c.sigma_m_ll) > 1.5
+
+
+def test_1c_mass_error_needs_the_cross_track_terms(fit1c, isr_mumu_sample):
+    # the same error from the two 5x5 diagonal blocks alone (what OneCFitResult.cov1/cov2
+    # give; derivatives by finite differences here) is too large: the fit correlates the
+    # tracks' momenta along the constraint
+    s = isr_mumu_sample
+    bz = s["bz"]
+    pa, pb = _p4_helices(fit1c.helix1, bz, M_MU), _p4_helices(fit1c.helix2, bz, M_MU)
+    var = np.zeros(fit1c.m_ll.size)
+    for h, c, first in ((fit1c.helix1, fit1c.cov1, True), (fit1c.helix2, fit1c.cov2, False)):
+        jac = np.zeros((h.shape[0], 5))
+        for j in (1, 2, 4):
+            step = 1e-3 * np.sqrt(c[:, DIAG[j]])
+            up, dn = h.copy(), h.copy()
+            up[:, j] += step
+            dn[:, j] -= step
+            mu = _pair_mass(_p4_helices(up, bz, M_MU) + (pb if first else pa))
+            md = _pair_mass(_p4_helices(dn, bz, M_MU) + (pb if first else pa))
+            jac[:, j] = (mu - md) / (2 * step)
+        var += np.einsum("ni,nij,nj->n", jac, _unpack(c), jac)
+    # measured: median ratio 1.42, pull sd 0.72 (the sd's statistical error is 0.007)
+    assert np.median(np.sqrt(var) / fit1c.sigma_m_ll) > 1.2
+    _, sd = _mass_pull_stats(fit1c.m_ll, np.sqrt(var), 2.0)
+    assert sd < 0.85
+
+
+def _pair_mass(p):
+    return np.sqrt(np.maximum(p[:, 3] ** 2 - np.sum(p[:, :3] ** 2, axis=1), 0.0))
+
+
 def test_1c_matches_an_independent_constrained_minimisation(fit1c, isr_mumu_sample, bes_beam):
     # the linearised iterations reach the constrained chi2 minimum: chi2 and fitted mass of 20
     # events agree with SLSQP's (measured: 1e-11 in chi2, 2e-9 GeV in mass; the fit moves the
@@ -300,6 +349,15 @@ def test_1c_pulls_with_beam_covariance(b2_spread, j):
         assert np.std((g.helix1[:, 2] - b2_spread["true1"][:, 2]) / np.sqrt(g.cov1[:, DIAG[2]])) > 3.0
 
 
+def test_1c_mass_errors_with_beam_covariance(b2_spread):
+    # per-event beams (5 MeV spread), M = 2 GeV: the beam term in S enters V_fit and so
+    # sigma_m_ll: (m - 2)/sigma ~ N(0, 1), N = 20k (sd of the sd 0.005; 5 % is 10 sd)
+    f = b2_spread["with_cov"]
+    mean, sd = _mass_pull_stats(f.m_ll, f.sigma_m_ll, 2.0)
+    assert abs(mean) < 0.05
+    assert abs(sd - 1.0) < 0.05
+
+
 def _fields_equal(a, b):
     for fld in dataclasses.fields(a):
         x, y = getattr(a, fld.name), getattr(b, fld.name)
@@ -402,6 +460,23 @@ def test_ec_chi2_with_and_without_beam_covariance(ec_sample, b2_beam, constraint
     assert expected - ndf > 20 * np.sqrt(2.0 * ndf / n)
     frac = np.mean(s_b[0, 0] / (s_t[:, 0, 0] + s_b[0, 0]))  # beam share of the E constraint
     assert 0.3 < frac < 0.7, frac
+
+
+@pytest.mark.parametrize("constraints", ["4c", "energy"])
+def test_ec_mass_errors_are_the_spread_of_the_mass(ec_sample, b2_beam, constraints):
+    # M = 1 GeV toys: (m_pair - 1)/sigma_m_pair ~ N(0, 1) with the beam covariance (N ~ 1.9e4:
+    # sd of the mean 0.007, of the sd 0.005; 5 % is > 7 sd); the 4C fit constrains the mass
+    # more than the energy constraint alone, and both less than the unfitted momenta allow
+    e = ec_sample
+    fit = fit_energy_constrained(*e["args"], p4_beam=b2_beam.p4_total_lab(), mass=M_MU,
+                                 constraints=constraints, cov_beam=b2_beam.p4_covariance_lab())
+    mean, sd = _mass_pull_stats(fit.m_pair, fit.sigma_m_pair, 1.0)
+    assert abs(mean) < 0.05
+    assert abs(sd - 1.0) < 0.05
+    p1, p2 = e["args"][0], e["args"][1]
+    raw = _pair_mass(np.concatenate([p1 + p2, (np.sqrt(np.sum(p1**2, 1) + M_MU**2)
+                                               + np.sqrt(np.sum(p2**2, 1) + M_MU**2))[:, None]], 1))
+    assert np.std(fit.m_pair - 1.0) < np.std(raw - 1.0)
 
 
 BAD_COV = {

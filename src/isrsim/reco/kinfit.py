@@ -209,8 +209,45 @@ def _fit1c_one(a0, vmat, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol, a, v
 
 
 @kernel
+def _mass_and_sigma_1c(a, vmat, bz, m1, m2, p1, p2, jac):
+    """Pair mass [GeV] at the helix parameters ``a`` (10) and its standard error
+    ``sqrt(J V J^T)`` for the 10x10 covariance ``vmat``, ``J = dM/da``: at the perigee,
+    ``dM = (E dE_i - P . dp_i)/M`` (``E``, ``P`` the pair's) with ``dp/dphi0 = (-py, px, 0)``,
+    ``dp/domega = -p/omega``, ``dp/dtanl = (0, 0, pT)``; d0 and z0 do not enter. NaN error for
+    ``M = 0``."""
+    pt1 = _track_p4(a, 0, bz, m1, p1)
+    pt2 = _track_p4(a, 5, bz, m2, p2)
+    m = _mass(p1, p2)
+    if not m > 0.0:
+        return m, np.nan
+    e = p1[3] + p2[3]
+    px = p1[0] + p2[0]
+    py = p1[1] + p2[1]
+    pz = p1[2] + p2[2]
+    for t in range(2):
+        off = 5 * t
+        p = p1 if t == 0 else p2
+        pt = pt1 if t == 0 else pt2
+        om = a[off + 2]
+        jac[off] = 0.0
+        jac[off + 1] = -(-px * p[1] + py * p[0]) / m
+        jac[off + 2] = (-e * (p[0] ** 2 + p[1] ** 2 + p[2] ** 2) / (om * p[3])
+                        + (px * p[0] + py * p[1] + pz * p[2]) / om) / m
+        jac[off + 3] = 0.0
+        jac[off + 4] = (e * p[2] * pt / p[3] - pz * pt) / m
+    var = 0.0
+    for i in range(10):
+        acc = 0.0
+        for j in range(10):
+            acc += vmat[i, j] * jac[j]
+        var += jac[i] * acc
+    return m, math.sqrt(var) if var > 0.0 else 0.0
+
+
+@kernel
 def _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol,
-                  hfit1, hfit2, cfit1, cfit2, chi2, niter, conv, kmiss, mll, mll_raw):
+                  hfit1, hfit2, cfit1, cfit2, chi2, niter, conv, kmiss, mll, mll_raw, smll,
+                  smll_raw):
     n = h1.shape[0]
     a0 = np.empty(10)
     a = np.empty(10)
@@ -220,6 +257,7 @@ def _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, 
     k = np.empty(4)
     p1 = np.empty(4)
     p2 = np.empty(4)
+    jac = np.empty(10)
     for ev in range(n):
         for i in range(10):
             for j in range(10):
@@ -235,9 +273,7 @@ def _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, 
         for i in range(5):
             for j in range(5):
                 vmat[5 + i, 5 + j] = blk[i, j]
-        _track_p4(a0, 0, bz, m1, p1)
-        _track_p4(a0, 5, bz, m2, p2)
-        mll_raw[ev] = _mass(p1, p2)
+        mll_raw[ev], smll_raw[ev] = _mass_and_sigma_1c(a0, vmat, bz, m1, m2, p1, p2, jac)
         c, it, ok = _fit1c_one(a0, vmat, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol, a,
                                vfit, k)
         chi2[ev] = c
@@ -256,9 +292,7 @@ def _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, 
         pack_sym(blk, 5, cfit2[ev])
         for i in range(4):
             kmiss[ev, i] = k[i]
-        _track_p4(a, 0, bz, m1, p1)
-        _track_p4(a, 5, bz, m2, p2)
-        mll[ev] = _mass(p1, p2)
+        mll[ev], smll[ev] = _mass_and_sigma_1c(a, vfit, bz, m1, m2, p1, p2, jac)
 
 
 @kernel
@@ -292,6 +326,10 @@ class OneCFitResult:
         Polar angle of ``k_miss`` to the +z (solenoid / beam) axis [rad], in [0, pi].
     m_ll, m_ll_raw : float64[n]
         Lepton-pair mass [GeV] from the fitted / measured momenta (at the perigee).
+    sigma_m_ll, sigma_m_ll_raw : float64[n]
+        Their standard errors [GeV], linear propagation of the full 10x10 fitted covariance
+        (track1-track2 correlations of the fit and the beam term included) / of the measured
+        one; NaN where the fit failed.
     """
 
     helix1: np.ndarray
@@ -306,6 +344,8 @@ class OneCFitResult:
     theta_gamma_miss: np.ndarray
     m_ll: np.ndarray
     m_ll_raw: np.ndarray
+    sigma_m_ll: np.ndarray
+    sigma_m_ll_raw: np.ndarray
 
 
 def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
@@ -369,13 +409,17 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
     kmiss = np.empty((n, 4))
     mll = np.empty(n)
     mraw = np.empty(n)
+    smll = np.empty(n)
+    sraw = np.empty(n)
     if n:
         _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, int(max_iter), tol,
-                      hf1, hf2, cf1, cf2, chi2, niter, conv, kmiss, mll, mraw)
+                      hf1, hf2, cf1, cf2, chi2, niter, conv, kmiss, mll, mraw, smll, sraw)
     pk = np.hypot(kmiss[:, 0], kmiss[:, 1])
     theta = np.arctan2(pk, kmiss[:, 2])
     prob = special.chdtrc(1, chi2)
-    return OneCFitResult(hf1, hf2, cf1, cf2, chi2, prob, niter, conv, kmiss, theta, mll, mraw)
+    smll[~np.isfinite(chi2)] = np.nan
+    return OneCFitResult(hf1, hf2, cf1, cf2, chi2, prob, niter, conv, kmiss, theta, mll, mraw,
+                         smll, sraw)
 
 
 # --------------------------------------------------------------------------------------
@@ -386,7 +430,10 @@ def _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a,
     """Parameters a = (p1x, p1y, p1z, p2x, p2y, p2z, E, theta, phi); ``ncon`` = 4 or 1 (E only).
 
     ``vbeam`` (4x4, (px, py, pz, E)) is the beam covariance, added to ``S`` when ``has_vbeam``.
-    Returns (chi2, n_iter, converged); ``out4`` = fitted pair 4-momentum.
+    Returns (chi2, n_iter, converged, sigma_m): ``out4`` = fitted pair 4-momentum and
+    ``sigma_m`` the standard error of its mass, ``sqrt(J V_fit J^T)`` with ``V_fit = V - V D^T
+    S^-1 D V`` (of the last linearisation) and ``J = dM/d(p1, p2) = (E p_i/E_i - P)/M``;
+    NaN for a failed fit or ``M = 0``.
     """
     n = 9
     dmat = np.zeros((4, n))
@@ -461,7 +508,7 @@ def _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a,
                     b2 = 3 if c2 == 0 else c2 - 1
                     smat[c1, c2] += vbeam[b1, b2]
         if not chol_factor(smat, ncon, low):
-            return np.nan, it, False
+            return np.nan, it, False, np.nan
         chol_solve(low, ncon, r, lam)
         chi2_new = 0.0
         for c in range(ncon):
@@ -482,12 +529,35 @@ def _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a,
     out4[1] = a[1] + a[4]
     out4[2] = a[2] + a[5]
     out4[3] = e1 + e2
-    return chi2, it, converged
+    mm = out4[3] ** 2 - out4[0] ** 2 - out4[1] ** 2 - out4[2] ** 2
+    if not mm > 0.0:
+        return chi2, it, converged, np.nan
+    m = math.sqrt(mm)
+    jac = np.zeros(n)  # dM/da; the photon parameters do not enter the pair mass
+    for k in range(3):
+        jac[k] = (out4[3] * a[k] / e1 - out4[k]) / m
+        jac[3 + k] = (out4[3] * a[3 + k] / e2 - out4[k]) / m
+    # J V_fit J^T = J V J^T - u^T S^-1 u, u = D V J^T (vd = V D^T)
+    var = 0.0
+    for i in range(n):
+        acc = 0.0
+        for j in range(n):
+            acc += vmat[i, j] * jac[j]
+        var += jac[i] * acc
+    for c in range(ncon):
+        acc = 0.0
+        for i in range(n):
+            acc += jac[i] * vd[i, c]
+        r[c] = acc
+    chol_solve(low, ncon, r, lam)
+    for c in range(ncon):
+        var -= r[c] * lam[c]
+    return chi2, it, converged, math.sqrt(var) if var > 0.0 else 0.0
 
 
 @kernel
 def _ecfit_kernel(p1, p2, cov6, phot, sig_phot, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol,
-                  afit, chi2, niter, conv, m_pair, m_recoil):
+                  afit, chi2, niter, conv, m_pair, m_recoil, sigma_m):
     n = p1.shape[0]
     a0 = np.empty(9)
     a = np.empty(9)
@@ -507,8 +577,8 @@ def _ecfit_kernel(p1, p2, cov6, phot, sig_phot, beam, vbeam, has_vbeam, m1, m2, 
         for i in range(6):
             for j in range(6):
                 vmat[i, j] = blk[i, j]
-        c, it, ok = _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a,
-                               q4)
+        c, it, ok, sigma_m[ev] = _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon,
+                                            max_iter, tol, a, q4)
         chi2[ev] = c
         niter[ev] = it
         conv[ev] = ok
@@ -540,6 +610,9 @@ class EnergyFitResult:
     n_iter : int32[n]; converged : bool[n]
     m_pair : float64[n]
         Fitted lepton-pair mass [GeV].
+    sigma_m_pair : float64[n]
+        Its standard error [GeV] (linear propagation of the fitted covariance of the two
+        momenta, their correlation included); NaN where the fit failed.
     m_recoil : float64[n]
         Mass recoiling against the fitted photon [GeV] (negative when m^2 < 0).
     """
@@ -552,6 +625,7 @@ class EnergyFitResult:
     converged: np.ndarray
     m_pair: np.ndarray
     m_recoil: np.ndarray
+    sigma_m_pair: np.ndarray
 
 
 def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
@@ -622,7 +696,9 @@ def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
     conv = np.empty(n, np.bool_)
     mpair = np.empty(n)
     mrec = np.empty(n)
+    smp = np.empty(n)
     if n:
         _ecfit_kernel(a1, a2, cov6, ph, sp, beam, vbeam, has_vbeam, m, m, ncon, int(max_iter),
-                      as_positive("tol", tol), afit, chi2, niter, conv, mpair, mrec)
-    return EnergyFitResult(afit, chi2, special.chdtrc(ncon, chi2), ncon, niter, conv, mpair, mrec)
+                      as_positive("tol", tol), afit, chi2, niter, conv, mpair, mrec, smp)
+    return EnergyFitResult(afit, chi2, special.chdtrc(ncon, chi2), ncon, niter, conv, mpair, mrec,
+                           smp)

@@ -71,7 +71,7 @@ class Belle2LowMassCuts:
 #: Candidate-table columns (flat) and their dtypes.
 COLUMNS = {
     "event_id": np.int64, "channel": object, "m_ll": np.float64, "m_ll_raw": np.float64,
-    "chi2": np.float64, "ndf": np.int16, "prob": np.float64, "theta_gamma_miss": np.float64,
+    "sigma_m_ll": np.float64, "chi2": np.float64, "ndf": np.int16, "prob": np.float64, "theta_gamma_miss": np.float64,
     "chi2_vtx": np.float64, "prob_vtx": np.float64, "r_xy_cm": np.float64,
     "r_xy_sig": np.float64, "m_before": np.float64, "m_after": np.float64,
     "delta_m": np.float64, "vtx_x_cm": np.float64, "vtx_y_cm": np.float64,
@@ -191,8 +191,10 @@ def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selec
     -------
     dict[str, numpy.ndarray]
         One entry per candidate: ``m_ll`` is the mass after the fit that defines the
-        selection (1C for besiii2017, 4C/EC for belle2_lowmass), ``m_ll_raw`` the mass from
-        the measured perigee momenta.
+        selection (1C for besiii2017, 4C/EC for belle2_lowmass), ``sigma_m_ll`` its
+        standard error from that fit's covariance (linear propagation; pull-tested in
+        ``tests/reco/test_kinfit.py``), ``m_ll_raw`` the mass from the measured perigee
+        momenta.
     """
     if selection not in SELECTIONS:
         msg = f"selection = {selection!r}; allowed: {', '.join(SELECTIONS)}"
@@ -258,6 +260,7 @@ def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts, counts):
         cols["channel"] = np.full(r.size, channel, dtype=object)
         cols["m_ll"] = fit.m_ll[keep]
         cols["m_ll_raw"] = fit.m_ll_raw[keep]
+        cols["sigma_m_ll"] = fit.sigma_m_ll[keep]
         cols["chi2"] = fit.chi2[keep]
         cols["ndf"] = np.ones(r.size, np.int16)
         cols["prob"] = fit.prob[keep]
@@ -326,6 +329,7 @@ def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, ca
     cols["channel"] = np.full(r.size, "ee", dtype=object)
     cols["m_ll"] = ec.m_pair[k2]
     cols["m_ll_raw"] = vf.m_before[j]
+    cols["sigma_m_ll"] = ec.sigma_m_pair[k2]
     cols["chi2"] = ec.chi2[k2]
     cols["ndf"] = np.full(r.size, ec.ndf, np.int16)
     cols["prob"] = ec.prob[k2]

@@ -16,7 +16,9 @@ Recipe (issue 8 item 2)
    Eq. 1, physics.md eq. 6.2; :func:`isrsim.stats.yield_per_epsilon2`), N_QED from the
    expected background at m, N_f = Gamma_tot / Gamma_ll (physics.md 6.3). Its shape is the
    simulated resolution: the reconstructed m_ll - m_true of the signal MC (empirical CDF; the
-   same template is used to draw and to fit, and its IQR width sets ``sigma_m``).
+   same template is used to draw and to fit, and its IQR width sets ``sigma_m``; the summary
+   also gives the width the per-event errors of the kinematic fit predict,
+   ``signal_sigma_expected_GeV``, :func:`mixture_iqr_sigma`).
 4. **Toys**: Poisson(b_i + N_sig f_i) per bin; each is fitted with the stats module
    (:func:`isrsim.stats.upper_limit`, yield POI, profiled polynomial, ``convention``) giving
    the fitted yield, its Hesse error, the signed local significance and the upper limit.
@@ -45,7 +47,7 @@ import numpy as np
 from ..exceptions import ConfigError, OutputError
 from ..physics.darkphoton import EPSILON_ALLOWED, EPSILON_MIN
 
-__all__ = ["DEFAULTS", "SignalTemplate", "candidates_in_memory", "load_config", "main",
+__all__ = ["DEFAULTS", "SignalTemplate", "candidates_in_memory", "load_config", "main", "mixture_iqr_sigma",
            "run_toys", "signal_template"]
 
 #: Settings of ``[analysis]`` (and ``[run]``) with their defaults (bundled card
@@ -220,9 +222,12 @@ class SignalTemplate:
     ----------
     residuals : ndarray
         m_ll - m_true [GeV] of the selected signal candidates.
+    errors : ndarray, optional
+        The same candidates' per-event mass errors [GeV] (candidate column ``sigma_m_ll``):
+        sets :attr:`sigma_expected`.
     """
 
-    def __init__(self, residuals: np.ndarray) -> None:
+    def __init__(self, residuals: np.ndarray, errors: np.ndarray | None = None) -> None:
         r = np.sort(np.asarray(residuals, dtype=np.float64))
         r = r[np.isfinite(r)]
         if r.size < 50:
@@ -234,6 +239,9 @@ class SignalTemplate:
         self.sigma0 = float((q3 - q1) / 1.3489795)
         #: median shift [GeV]
         self.shift = float(np.median(r))
+        #: the IQR/1.349 width [GeV] that the per-event fit errors predict (Gaussian residuals
+        #: with those errors; None without ``errors``): compare with :attr:`sigma0`
+        self.sigma_expected = None if errors is None else mixture_iqr_sigma(errors)
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.residuals, x, side="right") / self.residuals.size
@@ -243,10 +251,29 @@ class SignalTemplate:
         return self.cdf((np.asarray(hi) - mass) * k) - self.cdf((np.asarray(lo) - mass) * k)
 
 
+def mixture_iqr_sigma(errors: np.ndarray) -> float:
+    """IQR/1.349 [GeV] of the mixture of centred Gaussians with the standard deviations
+    ``errors`` (finite, positive ones), in equal shares: ``2 x75 / 1.349`` with
+    ``mean_i Phi(x75/sigma_i) = 3/4``. For equal errors it is that error."""
+    from scipy import optimize, special
+
+    s = np.asarray(errors, dtype=np.float64)
+    s = s[np.isfinite(s) & (s > 0.0)]
+    if s.size == 0:
+        msg = "mass errors: none finite and positive; allowed: at least one > 0"
+        raise ConfigError(msg)
+
+    def excess(x: float) -> float:
+        return float(np.mean(special.ndtr(x / s))) - 0.75
+
+    x75 = optimize.brentq(excess, 0.0, 10.0 * float(s.max()), xtol=1e-12 * float(s.max()))
+    return 2.0 * x75 / 1.3489795
+
+
 def signal_template(cols: dict[str, np.ndarray], channel: str) -> SignalTemplate:
     """Template from candidate columns of a signal sample (truth-matched ``channel`` rows)."""
     sel = (cols["channel"] == channel) & np.isfinite(cols["truth_m"])
-    return SignalTemplate(cols["m_ll"][sel] - cols["truth_m"][sel])
+    return SignalTemplate(cols["m_ll"][sel] - cols["truth_m"][sel], cols["sigma_m_ll"][sel])
 
 
 def _cache_load(path: Path) -> dict[str, np.ndarray] | None:
@@ -284,7 +311,7 @@ def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> d
              "version": 1, "source": source_digest()}
     key_s = {"what": "signal", "mass": mass, "detector": det.name, "det": det.sha256,
              "n": cfg["signal_events"], "seed": cfg["seed"], "selection": cfg["selection"],
-             "photon_cut": cfg["photon_cut"], "decay": chan, "version": 1, "source": source_digest()}
+             "photon_cut": cfg["photon_cut"], "decay": chan, "version": 2, "source": source_digest()}
     path_b = cache_dir / f"bkg_{card_hash(key_b)[:16]}.npz"
     path_s = cache_dir / f"sig_{card_hash(key_s)[:16]}.npz"
     bkg = _cache_load(path_b)
@@ -308,6 +335,7 @@ def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> d
                                           label=f"inject-sig-{mass:.6f}", selection=cfg["selection"])
         sel = (cols["channel"] == chan) & np.isfinite(cols["truth_m"])
         sig = {"residual": cols["m_ll"][sel] - cols["truth_m"][sel],
+               "sigma_m_ll": cols["sigma_m_ll"][sel],
                "efficiency": np.array(sel.sum() / cfg["signal_events"])}
         _cache_save(path_s, sig)
     return {"bkg": bkg, "sig": sig, "cached": cached, "lo": lo, "hi": hi}
@@ -557,7 +585,7 @@ def main(args: Any) -> dict[str, Any]:
     for im, mass in enumerate(cfg["masses"]):
         tpl = _templates(cfg, det, mass, cache_dir)
         h_mc, fit, b_exp = _expected_background(tpl, cfg, chan)
-        template = SignalTemplate(tpl["sig"]["residual"])
+        template = SignalTemplate(tpl["sig"]["residual"], tpl["sig"]["sigma_m_ll"])
         bw = cfg["bin_width"]
         n_qed = float(fit.density(mass)) * bw
         nf = float(n_f_ll(mass, flavour))
@@ -582,7 +610,8 @@ def main(args: Any) -> dict[str, Any]:
         plots += [str(p) for p in _plot(rows, res, s_true, cfg, mass, out, h_ex, b_exp, template)]
         template_info[f"{mass:g}"] = {
             "n_qed_per_bin": n_qed, "bin_width_GeV": bw, "n_f": nf, "signal_per_epsilon2": s_per_eps2,
-            "signal_sigma_GeV": template.sigma0, "signal_shift_GeV": template.shift,
+            "signal_sigma_GeV": template.sigma0, "signal_sigma_expected_GeV": template.sigma_expected,
+            "signal_candidates": int(template.residuals.size), "signal_shift_GeV": template.shift,
             "signal_efficiency": float(tpl["sig"]["efficiency"]),
             "background_mc_candidates": int(tpl["bkg"]["m_ll"].size),
             "background_cross_section_nb": float(tpl["bkg"]["cross_section_nb"]),

@@ -71,7 +71,8 @@ class Belle2LowMassCuts:
 #: Candidate-table columns (flat) and their dtypes.
 COLUMNS = {
     "event_id": np.int64, "channel": object, "m_ll": np.float64, "m_ll_raw": np.float64,
-    "sigma_m_ll": np.float64, "chi2": np.float64, "ndf": np.int16, "prob": np.float64, "theta_gamma_miss": np.float64,
+    "sigma_m_ll": np.float64, "chi2": np.float64, "ndf": np.int16, "prob": np.float64,
+    "theta_gamma_miss": np.float64,
     "chi2_vtx": np.float64, "prob_vtx": np.float64, "r_xy_cm": np.float64,
     "r_xy_sig": np.float64, "m_before": np.float64, "m_after": np.float64,
     "delta_m": np.float64, "vtx_x_cm": np.float64, "vtx_y_cm": np.float64,

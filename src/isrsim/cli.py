@@ -47,7 +47,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def _add_generate(sub: Any) -> None:
     p = sub.add_parser("generate", help="generate events (optionally simulate them)",
                        description="Generate e+e- -> X gamma events to Parquet.")
-    p.add_argument("--process", help="isr_mumu, isr_ee, isr_pipi, darkphoton, diphoton")
+    p.add_argument("--process", help="isr_mumu, isr_ee, isr_pipi, isr_bhabha, darkphoton, diphoton")
     p.add_argument("--sqrt-s", type=float, help="CM energy [GeV] of symmetric head-on beams")
     p.add_argument("--sqrt-s-spread", type=float, metavar="GEV",
                    help="Gaussian spread of sqrt(s) [GeV], drawn per event (with --sqrt-s; a "

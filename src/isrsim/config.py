@@ -3,7 +3,7 @@
 A run card::
 
     [run]
-    process = "isr_mumu"        # isr_mumu | isr_ee | isr_pipi | darkphoton | diphoton
+    process = "isr_mumu"        # isr_mumu | isr_ee | isr_pipi | isr_bhabha | darkphoton | diphoton
     events = 1000000            # or: luminosity = "2.93/fb" (N ~ Poisson(sigma L), unweighted)
     seed = 1
     output = "out.parquet"      # a path ending in .parquet -> one file; otherwise a dataset directory
@@ -277,7 +277,9 @@ def build_spec(card: dict[str, Any]) -> Any:
     _check_keys(run_cfg, RUN_KEYS, "[run]")
     process = run_cfg.get("process")
     if process is None:
-        msg = "run.process is missing: allowed isr_mumu, isr_ee, isr_pipi, darkphoton, diphoton"
+        from .processes import PROCESS_NAMES
+
+        msg = "run.process is missing: allowed " + ", ".join(PROCESS_NAMES)
         raise ConfigError(msg)
     from .processes import get_process
 

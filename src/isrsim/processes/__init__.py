@@ -14,6 +14,7 @@ _REGISTRY = {
     "isr_mumu": "isrsim.processes.isr:IsrMuMu",
     "isr_ee": "isrsim.processes.isr:IsrEE",
     "isr_pipi": "isrsim.processes.isr:IsrPiPi",
+    "isr_bhabha": "isrsim.processes.isr:IsrBhabha",
     "darkphoton": "isrsim.processes.darkphoton:DarkPhoton",
     "diphoton": "isrsim.processes.diphoton:DiPhoton",
 }

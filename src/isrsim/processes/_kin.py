@@ -10,6 +10,8 @@
 * :func:`sample_gamma_star_decay` — direction of the final-state particle in the gamma* rest
   frame from the exact LO ISR matrix element, physics.md eq. (1.8), extended to massive final
   states (see its docstring).
+* :func:`sample_bhabha_decay` — the same for the e+e- pair of the radiative Bhabha process:
+  massless Bhabha Born angular distribution about the Collins-Soper axis, cut at |cos| <= c*.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import math
 
 from .._numba import kernel, kernel_inline
 from ..constants import M_E
+from ..physics.born import BHABHA_ENVELOPE, bhabha_shape
 
-__all__ = ["SPREAD_TRUNCATION", "apply_matrix", "boost_by", "event_beam", "sample_gamma_star_decay",
-           "sample_photon_cos"]
+__all__ = ["SPREAD_TRUNCATION", "apply_matrix", "boost_by", "event_beam", "sample_bhabha_decay",
+           "sample_gamma_star_decay", "sample_photon_cos"]
 
 #: The per-event beam-energy deviations are standard normals truncated at this many sigma
 #: (P(|xi| > 6) = 2e-9 per beam).
@@ -215,3 +218,47 @@ def sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, spin):
             fm = 1.5 * fmean - f
         if rng.random() * bound < fm:
             return nx, ny, nz
+
+
+@kernel
+def sample_bhabha_decay(rng, ebeam, kx, ky, kz, c_star):
+    """``(nx, ny, nz, c)``: unit vector n of the e- in the pair rest frame (axes parallel to the
+    CM axes) and its cosine c to the Collins-Soper axis, for the radiative Bhabha process.
+
+    Collinear-ISR factorisation (leading log): the pair scatters like Born Bhabha scattering at
+    ``s' = M^2`` with the incoming e- along the Collins-Soper axis (the bisector of the e- beam
+    and the reversed e+ beam in the pair frame; exactly the beam axis for a photon along the
+    beam). c follows :func:`isrsim.physics.born.bhabha_shape` on ``|c| <= c_star`` (the t-channel
+    pole at c = 1 needs the cut), by accept/reject from the envelope ``8/(1 - c)^2`` (sampled
+    by inverse CDF in ``1/(1 - c)``; acceptance ``(1 - c)^2 f(c) / 8 >= 0.56``); the azimuth
+    about the axis is uniform.
+    """
+    eg = math.sqrt(kx * kx + ky * ky + kz * kz)
+    q0 = 2.0 * ebeam - eg
+    bx, by, bz = -kx / q0, -ky / q0, -kz / q0
+    # beams into the pair rest frame, then the Collins-Soper axis a = (n_- - n_+)/|...|
+    pmx, pmy, pmz, em = boost_by(-bx, -by, -bz, 0.0, 0.0, ebeam, ebeam)
+    ppx, ppy, ppz, ep = boost_by(-bx, -by, -bz, 0.0, 0.0, -ebeam, ebeam)
+    ax, ay, az = pmx / em - ppx / ep, pmy / em - ppy / ep, pmz / em - ppz / ep
+    na = math.sqrt(ax * ax + ay * ay + az * az)
+    ax, ay, az = ax / na, ay / na, az / na
+    # an orthonormal pair (e1, e2) perpendicular to a (a is within 90 deg of +z)
+    rxy = math.sqrt(ax * ax + ay * ay)
+    if rxy > 1e-12:
+        e1x, e1y, e1z = ax * az / rxy, ay * az / rxy, -rxy
+        e2x, e2y, e2z = -ay / rxy, ax / rxy, 0.0
+    else:
+        e1x, e1y, e1z = 1.0, 0.0, 0.0
+        e2x, e2y, e2z = 0.0, 1.0, 0.0
+    inv_hi = 1.0 / (1.0 + c_star)  # 1/y at c = -c_star
+    inv_lo = 1.0 / (1.0 - c_star)
+    while True:
+        y = 1.0 / (inv_hi + rng.random() * (inv_lo - inv_hi))
+        if rng.random() * BHABHA_ENVELOPE < bhabha_shape(1.0 - y) * y * y:
+            break
+    c = 1.0 - y
+    sn = math.sqrt(max(0.0, y * (2.0 - y)))  # sin = sqrt((1 - c)(1 + c))
+    phi = 2.0 * math.pi * rng.random()
+    cp, sp = sn * math.cos(phi), sn * math.sin(phi)
+    return (c * ax + cp * e1x + sp * e2x, c * ay + cp * e1y + sp * e2y,
+            c * az + cp * e1z + sp * e2z, c)

@@ -1,4 +1,5 @@
-"""ISR QED processes e+e- -> gamma* gamma_ISR -> X gamma, X = mu+mu-, e+e- (s-channel), pi+pi-.
+"""ISR QED processes e+e- -> gamma* gamma_ISR -> X gamma, X = mu+mu-, e+e- (s-channel), pi+pi-,
+and radiative Bhabha scattering e+e- -> e+e- gamma_ISR (s + t channel, collinear ISR).
 
 Physics (all CM frame, physics.md sections 1-3):
 
@@ -7,7 +8,10 @@ Physics (all CM frame, physics.md sections 1-3):
   and A(x) the fraction of photons inside the photon-angle cut, from eq. (1.6);
 * photon polar angle at fixed x: eq. (1.6) with electron-mass terms; azimuth uniform;
 * gamma* -> X decay: exact LO ISR matrix element eq. (1.8), with final-state mass terms
-  (see :func:`isrsim.processes._kin.sample_gamma_star_decay`).
+  (see :func:`isrsim.processes._kin.sample_gamma_star_decay`);
+* ``isr_bhabha`` (:class:`IsrBhabha`): the same photon, and a pair that scatters like Born
+  Bhabha scattering at s' = M^2 (:func:`isrsim.processes._kin.sample_bhabha_decay`), i.e.
+  dsigma/dM is that of ``isr_ee`` times :func:`isrsim.physics.born.bhabha_factor`.
 
 Sampling (physics.md 1.6 recipe 1): dsigma/dM is tabulated once per process on a grid that is
 dense in ln M, in M, in x^beta (the soft-photon end) and near threshold / the rho-omega region;
@@ -32,16 +36,22 @@ from ..beam import Beam
 from ..constants import M_E
 from ..events import TruthChunk
 from ..exceptions import ConfigError
-from ..physics.born import FINAL_STATES, FS_PIPI, dsigma_dm_isr_nb, sigma_born_nb
+from ..physics.born import (FINAL_STATES, FS_PIPI, bhabha_c_star, bhabha_factor, dsigma_dm_isr_nb,
+                            sigma_born_nb)
 from ..physics.fsr import decay_with_fsr
 from ..physics.radiator import RADIATORS, beta_isr, h_primitive, radiator
-from ._kin import apply_matrix, event_beam, sample_gamma_star_decay, sample_photon_cos
+from ._kin import apply_matrix, event_beam, sample_bhabha_decay, sample_gamma_star_decay, sample_photon_cos
 from .base import Process, SampleStats, check_fsr, check_number, check_range_pair
 
-__all__ = ["X_MIN", "IsrEE", "IsrMuMu", "IsrPiPi", "IsrProcess", "PhotonCut"]
+__all__ = ["BHABHA_THETA_GAMMA_MAX", "X_MIN", "IsrBhabha", "IsrEE", "IsrMuMu", "IsrPiPi", "IsrProcess",
+           "PhotonCut"]
 
 #: Smallest photon energy fraction generated (physics.md 1.6 item 5): M_max^2 <= s (1 - X_MIN).
 X_MIN = 1e-4
+#: Largest photon-angle cut (rad, to either beam) allowed for ``isr_bhabha``: its collinear
+#: factorisation (photon along the beam, Born Bhabha scattering of the pair) holds for
+#: theta_gamma << 1; a photon at large angle needs the full e+e- -> e+e- gamma matrix element.
+BHABHA_THETA_GAMMA_MAX = 0.2
 
 
 class PhotonCut:
@@ -103,15 +113,25 @@ class PhotonCut:
 
 
 @kernel
-def _tabulate(s, nodes, code, rad_code, c_lo, c_hi):
+def _dsigma_dm(s, m, code, rad_code, c_lo, c_hi, bh_c):
+    """dsigma/dM [nb/GeV] of the process: :func:`isrsim.physics.born.dsigma_dm_isr_nb`, times
+    :func:`isrsim.physics.born.bhabha_factor` for radiative Bhabha (``bh_c > 0``)."""
+    d = dsigma_dm_isr_nb(s, m, code, rad_code, c_lo, c_hi)
+    if bh_c > 0.0 and d > 0.0:
+        d *= bhabha_factor(1.0 - m * m / s, bh_c)
+    return d
+
+
+@kernel
+def _tabulate(s, nodes, code, rad_code, c_lo, c_hi, bh_c):
     out = np.empty(nodes.shape[0])
     for i in range(nodes.shape[0]):
-        out[i] = dsigma_dm_isr_nb(s, nodes[i], code, rad_code, c_lo, c_hi)
+        out[i] = _dsigma_dm(s, nodes[i], code, rad_code, c_lo, c_hi, bh_c)
     return out
 
 
 @kernel
-def _dsigma_dm_fast(s, m, code, rad_code, acc0, acc1):
+def _dsigma_dm_fast(s, m, code, rad_code, acc0, acc1, bh_c):
     """dsigma_dm_isr_nb (physics.md eq. 1.1) with the photon acceptance in closed form.
 
     The primitive h of eq. (1.6) is h(c) = h0(c) + k(x) g(c) with k = x^2/(2(x^2 - 2x + 2))
@@ -127,14 +147,17 @@ def _dsigma_dm_fast(s, m, code, rad_code, acc0, acc1):
     if sig0 == 0.0:
         return 0.0
     k = x * x / (2.0 * (x * x - 2.0 * x + 2.0))
-    return 2.0 * m / s * radiator(s, x, rad_code) * sig0 * (acc0 + k * acc1)
+    d = 2.0 * m / s * radiator(s, x, rad_code) * sig0 * (acc0 + k * acc1)
+    if bh_c > 0.0:
+        d *= bhabha_factor(x, bh_c)
+    return d
 
 
 @kernel
 def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
                c_lo, c_hi, y_lo, y_hi, b_e, edges, cdf, qdens, sigma_prop, lab_nominal, bp,
                npart, pdg, p4, weight, x_out, m_out, cg_out, cs_out,
-               guide, acc0, acc1, fast, fsr, fsr_x_min, xf_out):
+               guide, acc0, acc1, fast, fsr, fsr_x_min, xf_out, bh_c):
     """Fill n events; returns (n_trials, sum_w, sum_w2, n_overweight).
 
     With ``fsr`` the gamma* decay radiates (:func:`isrsim.physics.fsr.emit_fsr`): a photon
@@ -149,6 +172,10 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
     ``x' = 1 - M^2/s' >= X_MIN``) and the photon, the gamma* decay and the lab transformation
     use them: exact kinematics at the event's sqrt(s'), the spectrum's O(sigma_W/W) change
     with s neglected.
+
+    Radiative Bhabha (``bh_c > 0``, :class:`IsrBhabha`): the pair's e- direction from
+    :func:`isrsim.processes._kin.sample_bhabha_decay` with the cut ``bhabha_c_star(x, bh_c)``;
+    ``cs_out`` is then its cosine to the Collins-Soper axis.
     """
     sqrt_s0 = math.sqrt(s)
     spread = bp[3] + bp[4] > 0.0
@@ -170,9 +197,9 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
         frac = (u - cdf[j]) / (cdf[j + 1] - cdf[j])
         m = edges[j] + frac * (edges[j + 1] - edges[j])
         if fast:
-            w = _dsigma_dm_fast(s, m, code, rad_code, acc0, acc1) / qdens[j]
+            w = _dsigma_dm_fast(s, m, code, rad_code, acc0, acc1, bh_c) / qdens[j]
         else:
-            w = dsigma_dm_isr_nb(s, m, code, rad_code, c_lo, c_hi) / qdens[j]
+            w = _dsigma_dm(s, m, code, rad_code, c_lo, c_hi, bh_c) / qdens[j]
         n_trials += 1
         sum_w += w
         sum_w2 += w * w
@@ -193,7 +220,11 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
         st = math.sqrt(max(0.0, (1.0 - c) * (1.0 + c)))
         kx, ky, kz = eg * st * math.cos(phi), eg * st * math.sin(phi), eg * c
         # --- gamma* -> f fbar ---
-        nx, ny, nz = sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, spin)
+        if bh_c > 0.0:
+            nx, ny, nz, cs = sample_bhabha_decay(rng, ebeam, kx, ky, kz, bhabha_c_star(x, bh_c))
+        else:
+            nx, ny, nz = sample_gamma_star_decay(rng, ebeam, kx, ky, kz, m, m_f, spin)
+            cs = nz
         q0 = sqrt_s - eg
         bx, by, bz = -kx / q0, -ky / q0, -kz / q0
         xf, ax, ay, az, ae, gx, gy, gz, ge = decay_with_fsr(rng, fsr, fsr_x_min, m, m_f, spin,
@@ -219,7 +250,7 @@ def _isr_block(rng, n, weighted, s, code, rad_code, m_f, spin, pdg_neg,
         x_out[i] = x
         m_out[i] = m
         cg_out[i] = c
-        cs_out[i] = nz
+        cs_out[i] = cs
         i += 1
     return n_trials, sum_w, sum_w2, n_over
 
@@ -254,14 +285,17 @@ class IsrProcess(Process):
     k = 3
     extra_fields = ("x_cms", "m_true", "cos_gamma_cms", "cos_star")
     final_state = ""
+    _bh_c = 0.0  # CM lepton acceptance |cos| <= _bh_c of radiative Bhabha; 0: annihilation
+    _extra_params: tuple[str, ...] = ()
 
     def __init__(self, beam: Beam, *, mass_range: Any = None, photon_cut: Any = None,
                  radiator: str = "kf", grid_points: int = 2048, fsr: bool = False,
                  fsr_x_min: float = 1e-4, **unknown: Any) -> None:
         super().__init__(beam)
         if unknown:
-            msg = (f"{self.name}: unknown parameter(s) {sorted(unknown)}; allowed mass_range, "
-                   "photon_cut, radiator, grid_points, fsr, fsr_x_min")
+            msg = (f"{self.name}: unknown parameter(s) {sorted(unknown)}; allowed "
+                   + ", ".join(("mass_range", "photon_cut", "radiator", "grid_points", "fsr",
+                                "fsr_x_min", *self._extra_params)))
             raise ConfigError(msg)
         self.fsr, self.fsr_x_min = check_fsr(fsr, fsr_x_min)
         if fsr:  # one more particle slot and the radiated fraction per event
@@ -316,7 +350,7 @@ class IsrProcess(Process):
         self._y_lo = np.arctanh(self._b_e * self._c_lo)
         self._y_hi = np.arctanh(self._b_e * self._c_hi)
         nodes = self._nodes()
-        g = _tabulate(s, nodes, self.code, self._rad_code, self._c_lo, self._c_hi)
+        g = _tabulate(s, nodes, self.code, self._rad_code, self._c_lo, self._c_hi, self._bh_c)
         if not np.all(np.isfinite(g)) or g.max() <= 0.0:
             msg = f"{self.name}: dsigma/dM vanishes in mass_range = {list(self.mass_range)}"
             raise ConfigError(msg)
@@ -343,7 +377,8 @@ class IsrProcess(Process):
         log_term = h_primitive(s, 0.0, -1.0) - h_primitive(s, 0.0, 1.0)
         self._acc0 = float(np.sum(h0[:, 0] - h0[:, 1]) / log_term)
         self._acc1 = float(np.sum(2.0 * ((h1[:, 0] - h0[:, 0]) - (h1[:, 1] - h0[:, 1]))) / log_term)
-        fast = np.array([_dsigma_dm_fast(s, m, self.code, self._rad_code, self._acc0, self._acc1)
+        fast = np.array([_dsigma_dm_fast(s, m, self.code, self._rad_code, self._acc0, self._acc1,
+                                         self._bh_c)
                          for m in nodes[1:-1]])
         # agreement to ~1e-10: the direct form loses ~1e-11 to cancellations in h near |c| = 1
         ok = np.all(np.abs(fast - g[1:-1]) <= 1e-9 * np.abs(g[1:-1]) + 1e-300)
@@ -362,7 +397,7 @@ class IsrProcess(Process):
             self.beam.kernel_params(), out.npart, out.pdg, out.p4, out.weight,
             ex["x_cms"], ex["m_true"], ex["cos_gamma_cms"], ex["cos_star"],
             self._guide, self._acc0, self._acc1, self._fast,
-            self.fsr, self.fsr_x_min, ex["x_fsr"] if self.fsr else np.empty(0),
+            self.fsr, self.fsr_x_min, ex["x_fsr"] if self.fsr else np.empty(0), self._bh_c,
         )
         stats = SampleStats(int(res[0]), float(res[1]), float(res[2]), int(res[3]), self.sigma_prop_nb)
         return out, stats
@@ -370,7 +405,7 @@ class IsrProcess(Process):
     def dsigma_dm_nb(self, m: np.ndarray) -> np.ndarray:
         """The exact dsigma/dM [nb/GeV] inside the photon cut that the sampler follows."""
         m = np.atleast_1d(np.asarray(m, dtype=float))
-        return _tabulate(self.beam.s, m, self.code, self._rad_code, self._c_lo, self._c_hi)
+        return _tabulate(self.beam.s, m, self.code, self._rad_code, self._c_lo, self._c_hi, self._bh_c)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -397,3 +432,64 @@ class IsrEE(IsrProcess):
 class IsrPiPi(IsrProcess):
     name = "isr_pipi"
     final_state = "pipi"
+
+
+class IsrBhabha(IsrProcess):
+    """Radiative Bhabha scattering e+e- -> e+e- gamma_ISR with an untagged photon: s- and
+    t-channel photon exchange and their interference, in the collinear-ISR (leading-log
+    structure-function) approximation.
+
+    The photon (energy fraction x, angle) is drawn as for ``isr_ee``; the pair scatters like
+    massless Born Bhabha scattering at s' = M^2 about the Collins-Soper axis
+    (:func:`isrsim.processes._kin.sample_bhabha_decay`). The t-channel pole needs an angular
+    cut: the e- is generated with ``|cos theta*| <= c*(x)``, the value for which both leptons lie
+    inside ``|cos theta_CM| <= cos_theta_max`` when the photon is along the beam
+    (:func:`isrsim.physics.born.bhabha_c_star`). So dsigma/dM is that of ``isr_ee`` times
+    :func:`isrsim.physics.born.bhabha_factor` (zero below ``M = sqrt(s (1 - C)/(1 + C))``, where
+    the pair is too fast for both leptons to reach the acceptance). ``isr_ee`` inside the same
+    cut is the annihilation part: their ratio is the "Bhabha correction" of BESIII 2017
+    (arXiv:1705.04265: 2-8 % after its selection; ``validation/bhabha``).
+
+    Parameters (besides those of :class:`IsrProcess`)
+    ------------------------------------------------
+    cos_theta_max
+        CM-frame lepton acceptance of the generator cut, ``0 < C < 1`` (default 0.95); choose it
+        above the detector's acceptance in the CM frame (the selected yield must not depend on
+        it: ``tests/processes/test_bhabha.py`` checks BESIII's).
+    photon_cut
+        Must be ``untagged`` with ``theta_max <= 0.2`` rad (:data:`BHABHA_THETA_GAMMA_MAX`;
+        default 0.15 rad): the approximation is that of a photon along the beam.
+
+    Not included: photons at large angle, final-state radiation off the t-channel (``fsr``
+    radiates from the pair as for ``isr_ee``), Z exchange, vacuum polarisation, NLO terms.
+    """
+
+    name = "isr_bhabha"
+    final_state = "ee"
+    _extra_params = ("cos_theta_max",)
+
+    def __init__(self, beam: Beam, *, cos_theta_max: float = 0.95, photon_cut: Any = None,
+                 **params: Any) -> None:
+        self._bh_c = check_number("cos_theta_max", cos_theta_max, lo=0.0, hi=1.0, lo_open=True,
+                                  hi_open=True, allowed="0 < cos_theta_max < 1")
+        if photon_cut is None:
+            photon_cut = {"mode": "untagged", "theta_max": 0.15}
+        pc = PhotonCut.from_config(photon_cut)
+        if pc.mode != "untagged" or pc.theta_max > BHABHA_THETA_GAMMA_MAX:
+            msg = (f"isr_bhabha: photon_cut = {pc.to_dict()} is not allowed: the collinear-ISR "
+                   f"approximation needs mode = 'untagged' with theta_max <= "
+                   f"{BHABHA_THETA_GAMMA_MAX} rad")
+            raise ConfigError(msg)
+        c = self._bh_c
+        m_min = math.sqrt(beam.s * (1.0 - c) / (1.0 + c))
+        mr = params.get("mass_range")
+        if isinstance(mr, (list, tuple)) and len(mr) == 2 and isinstance(mr[1], (int, float)) \
+                and mr[1] <= m_min:
+            msg = (f"isr_bhabha: mass_range = {list(mr)} lies below M = {m_min:.6g} GeV, where "
+                   f"no pair has both leptons inside |cos theta_CM| <= cos_theta_max = {c}; allowed "
+                   f"max > {m_min:.6g} GeV (or a larger cos_theta_max)")
+            raise ConfigError(msg)
+        super().__init__(beam, photon_cut=pc, **params)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "cos_theta_max": self._bh_c}

@@ -107,6 +107,10 @@ mass_range = [1.5, 3.4]
           "--events", "10"], "sqrt_s_spread"),
         (["--process", "isr_mumu", "--detector", "besiii", "--sqrt-s-spread", "0.001", "--mll", "1",
           "2", "--events", "10"], "--sqrt-s-spread"),
+        (["--process", "isr_bhabha", "--sqrt-s", "3.773", "--mll", "1.5", "3.4", "--photon-cut",
+          "tagged:0.5:2.5", "--events", "10"], "photon_cut"),
+        (["--process", "isr_bhabha", "--sqrt-s", "3.773", "--mll", "1.5", "3.4", "--param",
+          "cos_theta_max=1.5", "--events", "10"], "cos_theta_max"),
     ],
 )
 def test_bad_input_one_line_exit_2(tmp_path, capsys, extra, field):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,9 +50,10 @@ SAMPLES = {
 
 def selected(det, process: str, params: dict, lumi: float, seed: int) -> tuple[np.ndarray, dict]:
     bkg = {"process": process, "params": {"mass_range": [1.4, 3.5], "photon_cut": PC, **params}}
-    path, info = background_candidates(bkg, det, selection="besiii2017", seed=seed,
-                                       mc_luminosity_invnb=lumi, cache_dir=None)
-    t = pq.read_table(path, columns=["channel", "m_ll"]).to_pydict()
+    with tempfile.TemporaryDirectory(prefix="isrsim-bhabha-") as tmp:
+        path, info = background_candidates(bkg, det, selection="besiii2017", seed=seed,
+                                           mc_luminosity_invnb=lumi, cache_dir=Path(tmp))
+        t = pq.read_table(path, columns=["channel", "m_ll"]).to_pydict()
     m = np.asarray(t["m_ll"], float)[np.asarray(t["channel"]) == "ee"]
     return np.histogram(m, EDGES)[0].astype(float), info
 

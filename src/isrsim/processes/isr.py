@@ -36,8 +36,14 @@ from ..beam import Beam
 from ..constants import M_E
 from ..events import TruthChunk
 from ..exceptions import ConfigError
-from ..physics.born import (FINAL_STATES, FS_PIPI, bhabha_c_star, bhabha_factor, dsigma_dm_isr_nb,
-                            sigma_born_nb)
+from ..physics.born import (
+    FINAL_STATES,
+    FS_PIPI,
+    bhabha_c_star,
+    bhabha_factor,
+    dsigma_dm_isr_nb,
+    sigma_born_nb,
+)
 from ..physics.fsr import decay_with_fsr
 from ..physics.radiator import RADIATORS, beta_isr, h_primitive, radiator
 from ._kin import apply_matrix, event_beam, sample_bhabha_decay, sample_gamma_star_decay, sample_photon_cos
@@ -455,7 +461,7 @@ class IsrBhabha(IsrProcess):
     cos_theta_max
         CM-frame lepton acceptance of the generator cut, ``0 < C < 1`` (default 0.95); choose it
         above the detector's acceptance in the CM frame (the selected yield must not depend on
-        it: ``tests/processes/test_bhabha.py`` checks BESIII's).
+        it: ``tests/test_bhabha.py`` checks BESIII's).
     photon_cut
         Must be ``untagged`` with ``theta_max <= 0.2`` rad (:data:`BHABHA_THETA_GAMMA_MAX`;
         default 0.15 rad): the approximation is that of a photon along the beam.

@@ -228,7 +228,7 @@ def sample_bhabha_decay(rng, ebeam, kx, ky, kz, c_star):
     Collinear-ISR factorisation (leading log): the pair scatters like Born Bhabha scattering at
     ``s' = M^2`` with the incoming e- along the Collins-Soper axis (the bisector of the e- beam
     and the reversed e+ beam in the pair frame; exactly the beam axis for a photon along the
-    beam). c follows :func:`isrsim.physics.born.bhabha_shape` on ``|c| <= c_star`` (the t-channel
+    beam; J. C. Collins, D. E. Soper, Phys. Rev. D 16 (1977) 2219). c follows :func:`isrsim.physics.born.bhabha_shape` on ``|c| <= c_star`` (the t-channel
     pole at c = 1 needs the cut), by accept/reject from the envelope ``8/(1 - c)^2`` (sampled
     by inverse CDF in ``1/(1 - c)``; acceptance ``(1 - c)^2 f(c) / 8 >= 0.56``); the azimuth
     about the axis is uniform.

@@ -209,6 +209,23 @@ def test_run_card_spread_is_checked_against_its_sqrt_s():
         build_spec(card)
 
 
+@pytest.mark.parametrize(("sqrt_s", "a"), [(3.773, 0.0), (3.773, 0.011), (10.58, 0.0415), (0.01, 0.5)])
+def test_symmetric_beams_have_the_requested_sqrt_s(sqrt_s, a):
+    # [beam] sqrt_s with a crossing angle: s from the two lab 4-vectors, written out here
+    # (E^2 - p^2 with p_x = 2 p sin a), must be the sqrt_s asked for; sqrt(s)/2 per beam would
+    # be 9.1 MeV short at 41.5 mrad and 10.58 GeV
+    beam = Beam.symmetric(sqrt_s, crossing_half_angle_rad=a)
+    e = beam.e_minus_GeV
+    assert beam.e_plus_GeV == e
+    p = math.sqrt(e * e - M_E * M_E)
+    assert math.sqrt(4 * e * e - 4 * p * p * math.sin(a) ** 2) == pytest.approx(sqrt_s, rel=1e-13)
+    assert beam.sqrt_s == pytest.approx(sqrt_s, rel=1e-13)
+    if sqrt_s > 1 and a > 0:  # the electron mass matters only for the 10 MeV case
+        assert e - sqrt_s / 2 == pytest.approx(sqrt_s / 2 * (1 / math.cos(a) - 1), rel=1e-6)
+    with pytest.raises(ConfigError, match=r"beam.crossing_half_angle_rad = 0.6 out of range"):
+        Beam.symmetric(sqrt_s, crossing_half_angle_rad=0.6)
+
+
 def test_run_card_per_beam_spreads(belle2_beam):
     from isrsim.config import build_spec
 

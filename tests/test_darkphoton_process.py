@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+from _isr_reference import ref_aprime_gamma_nb
 from scipy import integrate, stats
 
 from isrsim.beam import Beam
@@ -131,7 +132,8 @@ def _reference_sigma_nb(m, eps, sqrt_s, cut_name, decay):
         ranges = [(-1.0, -c), (c, 1.0)]
     br = dp.branching_ratios(m)
     b = {"ee": br["ee"], "mumu": br["mumu"], "ll": br["ee"] + br["mumu"]}[decay]
-    return sum(dp.sigma_aprime_gamma_nb(m, eps, sqrt_s, cos_theta_range=r) for r in ranges) * b
+    # eq. (6.1) written out in tests/_isr_reference.py, not isrsim's sigma_aprime_gamma_nb
+    return sum(ref_aprime_gamma_nb(m, eps, sqrt_s, c1, c2) for c1, c2 in ranges) * b
 
 
 @pytest.mark.parametrize(("sqrt_s", "m", "decay", "cut"), [
@@ -141,7 +143,7 @@ def _reference_sigma_nb(m, eps, sqrt_s, cut_name, decay):
     (3.773, 3.0, "ee", "all"),
 ])
 def test_cross_section_matches_tree_level(sqrt_s, m, decay, cut):
-    # sigma inside the cut = sigma_aprime_gamma_nb x BR (physics.md 6.1, 6.3) within 3 MC sigma.
+    # sigma inside the cut = eq. (6.1) x BR (physics.md 6.1, 6.3) within 3 MC sigma.
     # At eps = 1e-3 the widths are < 1e-7 GeV, so the BW average differs from the narrow-width
     # value by far less than the float accumulation error of the weight sums (~n 1e-16), which
     # the 1e-9 relative floor covers.
@@ -307,7 +309,7 @@ def test_ll_channel_fractions(m):
         assert frac == 0.0
     else:
         assert abs(frac - p_mu) < 4.0 * math.sqrt(p_mu * (1 - p_mu) / n)
-    ref = dp.sigma_aprime_gamma_nb(m, 1e-3, 3.773) * (br["ee"] + br["mumu"])
+    ref = ref_aprime_gamma_nb(m, 1e-3, 3.773) * (br["ee"] + br["mumu"])  # eq. (6.1), written out
     assert st.sigma_nb == pytest.approx(ref, rel=1e-8)
 
 

@@ -114,9 +114,15 @@ class Beam:
 
     @classmethod
     def symmetric(cls, sqrt_s: float, **kwargs: float) -> Beam:
-        """Head-on (unless a crossing angle is given) beams of sqrt(s)/2 each."""
-        s = _finite("sqrt_s", sqrt_s, lo=2 * M_E, lo_open=True)
-        return cls(e_minus_GeV=s / 2, e_plus_GeV=s / 2, **kwargs)
+        """Equal-energy beams whose CM energy is ``sqrt_s``: ``sqrt(s)/2`` each head on; with a
+        crossing half-angle ``a`` each beam has ``E^2 = (s/4 - m_e^2 sin^2 a) / cos^2 a`` (the
+        summed transverse momentum ``2 p sin a`` enters s), so that :attr:`sqrt_s` is the value
+        asked for (at 41.5 mrad and 10.58 GeV, 9.1 MeV more than sqrt(s)/2)."""
+        rs = _finite("sqrt_s", sqrt_s, lo=2 * M_E, lo_open=True)
+        a = _finite("beam.crossing_half_angle_rad", kwargs.get("crossing_half_angle_rad", 0.0),
+                    lo=0.0, hi=0.5)
+        e = math.sqrt((rs * rs / 4 - M_E**2 * math.sin(a) ** 2) / math.cos(a) ** 2)
+        return cls(e_minus_GeV=e, e_plus_GeV=e, **kwargs)
 
     def with_energy_spreads(self, sigma_e_minus_GeV: float, sigma_e_plus_GeV: float) -> Beam:
         """These beams with their own energy spreads ``sigma_E`` [GeV] (what accelerator

@@ -156,6 +156,30 @@ def test_sample_pair_kinematics(direction):
         assert tp @ tm / (np.linalg.norm(tp) * np.linalg.norm(tm)) == pytest.approx(-1.0, abs=1e-6)
 
 
+def _u_cdf(v):
+    """Exact CDF of Urban's mixture (Gamma(2) CDF = 1 - (1 + a u) e^{-a u})."""
+    v = np.asarray(v)
+    g1 = 1 - (1 + cv.U_A1 * v) * np.exp(-cv.U_A1 * v)
+    g2 = 1 - (1 + cv.U_A2 * v) * np.exp(-cv.U_A2 * v)
+    return cv.U_W1 * g1 + (1 - cv.U_W1) * g2
+
+
+def test_soft_pairs_keep_their_leptons_within_two_radians():
+    # Geant4's G4ModifiedTsai bound u <= 2 E/m_e (theta <= 2 rad), here for the softer lepton.
+    # At E_gamma = 5 MeV the unbounded u put 5 % of the leptons beyond pi/2. Given the bound,
+    # u is the mixture truncated at u_max: F(u)/F(u_max) is uniform (KS test).
+    rng = np.random.default_rng(7)
+    e_gamma = 0.005
+    n = 20000
+    out = np.array([cv.sample_pair(rng, 0.0, 0.0, e_gamma, e_gamma)[:2] for _ in range(n)])
+    x, u = out[:, 0], out[:, 1]
+    e_soft = e_gamma * np.minimum(x, 1 - x)
+    assert np.all(u * M_E / e_soft <= 2.0 + 1e-12)
+    u_max = 2 * e_soft / M_E
+    assert np.mean(u_max < 5) > 0.2  # the bound is active for a good part of the sample
+    assert stats.kstest(_u_cdf(u) / _u_cdf(u_max), "uniform").pvalue > 1e-3
+
+
 # ---------------------------------------------------------------------------------------
 # photon transport through cylindrical layers (isrsim.detector.conversion)
 # ---------------------------------------------------------------------------------------

@@ -195,7 +195,8 @@ def sample_pair(rng: np.random.Generator, px: float, py: float, pz: float, e_gam
 
     Energy sharing from eq. (5.2) (:func:`sample_energy_fraction`, x = E+/E_gamma); one u
     from :func:`sample_u` gives theta+- = u m_e/E+-, with the e+ and e- back to back in
-    azimuth around the photon direction (physics.md 5.3, as in GEANT4's G4BetheHeitlerModel).
+    azimuth around the photon direction (physics.md 5.3, as in GEANT4's G4BetheHeitlerModel),
+    redrawn while ``u > 2 min(E+, E-)/m_e`` (theta <= 2 rad, the bound of G4ModifiedTsai).
     The nucleus absorbs the small momentum imbalance.
 
     Returns
@@ -205,9 +206,15 @@ def sample_pair(rng: np.random.Generator, px: float, py: float, pz: float, e_gam
         4-momenta [GeV] in the frame of the input momentum.
     """
     x = sample_energy_fraction(rng, e_gamma)
-    u = sample_u(rng)
     ep = x * e_gamma
     em = e_gamma - ep
+    # Geant4's G4ModifiedTsai bounds u by 2 E/m_e (theta <= 2 rad) per lepton; with one u for
+    # both, by the softer lepton's: without the bound a 1-3 MeV lepton could come out beyond
+    # pi/2 (5 % at E_gamma = 5 MeV) or wrap past pi. Acceptance >= P(u <= 2) = 0.55.
+    u_max = 2.0 * min(ep, em) / M_E
+    u = sample_u(rng)
+    while u > u_max:
+        u = sample_u(rng)
     phi = 2.0 * math.pi * rng.random()
     cphi = math.cos(phi)
     sphi = math.sin(phi)

@@ -8,11 +8,24 @@ Model for the used bins i (all channels flattened into one array):
 i.e. a signal template (quadratically morphed in the standardised resolution nuisance
 theta_r), a Gaussian-constrained normalisation/efficiency nuisance theta_n, a fixed
 background part b0 and a background linear in the (unconstrained) polynomial coefficients a.
-The per-bin loss (flag ``poisson[i]``) is Poisson (Baker-Cousins form, so that 2*nll is the likelihood-ratio chi2)
-or Gaussian with the sum-of-weights-squared variance (weighted histograms). The constraint
-term is 0.5 * (theta - aux)**2 for both nuisances.
+The per-bin loss (flag ``poisson[i]``) is Poisson (Baker-Cousins form, so that 2*nll is the
+likelihood-ratio chi2) or Gaussian with the sum-of-weights-squared variance (weighted
+histograms). The constraint term is 0.5 * (theta - aux)**2 for both nuisances.
 
 Parameter vector layout: p[0:P] = a, p[P] = theta_n, p[P+1] = theta_r, p[P+2] = mu.
+
+Both kernels evaluate nu_i with the same expression, ``mu * (r_i * (1 + sn_i theta_n) * S_i)
++ b0_i + sum_j D_ij a_j``, in the same order, so a point that :func:`nll_value` accepts is a
+valid point for :func:`profile_fit` too.
+
+Physical boundary: a Poisson bin with n_i > 0 needs nu_i > 0 (its -n ln nu term is a
+natural barrier). An empty bin (n_i = 0) contributes nu_i, whose limit at nu_i -> 0 is 0, so
+its boundary nu_i = 0 is attainable, and the maximum-likelihood estimate of a sparse spectrum
+often lies on it (mu_hat < 0 pushing an empty bin under the peak to zero; a polynomial
+touching zero in the empty tail of a falling spectrum). :func:`profile_fit` handles it with
+a logarithmic barrier on the empty bins whose weight is driven to ~0 (an interior-point
+method); :func:`nll_value` accepts nu_i = 0 in empty bins (and, to absorb the rounding of
+nu_i as a sum of O(1) terms, -EMPTY_ROUNDING * sum|terms| <= nu_i < 0 counts as 0).
 """
 
 from __future__ import annotations
@@ -21,31 +34,122 @@ import numpy as np
 
 from .._numba import kernel
 
-__all__ = ["nll_value", "profile_fit"]
+__all__ = ["BOUNDARY_MULTIPLIER", "EMPTY_ROUNDING", "NU_FLOOR", "TAU_FACTOR", "TAU_MIN",
+           "TAU_START", "nll_value", "profile_fit"]
+
+#: Floor on nu_i in the derivatives of a Poisson bin: n / NU_FLOOR**2 stays finite for any
+#: count below 1e100.
+NU_FLOOR = 1e-100
+
+#: Relative rounding of nu_i tolerated below 0 in an empty bin (see the module docstring).
+EMPTY_ROUNDING = 1e-12
+
+#: Barrier weight tau of the first stage (also for warm starts: a smaller tau at a start near
+#: the boundary makes the steps crawl along it); each stage divides tau by TAU_FACTOR ...
+TAU_START = 1.0
+TAU_FACTOR = 10.0
+#: ... down to TAU_MIN: the nll of the last stage is within (number of empty bins) x TAU_MIN
+#: of the constrained minimum.
+TAU_MIN = 1e-12
+
+#: An empty bin whose barrier multiplier tau / nu_i (the Lagrange multiplier of nu_i >= 0,
+#: O(1) for an active bin) exceeds this at the end is on the boundary.
+BOUNDARY_MULTIPLIER = 1e-6
+
+#: Newton decrement that ends an intermediate barrier stage (the last stage uses ``tol``).
+_STAGE_TOL = 1e-6
 
 
 @kernel
-def nll_value(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux):  # pragma: no cover - jitted
-    """Negative log-likelihood at parameters ``p`` (inf if some nu <= 0 in a Poisson bin)."""
+def _objective(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux, tau):  # pragma: no cover - jitted
+    """nll(p) + tau * sum over empty Poisson bins of -ln nu_i (inf outside the domain; with
+    tau > 0 the empty bins need nu_i > 0)."""
     nb, npb = D.shape
     tn = p[npb]
     tr = p[npb + 1]
     mu = p[npb + 2]
     total = 0.5 * (tn - aux[0]) ** 2 + 0.5 * (tr - aux[1]) ** 2
     for i in range(nb):
+        # same expression and order as in profile_fit
         s = s0[i] + tr * ds[i] + 0.5 * tr * tr * d2s[i]
-        nu = mu * r[i] * (1.0 + sn[i] * tn) * s + b0[i]
+        fn = 1.0 + sn[i] * tn
+        g = r[i] * fn * s
+        nu = mu * g + b0[i]
+        mag = abs(mu * g) + abs(b0[i])
         for j in range(npb):
-            nu += D[i, j] * p[j]
+            t = D[i, j] * p[j]
+            nu += t
+            mag += abs(t)
         if poisson[i]:
-            if nu <= 0.0:
-                return np.inf
             if n[i] > 0.0:
+                if not nu > 0.0:
+                    return np.inf
                 total += nu - n[i] + n[i] * np.log(n[i] / nu)
-            else:
+            elif tau > 0.0:
+                if not nu > 0.0:
+                    return np.inf
+                total += nu - tau * np.log(nu)
+            elif nu >= 0.0:
                 total += nu
+            elif not nu >= -EMPTY_ROUNDING * mag:  # also NaN
+                return np.inf
         else:
             total += 0.5 * (n[i] - nu) ** 2 / var[i]
+    return total
+
+
+@kernel
+def nll_value(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux):  # pragma: no cover - jitted
+    """Negative log-likelihood at parameters ``p`` (inf outside the physical region: some
+    Poisson nu <= 0 with n > 0, nu < 0 with n = 0 beyond rounding, or a NaN nu)."""
+    return _objective(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux, 0.0)
+
+
+@kernel
+def _descent_step(h, grad):  # pragma: no cover - jitted
+    """Solve h step = -grad; returns (step, grad.step, ok). Never raises: numba raises
+    LinAlgError on singular or non-finite matrices, which is reported as ok = False."""
+    k = grad.size
+    step = np.zeros(k)
+    try:
+        step = np.linalg.solve(h, -grad)
+    except Exception:  # noqa: BLE001 - numba raises a generic error for singular systems
+        return step, 0.0, False
+    dec = 0.0
+    for a in range(k):
+        dec += step[a] * grad[a]
+    if not np.isfinite(dec) or dec > 0.0:
+        return step, dec, False
+    return step, dec, True
+
+
+@kernel
+def _inverse_diagonal(h, idx):  # pragma: no cover - jitted
+    """(h^-1)[idx, idx] of a symmetric matrix via its Cholesky factor; nan unless h is
+    positive definite. Plain loops (k ~ 10): no LAPACK call to compile or to raise."""
+    k = h.shape[0]
+    lo = np.zeros((k, k))
+    for j in range(k):
+        d = h[j, j]
+        for m in range(j):
+            d -= lo[j, m] * lo[j, m]
+        if not d > 0.0:  # also nan
+            return np.nan
+        lo[j, j] = np.sqrt(d)
+        for i in range(j + 1, k):
+            v = h[i, j]
+            for m in range(j):
+                v -= lo[i, m] * lo[j, m]
+            lo[i, j] = v / lo[j, j]
+    # x = L^-1 e_idx (forward substitution); (h^-1)[idx, idx] = |x|^2
+    x = np.zeros(k)
+    total = 0.0
+    for i in range(idx, k):
+        v = 1.0 if i == idx else 0.0
+        for m in range(idx, i):
+            v -= lo[i, m] * x[m]
+        x[i] = v / lo[i, i]
+        total += x[i] * x[i]
     return total
 
 
@@ -57,13 +161,28 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
     Returns
     -------
     nll : float
+        The nll (without barrier) at ``p``.
     p : ndarray
         Parameters at the minimum (mu unchanged if not ``fit_mu``).
     status : int
         0 converged, 1 iteration limit, 2 line search failed (minimum to numerical
-        precision), 3 invalid start (nu <= 0).
+        precision), 3 invalid start (nu <= 0), 4 numerical failure (neither the Newton nor
+        the Gauss-Newton system gave a finite descent step); ``p`` and ``nll`` are then the
+        last accepted point. The kernel never raises.
     var_mu : float
-        (H^-1)_{mu mu} at the minimum if ``fit_mu`` (else nan).
+        (H^-1)_{mu mu} at the minimum if ``fit_mu`` (else nan), with H the exact observed
+        Hessian of the nll (d2/dnu2 = n / nu^2 for a Poisson bin, 0 for an empty bin); nan if
+        H is not positive definite or if the minimum lies on the nu = 0 boundary of an empty
+        bin (the likelihood is not quadratic around it: there is no Hesse error).
+
+    Notes
+    -----
+    Newton's method with the exact Hessian and a backtracking (Armijo) line search, falling
+    back to Gauss-Newton (with the expected information 1/nu for empty bins) where the
+    Newton direction is not a descent direction. Empty Poisson bins get a log barrier
+    -tau ln nu_i: tau = TAU_START, then divided by TAU_FACTOR after each converged stage down
+    to TAU_MIN (or until tau / nu_i < 1e-9 in every empty bin, when the barrier no longer
+    matters). Without empty bins (any high-statistics spectrum) this is plain damped Newton.
     """
     nb, npb = D.shape
     k = npb + 2 + (1 if fit_mu else 0)
@@ -71,20 +190,33 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
     f = nll_value(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux)
     if not np.isfinite(f):
         return f, p, 3, np.nan
+    empty = np.zeros(nb, dtype=np.bool_)
+    n_empty = 0
+    for i in range(nb):
+        empty[i] = poisson[i] and not n[i] > 0.0
+        if empty[i]:
+            n_empty += 1
+    tau = TAU_START if n_empty > 0 else 0.0
+    fb = _objective(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux, tau)
+    if not np.isfinite(fb):  # an empty bin starts exactly on the boundary: no barrier
+        tau = 0.0
+        fb = f
     status = 1
     grad = np.zeros(k)
     hess = np.zeros((k, k))
     hgn = np.zeros((k, k))
     jac = np.zeros(k)
-    var_mu = np.nan
+    lam_max = 0.0
     for it in range(max_iter + 1):
         grad[:] = 0.0
         hess[:, :] = 0.0
         hgn[:, :] = 0.0
+        lam_max = 0.0
         tn = p[npb]
         tr = p[npb + 1]
         mu = p[npb + 2]
         for i in range(nb):
+            # nu_i exactly as in _objective
             s = s0[i] + tr * ds[i] + 0.5 * tr * tr * d2s[i]
             sp = ds[i] + tr * d2s[i]
             fn = 1.0 + sn[i] * tn
@@ -97,18 +229,28 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
             jac[npb + 1] = mu * r[i] * fn * sp
             if fit_mu:
                 jac[npb + 2] = g
-            if poisson[i]:
-                l1 = 1.0 - n[i] / nu
-                l2 = n[i] / (nu * nu) if n[i] > 0.0 else 1.0 / nu
+            if empty[i]:
+                nuc = nu if nu > NU_FLOOR else NU_FLOOR
+                lam = tau / nuc  # barrier multiplier
+                lam_max = max(lam_max, lam)
+                l1 = 1.0 - lam
+                l2 = lam / nuc  # the nll term nu is linear: only the barrier curves
+                l2gn = l2 + 1.0 / max(nuc, 1e-10)  # expected information, fallback metric
+            elif poisson[i]:
+                nuc = nu if nu > NU_FLOOR else NU_FLOOR
+                l1 = 1.0 - n[i] / nuc
+                l2 = n[i] / (nuc * nuc)
+                l2gn = l2
             else:
                 l1 = (nu - n[i]) / var[i]
                 l2 = 1.0 / var[i]
+                l2gn = l2
             for a in range(k):
                 grad[a] += l1 * jac[a]
-                ja = l2 * jac[a]
-                if ja != 0.0:
+                if jac[a] != 0.0:
                     for b in range(a, k):
-                        hgn[a, b] += ja * jac[b]
+                        hess[a, b] += l2 * jac[a] * jac[b]
+                        hgn[a, b] += l2gn * jac[a] * jac[b]
             # second derivatives of nu (only the nuisance/mu block is non-linear)
             hess[npb, npb + 1] += l1 * mu * r[i] * sn[i] * sp
             hess[npb + 1, npb + 1] += l1 * mu * r[i] * fn * d2s[i]
@@ -117,11 +259,12 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
                 hess[npb + 1, npb + 2] += l1 * r[i] * fn * sp
         grad[npb] += tn - aux[0]
         grad[npb + 1] += tr - aux[1]
+        hess[npb, npb] += 1.0
+        hess[npb + 1, npb + 1] += 1.0
         hgn[npb, npb] += 1.0
         hgn[npb + 1, npb + 1] += 1.0
         for a in range(k):
             for b in range(a, k):
-                hess[a, b] += hgn[a, b]
                 hess[b, a] = hess[a, b]
                 hgn[b, a] = hgn[a, b]
         # tiny ridge against exactly singular directions (e.g. unused parameters)
@@ -134,46 +277,81 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
             hgn[a, a] += ridge
         if it == max_iter:
             break
-        # Newton direction; fall back to Gauss-Newton if not a descent direction
-        ok = True
-        try:
-            step = np.linalg.solve(hess, -grad)
-        except Exception:  # noqa: BLE001 - numba raises a generic error for singular systems
-            ok = False
-        if ok:
-            dec = 0.0
-            for a in range(k):
-                dec += step[a] * grad[a]
-            if not (dec < 0.0) or not np.isfinite(dec):
-                ok = False
-        if not ok:
-            step = np.linalg.solve(hgn, -grad)
-            dec = 0.0
-            for a in range(k):
-                dec += step[a] * grad[a]
-        if -dec < tol:
-            status = 0
+        finite = True
+        for a in range(k):
+            if not np.isfinite(grad[a]):
+                finite = False
+        if not finite:
+            status = 4
             break
+        # Newton direction; Gauss-Newton if that is not a descent direction
+        step, dec, ok = _descent_step(hess, grad)
+        if not ok:
+            step, dec, ok = _descent_step(hgn, grad)
+            if not ok:
+                status = 4
+                break
+        final = tau == 0.0 or tau <= TAU_MIN or lam_max < 1e-9
+        if -dec < (tol if final else max(tol, _STAGE_TOL)):
+            if final:
+                status = 0
+                break
+            # next barrier stage (the derivatives are recomputed at the same point)
+            tau = max(tau / TAU_FACTOR, TAU_MIN)
+            fb = _objective(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux, tau)
+            continue
         t = 1.0
         accepted = False
         pn = p.copy()
-        for _ in range(40):
+        fnew = fb
+        for _ in range(60):
             for a in range(k):
                 pn[a] = p[a] + t * step[a]
-            fnew = nll_value(pn, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux)
-            if np.isfinite(fnew) and fnew <= f + 1e-4 * t * dec:
+            fnew = _objective(pn, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux, tau)
+            if np.isfinite(fnew) and fnew <= fb + 1e-4 * t * dec:
                 accepted = True
                 break
             t *= 0.5
         if not accepted:
-            status = 2
-            break
+            if final:
+                status = 2
+                break
+            # the barrier stage is at its minimum to numerical precision: next stage
+            tau = max(tau / TAU_FACTOR, TAU_MIN)
+            fb = _objective(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux, tau)
+            continue
         p[:] = pn
-        f = fnew
-    if fit_mu:
-        try:
-            hinv = np.linalg.inv(hess)
-            var_mu = hinv[npb + 2, npb + 2]
-        except Exception:  # noqa: BLE001
+        fb = fnew
+    f = nll_value(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux)
+    var_mu = np.nan
+    if fit_mu and lam_max <= BOUNDARY_MULTIPLIER:
+        # exact observed Hessian of the nll: remove the barrier curvature of the empty bins
+        # (<= lam_max / nu_i each; only where it matters, i.e. not on the boundary)
+        hx = hess.copy()
+        if tau > 0.0:
+            tn = p[npb]
+            tr = p[npb + 1]
+            mu = p[npb + 2]
+            for i in range(nb):
+                if empty[i]:
+                    s = s0[i] + tr * ds[i] + 0.5 * tr * tr * d2s[i]
+                    sp = ds[i] + tr * d2s[i]
+                    fn = 1.0 + sn[i] * tn
+                    g = r[i] * fn * s
+                    nu = mu * g + b0[i]
+                    for j in range(npb):
+                        nu += D[i, j] * p[j]
+                        jac[j] = D[i, j]
+                    jac[npb] = mu * r[i] * sn[i] * s
+                    jac[npb + 1] = mu * r[i] * fn * sp
+                    jac[npb + 2] = g
+                    nuc = nu if nu > NU_FLOOR else NU_FLOOR
+                    w = tau / (nuc * nuc)
+                    for a in range(k):
+                        for b in range(k):
+                            hx[a, b] -= w * jac[a] * jac[b]
+        var_mu = _inverse_diagonal(hx, npb + 2)
+        # positive definite only through the ridge (no curvature along mu): undefined too
+        if not (np.isfinite(var_mu) and var_mu > 0.0) or var_mu * ridge > 1e-3:
             var_mu = np.nan
     return f, p, status, var_mu

@@ -5,8 +5,16 @@ What to use when
 * :func:`fit_background` fits a polynomial of configurable order (default 4, as in BESIII
   2017) to a :class:`~isrsim.stats.histogram.Histogram`, skipping masked bins. Unweighted
   spectra use the Poisson likelihood (Baker-Cousins chi2 for the fit quality), weighted
-  spectra a chi2 with the sum-of-weights-squared variances. The minimiser is iminuit
-  (MIGRAD with the analytic gradient) started from the linear least-squares solution.
+  spectra a chi2 with the sum-of-weights-squared variances. Both are convex in the
+  coefficients (the expectation is linear in them); the minimiser is the damped Newton
+  kernel of the limit fits (:func:`isrsim.stats._kernels.profile_fit`, no signal), started
+  from the linear least-squares solution, so that the fit, the N_QED(bin) of Eq. 1 and the
+  profiled background of the limits share one optimum. Empty bins may end on nu = 0 (a
+  polynomial touching zero in the empty tail of a falling spectrum): the kernel reaches that
+  constrained optimum with a vanishing log barrier instead of stalling at the boundary.
+  ``BackgroundFit.valid`` is False if that fit did not converge; callers must not use such a
+  fit silently (:func:`isrsim.stats.epsilon_channels` and
+  :func:`isrsim.stats.pseudo_experiments` raise).
 * :meth:`BackgroundFit.residuals` / :meth:`BackgroundFit.pulls` give data - fit and
   (data - fit) / error, as in Fig. 2 of the BESIII 2017 paper (arXiv:1705.04265).
 
@@ -25,6 +33,7 @@ from numpy.polynomial import chebyshev as cheb
 from scipy import stats as sps
 
 from ..exceptions import ConfigError
+from ._kernels import NU_FLOOR, profile_fit
 from .histogram import Histogram
 
 __all__ = ["BackgroundFit", "chebyshev_bin_basis", "fit_background"]
@@ -88,7 +97,8 @@ class BackgroundFit:
     method : str
         ``"poisson"`` or ``"chi2"``.
     valid : bool
-        iminuit's ``fmin.is_valid``.
+        The Newton fit converged (decrement below tolerance, or the minimum reached to
+        numerical precision) and chi2 and the covariance are finite.
     """
 
     hist: Histogram
@@ -168,14 +178,13 @@ def fit_background(hist: Histogram, order: int = 4, *, method: str = "auto") -> 
     Returns
     -------
     BackgroundFit
+        Check ``valid`` before using the fit (False: the minimiser did not converge).
 
     Raises
     ------
     ConfigError
         Too few used bins, an empty spectrum or an unknown method.
     """
-    from iminuit import Minuit  # heavy import kept local
-
     order = _check_order(order)
     if method not in ("auto", "poisson", "chi2"):
         msg = f"method = {method!r} must be 'auto', 'poisson' or 'chi2'"
@@ -189,42 +198,47 @@ def fit_background(hist: Histogram, order: int = 4, *, method: str = "auto") -> 
     if not np.sum(n) > 0:
         msg = f"histogram {hist.name!r} is empty in the fit range {hist.lo}-{hist.hi} GeV"
         raise ConfigError(msg)
-    design = chebyshev_bin_basis(hist.edges, order, hist.lo, hist.hi)[used]
+    design = np.ascontiguousarray(chebyshev_bin_basis(hist.edges, order, hist.lo, hist.hi)[used])
     # start: weighted linear least squares
     wls = 1.0 / np.sqrt(var)
     start, *_ = np.linalg.lstsq(design * wls[:, None], n * wls, rcond=None)
-    if method == "poisson" and np.any(design @ start <= 0):
-        start = np.zeros(order + 1)
-        start[0] = max(float(np.mean(n)), 1.0)
     poisson = method == "poisson"
-
-    def nll(c: np.ndarray) -> float:
-        nu = design @ c
-        if poisson:
-            if np.any(nu <= 0):
-                return 1e300
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t = np.where(n > 0, n * np.log(n / nu), 0.0)
-            return float(np.sum(nu - n + t))
-        return float(0.5 * np.sum((n - nu) ** 2 / var))
-
-    def grad(c: np.ndarray) -> np.ndarray:
-        nu = design @ c
-        l1 = 1.0 - n / np.where(nu > 0, nu, 1e-300) if poisson else (nu - n) / var
-        return design.T @ l1
-
-    m = Minuit(nll, start, grad=grad)
-    m.errordef = Minuit.LIKELIHOOD
-    m.strategy = 1
-    m.migrad()
-    c = np.array(m.values)
+    if poisson and np.any(design @ start <= 0):
+        start = np.zeros(order + 1)
+        start[0] = max(float(np.mean(n)), 1.0)  # T_0 = 1: a constant, > 0 in every bin
+    c, nll, status = _newton_fit(design, np.ascontiguousarray(n, dtype=np.float64),
+                                 np.ascontiguousarray(var, dtype=np.float64), poisson, start)
     nu = design @ c
-    hess = design.T @ (design * (n / np.maximum(nu, 1e-300) ** 2 if poisson else 1.0 / var)[:, None])
+    w = n / np.maximum(nu, NU_FLOOR) ** 2 if poisson else 1.0 / var
+    hess = design.T @ (design * w[:, None])  # exact observed Hessian (0 for empty bins)
     try:
         cov = np.linalg.inv(hess)
     except np.linalg.LinAlgError:
         cov = np.full((order + 1, order + 1), np.nan)
-    chi2 = 2.0 * nll(c)
+    chi2 = 2.0 * nll
     ndf = int(n.size - (order + 1))
-    return BackgroundFit(hist, order, c, cov, chi2, ndf, float(sps.chi2.sf(chi2, ndf)),
-                         method, bool(m.fmin.is_valid))
+    valid = status in (0, 2) and bool(np.isfinite(chi2)) and bool(np.all(np.isfinite(cov)))
+    pvalue = float(sps.chi2.sf(chi2, ndf)) if np.isfinite(chi2) else float("nan")
+    return BackgroundFit(hist, order, c, cov, chi2, ndf, pvalue, method, valid)
+
+
+#: Newton iterations of the background fit (a falling sparse spectrum with many empty bins
+#: needs up to ~200 from the least-squares start: barrier stages, see isrsim.stats._kernels).
+_MAX_ITER = 500
+_TOL = 1e-10
+
+
+def _newton_fit(design: np.ndarray, n: np.ndarray, var: np.ndarray, poisson: bool,
+                start: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Minimise the Poisson (Baker-Cousins / 2) or chi2 / 2 nll over the coefficients.
+
+    Uses :func:`~isrsim.stats._kernels.profile_fit` with the signal switched off (r = 0) and
+    the two nuisance parameters fixed at their constraint minimum. Returns
+    (coefficients, nll, kernel status)."""
+    nb, npb = design.shape
+    zeros = np.zeros(nb)
+    p0 = np.concatenate([np.asarray(start, dtype=np.float64), [0.0, 0.0, 0.0]])
+    pois = np.full(nb, poisson, dtype=np.bool_)
+    nll, p, status, _ = profile_fit(p0, False, n, var, pois, design, zeros, zeros, zeros, zeros,
+                                    zeros, zeros, np.zeros(2), _MAX_ITER, _TOL)
+    return p[:npb].copy(), float(nll), int(status)

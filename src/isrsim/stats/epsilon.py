@@ -7,7 +7,8 @@ What to use when
   N_A' = eps^2 * N_QED(bin) * 3 pi m / (2 N_f alpha delta_m).
 * :func:`epsilon_channels` turns yield :class:`~isrsim.stats.limits.Channel` objects into
   channels whose POI is eps^2 (N_QED(bin) taken from the channel's polynomial background fit
-  at m, times a user-supplied Bhabha correction for e e), so that
+  at m, times a user-supplied Bhabha correction for e e; a fit that did not converge is an
+  error), so that
   :func:`~isrsim.stats.limits.scan_limits` combines e e and mu mu at likelihood level with a
   common eps^2 (physics.md 7.1 step 4).
 * :func:`scan_epsilon` does both and returns an :class:`EpsilonScan`.
@@ -107,11 +108,17 @@ def epsilon_channels(channels: Channel | Sequence[Channel], *, n_f: FloatFn | No
     corr = dict(bhabha_correction or {})
     unknown = set(corr) - {c.name for c in chans}
     if unknown:
-        msg = f"bhabha_correction names unknown channels {sorted(unknown)}; channels are {[c.name for c in chans]}"
+        msg = (f"bhabha_correction names unknown channels {sorted(unknown)}; channels are "
+               f"{[c.name for c in chans]}")
         raise ConfigError(msg)
     out = []
     for ch in chans:
         fit = fit_background(ch.hist, ch.order)
+        if not fit.valid:
+            msg = (f"{ch.name}: the order-{ch.order} background fit did not converge (chi2 = "
+                   f"{fit.chi2:.6g}); N_QED(bin) of Eq. 1 would come from it: choose another "
+                   "Channel.order (0-12)")
+            raise ConfigError(msg)
         width = float(np.mean(ch.hist.widths))
         cfun = corr.get(ch.name, 1.0)
 

@@ -72,7 +72,9 @@ __all__ = [
 
 CONVENTIONS = ("qtilde_asymptotic", "rolke_chi2", "cls_asymptotic")
 
-_MAX_ITER = 60
+#: Newton iterations per profile fit: a dense spectrum needs < 10; a sparse one (empty bins,
+#: barrier stages, see isrsim.stats._kernels) up to ~60 from a cold start.
+_MAX_ITER = 200
 _TOL = 1e-9
 
 
@@ -200,13 +202,16 @@ class UpperLimit:
     poi_hat : float
         Unconstrained best-fit POI (may be negative).
     poi_hat_error : float
-        Its Hesse error.
+        Its Hesse error, sqrt((H^-1)_{mu mu}) with H the exact observed Hessian of -ln L at
+        the best fit; nan where that is undefined (H not positive definite, or the best fit
+        on the nu -> 0 boundary of an empty bin, e.g. mu_hat < 0 in a sparse spectrum).
     z_local : float
         Signed local significance sign(mu_hat) sqrt(2 |ln L(mu_hat) - ln L(0)|).
     yield_per_poi : tuple of float
         Expected total signal events per unit POI in each channel.
     converged : bool
-        All fits converged (Newton decrement below tolerance).
+        All fits converged (Newton decrement below tolerance); False also when a fit failed
+        numerically (the limit is then nan or unreliable).
     """
 
     mass: float
@@ -321,7 +326,8 @@ class _Problem:
     def expected_counts(self, p: np.ndarray) -> np.ndarray:
         tn, tr, mu = p[self.npb], p[self.npb + 1], p[self.npb + 2]
         s = self.s0 + tr * self.ds + 0.5 * tr * tr * self.d2s
-        return mu * self.r * (1 + self.sn * tn) * s + self.b0 + self.design @ p[: self.npb]
+        # the kernels' expression and order (isrsim.stats._kernels)
+        return mu * (self.r * (1.0 + self.sn * tn) * s) + self.b0 + self.design @ p[: self.npb]
 
 
 def _shape_templates(ch: Channel, lo: np.ndarray, hi: np.ndarray, mass: float, sigma: float):
@@ -388,6 +394,11 @@ def _build_problem(channels: Sequence[Channel], mass: float, *, signal: str, bkg
             s0, ds, d2s = _shape_templates(ch, lo, hi, mass, sigma)
         else:  # single bin: containment of the bin holding the mass
             k = int(np.searchsorted(h.edges, mass, side="right") - 1)
+            if not used[k]:
+                msg = (f"{ch.name}: signal = 'bin' at the mass hypothesis {mass} GeV needs bin {k} "
+                       f"[{h.edges[k]:.6g}, {h.edges[k + 1]:.6g}) GeV, which is masked (mask windows "
+                       f"{list(h.mask_windows)}): choose a mass whose bin is unmasked or signal = 'shape'")
+                raise ConfigError(msg)
             onebin = np.zeros(h.nbins)
             onebin[k] = 1.0
             sel = onebin[used] > 0
@@ -500,7 +511,9 @@ def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
     f_hat, p_hat, var_mu = prob.fit(None)
     npb = prob.npb
     mu_hat = float(p_hat[npb + 2])
-    sig_hat = float(np.sqrt(var_mu)) if var_mu > 0 else float("nan")
+    # reported Hesse error: nan where undefined (never the bracketing scale below)
+    err_hat = float(np.sqrt(var_mu)) if var_mu > 0 else float("nan")
+    sig_hat = err_hat
     f0, p0, _ = prob.fit(0.0, p_hat)
     dq0 = max(2.0 * (f0 - f_hat), 0.0)
     z = float(np.sign(mu_hat) * np.sqrt(dq0))
@@ -508,7 +521,7 @@ def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
         f_ref, p_ref, mu_ref = f_hat, p_hat, mu_hat
     else:
         f_ref, p_ref, mu_ref = f0, p0, 0.0
-    if not np.isfinite(sig_hat) or sig_hat <= 0:
+    if not np.isfinite(sig_hat) or sig_hat <= 0:  # scale for bracketing the limit only
         sig_hat = max(np.sqrt(max(prob.n.sum(), 1.0)), 1.0)
     cache = {"p": p_ref}
 
@@ -549,7 +562,7 @@ def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
         ok = ok and asimov.ok
     rs = prob.rscale
     return UpperLimit(mass=prob.mass, convention=convention, cl=cl, upper_limit=mu_up / rs,
-                      poi_hat=mu_hat / rs, poi_hat_error=sig_hat / rs, z_local=z,
+                      poi_hat=mu_hat / rs, poi_hat_error=err_hat / rs, z_local=z,
                       yield_per_poi=prob.yields, converged=bool(ok and prob.ok))
 
 
@@ -663,7 +676,8 @@ def sliding_scan(channels: Channel | Sequence[Channel], masses: Sequence[float] 
 class SignalFit:
     """Unconstrained signal + background fit at one mass (POI may be negative).
 
-    Attributes: ``mass`` (GeV), ``poi_hat``, ``poi_hat_error`` (Hesse), ``z_local`` (signed
+    Attributes: ``mass`` (GeV), ``poi_hat``, ``poi_hat_error`` (Hesse error from the exact
+    observed Hessian; nan where undefined, see :class:`UpperLimit`), ``z_local`` (signed
     sqrt(2 ln L_{s+b}/L_b)), ``converged``.
     """
 
@@ -692,7 +706,8 @@ class SpuriousSignal:
     """Fitted signal on a background-only spectrum vs mass (arrays of length n_mass).
 
     ``ratio = poi_hat / poi_hat_error``; on an Asimov spectrum it measures the bias of the
-    background model (spurious signal), in units of the statistical error.
+    background model (spurious signal), in units of the statistical error (nan where the
+    Hesse error is undefined).
     """
 
     mass: np.ndarray

@@ -24,7 +24,10 @@ Recipe (BESIII 2017, arXiv:1705.04265; physics.md 7.1):
    systematics on the signal normalisation and the resolution;
 4. expected limits (median, +-1/2 sigma) from background-only pseudo-experiments
    (:func:`isrsim.stats.pseudo_experiments`), local significance per hypothesis and the
-   global significance from the toys' maximum local significance.
+   global significance from the toys' maximum local significance. Toys whose fit did not
+   converge are left out (per mass for the bands, entirely for the global significance),
+   counted in ``LimitResult.n_toys_failed`` and reported in the notes; background fits that
+   did not converge are never used (ConfigError).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class LimitResult:
     z_local : ndarray
         Signed local significance (combined fit).
     converged : ndarray of bool
+        The observed limit at each mass converged.
     orders : dict
         Polynomial order per channel.
     fits : dict
@@ -87,6 +91,12 @@ class LimitResult:
         :class:`~isrsim.stats.Histogram` per channel.
     resolution : dict
         :class:`~isrsim.workflows._common.Resolution` per channel.
+    global_p, global_p_error : float or None
+        Global p-value of the largest converged local excess from the toys (an upper bound
+        1 / N_toys, with a note, if no toy reached it).
+    n_toys_failed : int
+        Toys with a non-converged fit at one mass or more (left out of the bands at those
+        masses and out of the global p-value; see ``notes``).
     """
 
     mass: np.ndarray
@@ -110,6 +120,7 @@ class LimitResult:
     global_p_error: float | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    n_toys_failed: int = 0
 
     @property
     def median(self) -> np.ndarray:
@@ -134,6 +145,7 @@ class LimitResult:
             "max_local_z": float(zl.max()) if zl.size else None,
             "global_p_toys": self.global_p,
             "global_p_error": self.global_p_error,
+            "n_toys_failed": self.n_toys_failed,
             "orders": dict(self.orders),
             "background_fit_chi2_ndf": {c: f"{f.chi2:.1f}/{f.ndf}" for c, f in self.fits.items()},
             "resolution": {c: {"source": r.source, "sigma_at_lo_GeV": float(r(self.mass.min())),
@@ -176,16 +188,26 @@ def mass_hypotheses(lo: float, hi: float, step: float,
 
 
 def choose_order(hist: Any, orders: Sequence[int] = AUTO_ORDERS, p_min: float = 0.05):
-    """Smallest polynomial order in ``orders`` whose background fit has p-value >= ``p_min``
-    (the last order if none does). Returns (order, fit)."""
+    """Smallest polynomial order in ``orders`` whose background fit converged and has p-value
+    >= ``p_min`` (else the highest order whose fit converged). Returns (order, fit).
+
+    Fits that did not converge (``BackgroundFit.valid`` False) are never ranked or returned;
+    if no order converges, ConfigError."""
     from ..stats import fit_background
 
-    fit = None
+    best = None
     for o in orders:
         fit = fit_background(hist, o)
+        if not fit.valid:
+            continue
         if fit.pvalue >= p_min:
             return o, fit
-    return orders[-1], fit
+        best = (o, fit)
+    if best is None:
+        msg = (f"{hist.name}: no polynomial background fit of order {list(orders)} converged: "
+               "give the order explicitly (0-12) or widen the bins")
+        raise ConfigError(msg)
+    return best
 
 
 def _histogram(m: np.ndarray, w: np.ndarray, *, lo: float, hi: float, bin_width: float,
@@ -318,10 +340,18 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
         if order is None:
             o, fit = choose_order(h)
         else:
+            if isinstance(order, Mapping) and c not in order:
+                msg = (f"order = {dict(order)!r} has no entry for the channel {c!r}: give an "
+                       f"order (0-12) for each of {chan_names}")
+                raise ConfigError(msg)
             o = int(order[c]) if isinstance(order, Mapping) else int(order)
             from ..stats import fit_background
 
             fit = fit_background(h, o)
+            if not fit.valid:
+                msg = (f"{c}: the order-{o} background fit did not converge (chi2 = {fit.chi2:.6g}): "
+                       "choose another order (0-12)")
+                raise ConfigError(msg)
         if resolution is not None and c in resolution:
             r = resolution[c]
         else:
@@ -348,6 +378,7 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
     sigma_m = np.array([[res_models[c](float(x)) for c in chan_names] for x in masses])
     bands = None
     gp = gpe = None
+    n_failed = 0
     if n_toys > 0:
         from ..stats import epsilon_channels
 
@@ -355,9 +386,24 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(7,))))
         exp = pseudo_experiments(echans, masses, n_toys=int(n_toys), rng=rng, convention=convention)
         bands = np.sqrt(np.maximum(exp.bands, 0.0))
-        z_obs = float(np.nanmax(scan.limits.z_local))
-        g = global_significance_toys(z_obs, exp.z_max)
-        gp, gpe = g.p_global, g.p_global_error
+        n_failed = exp.n_failed
+        if n_failed:
+            notes.append(f"{n_failed} of {n_toys} pseudo-experiments had a non-converged fit at one "
+                         "mass hypothesis or more: left out of the bands at those masses (per mass "
+                         f"{int(exp.n_used.min())}-{int(exp.n_used.max())} toys used) and out of the "
+                         "global significance")
+        zl = scan.limits.z_local
+        good = scan.limits.converged & np.isfinite(zl)
+        if not np.any(good):
+            notes.append("no observed fit converged: no global significance")
+        elif not np.any(np.isfinite(exp.z_max)):
+            notes.append("no pseudo-experiment converged at every mass: no global significance")
+        else:
+            g = global_significance_toys(float(np.max(zl[good])), exp.z_max)
+            gp, gpe = g.p_global, g.p_global_error
+            if g.upper_bound:
+                notes.append(f"global p-value < {gp:.3g}: no pseudo-experiment reached the observed "
+                             f"maximum local Z = {g.z_local:.3g} (global_p is that upper bound)")
     if cands.scaled:
         notes.append("Monte Carlo rescaled to the target luminosity: the 'observed' limit is that of "
                      "the expected spectrum (MC fluctuations scaled), the bands are Poisson toys at "
@@ -368,7 +414,7 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
         converged=scan.limits.converged, orders=orders, fits=fits, hists=hists,
         resolution=res_models, convention=convention, n_toys=int(n_toys),
         luminosity_invnb=cands.luminosity_invnb, scaled=cands.scaled, global_p=gp,
-        global_p_error=gpe, seconds=time.perf_counter() - t0, notes=notes)
+        global_p_error=gpe, seconds=time.perf_counter() - t0, notes=notes, n_toys_failed=n_failed)
 
 
 def write_limit_csv(res: LimitResult, path: str | Path, *, comments: Sequence[str] = ()) -> Path:
@@ -638,7 +684,8 @@ def _q_tilde(model: TemplateModel, n, aux, g, cache) -> Any:
         f_ref, mu_ref, th_ref = f_hat, mu_hat, th_hat
     else:
         f_ref, mu_ref, th_ref = f0, 0.0, th0
-    cache.update(mu_hat=mu_hat, sig=sig, f_hat=f_hat, f0=f0, mu_ref=mu_ref, th=th_ref)
+    cache.update(mu_hat=mu_hat, sig=sig, f_hat=f_hat, f0=f0, th0=th0, th_hat=th_hat,
+                 mu_ref=mu_ref, th=th_ref)
 
     def q(mu: float) -> float:
         if mu <= mu_ref:
@@ -650,9 +697,52 @@ def _q_tilde(model: TemplateModel, n, aux, g, cache) -> Any:
     return q
 
 
+def _hesse_error(model: TemplateModel, n, aux, g, mu_hat: float, th_hat: np.ndarray,
+                 scale: float) -> float:
+    """sqrt of the inverse curvature of the profiled -ln L in mu at mu_hat (= the Hesse
+    error (H^-1)_{mu mu}^1/2 of the full fit), from a central second difference with step
+    0.1 ``scale``; nan if the curvature is not positive or a point is outside the domain."""
+    h = 0.1 * scale
+    fc, _ = model.profile(mu_hat, n, aux, g, start=th_hat)
+    fp, _ = model.profile(mu_hat + h, n, aux, g, start=th_hat)
+    fm, _ = model.profile(mu_hat - h, n, aux, g, start=th_hat)
+    curv = (fp + fm - 2.0 * fc) / (h * h)
+    return float(1.0 / np.sqrt(curv)) if np.isfinite(curv) and curv > 0 else float("nan")
+
+
+def _cls_template(model: TemplateModel, n, g, q, cache, cl: float, step: float):
+    """CLs limit (arXiv:1007.1727 eqs. 65-66) with q~ from the data and q_A from the Asimov
+    background-only data of the conditional mu = 0 fit, whose fitted nuisances (theta, gamma)
+    serve as its global observables (sec. 5; as in :mod:`isrsim.stats.limits`)."""
+    from ..stats.limits import _cls_value, _solve_upper
+
+    g = np.ones(model.signal.size) if g is None else g
+    th0 = cache["th0"]
+    b = (1.0 + model.bkg_unc * th0[1:]) @ model.backgrounds
+    gam0 = _profile_gamma(np.zeros_like(b), b, n, model.tau, g)
+    n_a = np.maximum(gam0 * b, 1e-12)
+    fa0, tha0 = model.profile(0.0, n_a, th0, gam0, start=th0)
+    cache_a = {"th": tha0}
+
+    def qa(mu: float) -> float:
+        f, th = model.profile(mu, n_a, th0, gam0, start=cache_a["th"])
+        cache_a["th"] = th
+        return max(2.0 * (f - fa0), 0.0)
+
+    alpha = 1.0 - cl
+
+    def fun(mu: float) -> float:
+        if mu <= 0:
+            return -alpha
+        return alpha - _cls_value(q(mu), qa(mu))
+
+    return _solve_upper(fun, 0.0, max(cache["mu_ref"], 0.0) + step)
+
+
 def template_upper_limit(model: TemplateModel, n: np.ndarray | None = None, *,
                          convention: str = "qtilde_asymptotic", cl: float = 0.90,
-                         aux: np.ndarray | None = None, g: np.ndarray | None = None):
+                         aux: np.ndarray | None = None, g: np.ndarray | None = None,
+                         hesse: bool = True):
     """Profile-likelihood upper limit on the POI of a :class:`TemplateModel` (physics.md 7.2).
 
     Parameters
@@ -661,34 +751,46 @@ def template_upper_limit(model: TemplateModel, n: np.ndarray | None = None, *,
     n : ndarray, optional
         Observed counts per bin (default: the Asimov background-only data, i.e. the MC
         expectation; then the limit is the median expected limit).
-    convention : {"qtilde_asymptotic", "rolke_chi2"}
-        Threshold of -2 Delta ln L (1.6424 / 2.7055 at 90 % CL); ``cls_asymptotic`` is
-        available only through :func:`template_expected` (closed form).
+    convention : {"qtilde_asymptotic", "rolke_chi2", "cls_asymptotic"}
+        Threshold of -2 Delta ln L (1.6424 / 2.7055 at 90 % CL), or the asymptotic CLs with
+        the Asimov data set of the conditional mu = 0 fit (arXiv:1007.1727 eqs. 65-66), as
+        :func:`isrsim.stats.upper_limit`.
     aux, g : ndarray, optional
         Global observables of the normalisation nuisances and of the per-bin gammas (toys).
+    hesse : bool
+        Compute ``poi_hat_error`` (three profile fits); False leaves it nan, for callers that
+        only use the limit (:func:`template_expected`, :func:`template_toys`).
 
     Returns
     -------
     isrsim.stats.UpperLimit
-        ``upper_limit`` (POI), ``poi_hat``, ``poi_hat_error``, signed ``z_local``.
+        ``upper_limit`` (POI), ``poi_hat``, ``poi_hat_error`` (Hesse error of mu_hat from the
+        curvature of the profiled likelihood at mu_hat; nan where that is not positive),
+        signed ``z_local``.
     """
     from ..stats import UpperLimit, threshold
-    from ..stats.limits import _solve_upper
+    from ..stats.limits import _check_convention, _solve_upper
 
-    if convention not in ("qtilde_asymptotic", "rolke_chi2"):
-        msg = (f"convention = {convention!r}: the template limit supports qtilde_asymptotic and "
-               "rolke_chi2 (cls via template_expected)")
-        raise ConfigError(msg)
+    _check_convention(convention, cl)
     n = model.expected_background() if n is None else np.asarray(n, dtype=np.float64)
     cache: dict[str, Any] = {}
     q = _q_tilde(model, n, aux, g, cache)
-    thr = threshold(convention, cl)
-    sig = cache["sig"] if np.isfinite(cache["sig"]) and cache["sig"] > 0 else model.fisher_sigma()
-    mu_up, ok = _solve_upper(lambda m: q(m) - thr, cache["mu_ref"], np.sqrt(thr) * sig)
+    scale = model.fisher_sigma()
+    err = float("nan")
+    if hesse:
+        aux_ = np.zeros(1 + model.n_components) if aux is None else aux
+        g_ = np.ones(model.signal.size) if g is None else g
+        err = _hesse_error(model, n, aux_, g_, cache["mu_hat"], cache["th_hat"], scale)
+    sig = err if np.isfinite(err) else scale  # bracketing scale only
+    if convention == "cls_asymptotic":
+        mu_up, ok = _cls_template(model, n, g, q, cache, cl, 1.5 * sig)
+    else:
+        thr = threshold(convention, cl)
+        mu_up, ok = _solve_upper(lambda m: q(m) - thr, cache["mu_ref"], np.sqrt(thr) * sig)
     dq0 = max(2.0 * (cache["f0"] - cache["f_hat"]), 0.0)
     z = float(np.sign(cache["mu_hat"]) * np.sqrt(dq0))
     return UpperLimit(mass=float("nan"), convention=convention, cl=cl, upper_limit=float(mu_up),
-                      poi_hat=cache["mu_hat"], poi_hat_error=float(sig), z_local=z,
+                      poi_hat=cache["mu_hat"], poi_hat_error=err, z_local=z,
                       yield_per_poi=(float(model.signal.sum()),), converged=bool(ok))
 
 
@@ -707,12 +809,12 @@ def template_expected(model: TemplateModel, *, convention: str = "qtilde_asympto
     from ..stats import threshold
 
     if convention == "cls_asymptotic":
-        ul = template_upper_limit(model, convention="qtilde_asymptotic", cl=cl)
+        ul = template_upper_limit(model, convention="qtilde_asymptotic", cl=cl, hesse=False)
         sig_a = ul.upper_limit / np.sqrt(threshold("qtilde_asymptotic", cl))
         alpha = 1.0 - cl
         ks = np.arange(-2, 3, dtype=np.float64)
         return sig_a * (special.ndtri(1.0 - alpha * special.ndtr(ks)) + ks)
-    ul = template_upper_limit(model, convention=convention, cl=cl)
+    ul = template_upper_limit(model, convention=convention, cl=cl, hesse=False)
     t = threshold(convention, cl)
     sig_a = ul.upper_limit / np.sqrt(t)
     ks = np.arange(-2, 3, dtype=np.float64)
@@ -723,7 +825,9 @@ def template_toys(model: TemplateModel, n_toys: int, rng: np.random.Generator, *
                   convention: str = "qtilde_asymptotic", cl: float = 0.90) -> np.ndarray:
     """Limits of ``n_toys`` background-only pseudo-experiments around the MC expectation:
     n_i ~ Poisson(b_i), normalisation aux ~ N(0, 1), per-bin gamma aux ~ N(1, tau_i)
-    (the MC statistical fluctuation of the template, unconditional ensemble)."""
+    (the MC statistical fluctuation of the template, unconditional ensemble), each computed
+    in ``convention`` (any of :data:`isrsim.stats.CONVENTIONS`, see
+    :func:`template_upper_limit`)."""
     if not isinstance(rng, np.random.Generator):
         msg = f"rng = {rng!r} must be a numpy.random.Generator"
         raise ConfigError(msg)
@@ -736,7 +840,8 @@ def template_toys(model: TemplateModel, n_toys: int, rng: np.random.Generator, *
         n = rng.poisson(b).astype(np.float64)
         aux = rng.standard_normal(1 + model.n_components)
         g = np.maximum(1.0 + model.tau * rng.standard_normal(b.size), 1e-3)
-        out[t] = template_upper_limit(model, n, convention=convention, cl=cl, aux=aux, g=g).upper_limit
+        out[t] = template_upper_limit(model, n, convention=convention, cl=cl, aux=aux, g=g,
+                                      hesse=False).upper_limit
     return out
 
 
@@ -816,6 +921,7 @@ class TemplateLimitResult:
     converged: np.ndarray
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cl: float = 0.90             # confidence level of every limit in the result
 
     @property
     def median(self) -> np.ndarray:
@@ -846,7 +952,7 @@ class TemplateLimitResult:
         r = self.yield_per_eps2_eq1 / self.yield_per_eps2
         return {"method": "template", "n_masses": int(self.mass.size),
                 "mass_range_GeV": [float(self.mass.min()), float(self.mass.max())],
-                "convention": self.convention,
+                "convention": self.convention, "cl": self.cl,
                 "epsilon_exp_median_range": [float(np.nanmin(self.bands[2])), float(np.nanmax(self.bands[2]))]
                 if ok.any() else None,
                 "epsilon_at_17MeV": self.at(0.017) if self.mass.min() <= 0.017 <= self.mass.max() else None,
@@ -1012,8 +1118,7 @@ def analyse_template(components: Mapping[str, tuple[np.ndarray, np.ndarray]],
         yul[i] = yb[2]
         if i in toy_idx and toys_q is not None:
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(11, i))))
-            tconv = "qtilde_asymptotic" if convention == "cls_asymptotic" else convention
-            lims = template_toys(model, int(n_toys), rng, convention=tconv, cl=cl)
+            lims = template_toys(model, int(n_toys), rng, convention=convention, cl=cl)
             toys_q[:, i] = np.sqrt(np.maximum(np.nanquantile(lims, BAND_QUANTILES), 0.0) / y)
     notes = [f"background: MC templates {names} at L = {luminosity_invnb:.6g}/nb, per-bin MC statistical "
              f"uncertainty (Barlow-Beeston lite), normalisation nuisances {dict(zip(names, d_k.tolist()))}, "
@@ -1021,14 +1126,24 @@ def analyse_template(components: Mapping[str, tuple[np.ndarray, np.ndarray]],
              f"signal: darkphoton samples at m = {[round(float(x), 4) for x in signal.masses]} GeV, "
              f"eps = {signal.epsilon:g}; yield/eps^2 = sigma(ee->gamma A')xBR(ee) x efficiency x L; "
              f"signal normalisation uncertainty {signal_unc}",
-             "expected limits from the Asimov data set (the MC expectation), asymptotic bands "
-             "(arXiv:1007.1727); the 'observed' column is that Asimov limit (= median)"]
+             f"expected {_cl_label(cl)} CL limits ({convention}) from the Asimov data set (the MC "
+             "expectation), asymptotic bands (arXiv:1007.1727); the 'observed' column is that Asimov "
+             "limit (= median)"]
+    if toys_q is not None and toy_idx:
+        notes.append(f"eps_toys_*: quantiles of {int(n_toys)} background-only pseudo-experiments per "
+                     f"mass at {sorted(round(float(masses[j]), 6) for j in toy_idx)} GeV, each limit "
+                     f"computed in the same convention ({convention}, CL {_cl_label(cl)})")
     return TemplateLimitResult(
         mass=masses, luminosity_invnb=float(luminosity_invnb), convention=convention, bands=bands,
         eps_no_mcstat=no_mc, eps_toys=toys_q, yield_per_eps2=ypp, yield_per_eps2_eq1=ypp1,
         n_qed_bin=nqed, efficiency=eff, sigma_m=sig_m, bkg_peak=bpk, bkg_components_peak=bpk_k,
         mc_rel_err_peak=mcpk, yield_ul=yul, converged=conv, notes=notes,
-        seconds=time.perf_counter() - t0)
+        seconds=time.perf_counter() - t0, cl=float(cl))
+
+
+def _cl_label(cl: float) -> str:
+    """'90%' for 0.90, '95.4%' for 0.954 (no spurious digits)."""
+    return f"{100.0 * cl:.6g}%"
 
 
 def write_template_csv(res: TemplateLimitResult, path: str | Path, *,
@@ -1050,6 +1165,6 @@ def write_template_csv(res: TemplateLimitResult, path: str | Path, *,
                      res.yield_per_eps2_eq1[i], res.n_qed_bin[i], res.efficiency[i], res.sigma_m[i],
                      res.bkg_peak[i], *[res.bkg_components_peak[n][i] for n in names],
                      res.mc_rel_err_peak[i], bool(res.converged[i])])
-    meta = [f"isrsim limit (MC-template background): convention {res.convention}, CL 90%, "
+    meta = [f"isrsim limit (MC-template background): convention {res.convention}, CL {_cl_label(res.cl)}, "
             f"luminosity {res.luminosity_invnb:.6g}/nb"]
     return write_csv_atomic(path, header, rows, comments=[*meta, *res.notes, *comments])

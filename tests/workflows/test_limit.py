@@ -223,6 +223,28 @@ def test_bad_input_one_line_errors(case, tables, tmp_path, capsys):
     assert want in err
 
 
+@pytest.mark.parametrize("clash", ["overlay_is_output", "plot_is_output", "overlay_is_plot"])
+def test_outputs_never_replace_an_overlay_or_each_other(clash, tables, tmp_path, capsys):
+    ref = tmp_path / "ref.csv"
+    ref_text = "mass,epsilon\n1.5,1e-3\n3.4,1e-4\n"
+    ref.write_text(ref_text)
+    out, png = tmp_path / "x.csv", tmp_path / "x.png"
+    if clash == "overlay_is_output":
+        out = ref
+    elif clash == "plot_is_output":
+        png = out
+    else:
+        png = ref
+    rc = cli_main(["limit", tables[0], "-o", str(out), "--plot", str(png), "--overlay", str(ref),
+                   "--toys", "0", "--order", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("isrsim: error:") and err.count("\n") == 1
+    assert ("is also an input" in err) or ("is also -o/--output" in err)
+    assert ref.read_text() == ref_text  # the reference curve is untouched
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_analyse_rejects_bad_options(tables):
     cands = read_candidate_tables(tables[:1])
     with pytest.raises(ConfigError, match="convention"):

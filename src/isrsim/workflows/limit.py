@@ -479,12 +479,17 @@ def run_limit(args: Any) -> dict[str, Any]:
         msg = f"--order = {args.order} must be in [0, 12]"
         raise ConfigError(msg)
     plot = getattr(args, "plot", None)
-    check_distinct_paths(args.inputs, [args.output, plot])
+    overlay_paths = list(getattr(args, "overlay", None) or [])
+    # the overlays are inputs too: -o or --plot must not replace a reference curve
+    check_distinct_paths(list(args.inputs) + overlay_paths, [args.output, plot])
+    if plot and Path(plot).resolve() == Path(args.output).resolve():
+        msg = f"--plot = {str(plot)!r} is also -o/--output; allowed: two different paths"
+        raise ConfigError(msg)
     check_writable(args.output)
     if plot:  # before any output is written: a failing plot must not leave the CSV behind
         check_writable(plot)
     overlays = []
-    for path in getattr(args, "overlay", None) or []:
+    for path in overlay_paths:
         om, oe = read_overlay_csv(path)
         overlays.append((Path(path).stem, om, oe))
     cands = read_candidate_tables(args.inputs, luminosity_invnb=lumi)

@@ -35,6 +35,14 @@ the term.
   (from :func:`isrsim.reco.vertexfit.fit_vertex`) plus one calorimeter photon ``(E, theta,
   phi)`` against the beam: either the full 4C fit ``P = p1 + p2 + k`` (default) or the
   energy constraint alone ``E_beam = E1 + E2 + E_gamma`` (1C).
+
+Failed fits: when the constraint covariance ``S`` of an event is not positive definite (or not
+finite) the fit of that event fails: ``chi2`` is NaN, ``converged`` False, and every other
+per-event output of the fit (fitted parameters, covariances, masses, their errors, ``k_miss``,
+angles) is NaN as well -- never values of a previous event or of a half-finished iteration.
+Only the unfitted quantities (``m_ll_raw``, ``sigma_m_ll_raw``) keep their values. A mass
+error whose propagated variance is not positive is NaN too. Covariances given to the fits must
+be positive semi-definite (checked before the kernels run, ``_checks.check_psd``).
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from .._numba import kernel
 from ..constants import K_CURV
 from ..exceptions import ConfigError
 from ..helix import wrap_angle
-from ._checks import as_beam4, as_helices, as_positive, same_length
+from ._checks import as_beam4, as_cov_matrices, as_helices, as_positive, same_length
 from ._linalg import chol_factor, chol_solve, pack_sym, unpack_sym
 
 __all__ = [
@@ -121,7 +129,8 @@ def _fit1c_one(a0, vmat, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol, a, v
 
     ``vbeam`` (4x4, (px, py, pz, E) [GeV^2]) is the beam covariance, added to ``S`` only
     when ``has_vbeam`` (so that an exact beam runs exactly the arithmetic without it).
-    Returns (chi2, n_iter, converged).
+    Returns (chi2, n_iter, converged). A failed fit (``S`` not positive or not finite) returns
+    NaN chi2 and fills ``a``, ``vfit`` and ``kout`` with NaN.
     """
     n = 10
     p1 = np.empty(4)
@@ -186,6 +195,9 @@ def _fit1c_one(a0, vmat, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol, a, v
                 for j in range(4):
                     s += dbeam[i] * vbeam[i, j] * dbeam[j]
         if not (s > 0.0) or not math.isfinite(s):
+            a[:] = np.nan
+            vfit[:, :] = np.nan
+            kout[:] = np.nan
             return np.nan, it, False
         lam = r / s
         for i in range(n):
@@ -214,7 +226,7 @@ def _mass_and_sigma_1c(a, vmat, bz, m1, m2, p1, p2, jac):
     ``sqrt(J V J^T)`` for the 10x10 covariance ``vmat``, ``J = dM/da``: at the perigee,
     ``dM = (E dE_i - P . dp_i)/M`` (``E``, ``P`` the pair's) with ``dp/dphi0 = (-py, px, 0)``,
     ``dp/domega = -p/omega``, ``dp/dtanl = (0, 0, pT)``; d0 and z0 do not enter. NaN error for
-    ``M = 0``."""
+    ``M = 0`` and for a variance that is not positive (or NaN); NaN mass for NaN input."""
     pt1 = _track_p4(a, 0, bz, m1, p1)
     pt2 = _track_p4(a, 5, bz, m2, p2)
     m = _mass(p1, p2)
@@ -241,7 +253,7 @@ def _mass_and_sigma_1c(a, vmat, bz, m1, m2, p1, p2, jac):
         for j in range(10):
             acc += vmat[i, j] * jac[j]
         var += jac[i] * acc
-    return m, math.sqrt(var) if var > 0.0 else 0.0
+    return m, math.sqrt(var) if var > 0.0 else np.nan
 
 
 @kernel
@@ -279,6 +291,18 @@ def _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, 
         chi2[ev] = c
         niter[ev] = it
         conv[ev] = ok
+        if not math.isfinite(c):
+            # failed fit: NaN in every fitted output (the scratch arrays are reused by events)
+            chi2[ev] = np.nan
+            conv[ev] = False
+            hfit1[ev, :] = np.nan
+            hfit2[ev, :] = np.nan
+            cfit1[ev, :] = np.nan
+            cfit2[ev, :] = np.nan
+            kmiss[ev, :] = np.nan
+            mll[ev] = np.nan
+            smll[ev] = np.nan
+            continue
         for i in range(5):
             hfit1[ev, i] = a[i]
             hfit2[ev, i] = a[5 + i]
@@ -297,17 +321,23 @@ def _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, 
 
 @kernel
 def _mass(p1, p2):
+    """Pair mass [GeV] of two 4-momenta; 0 below threshold (m^2 <= 0), NaN for NaN input."""
     e = p1[3] + p2[3]
     x = p1[0] + p2[0]
     y = p1[1] + p2[1]
     z = p1[2] + p2[2]
     m2 = e * e - x * x - y * y - z * z
+    if math.isnan(m2):
+        return np.nan
     return math.sqrt(m2) if m2 > 0.0 else 0.0
 
 
 @dataclass(frozen=True)
 class OneCFitResult:
     """Output of :func:`fit_1c_missing_photon` (arrays over events, lab frame).
+
+    Every fitted quantity (all but ``m_ll_raw``, ``sigma_m_ll_raw``, ``n_iter``, ``converged``)
+    is NaN for an event whose fit failed (``chi2`` NaN).
 
     Attributes
     ----------
@@ -329,7 +359,7 @@ class OneCFitResult:
     sigma_m_ll, sigma_m_ll_raw : float64[n]
         Their standard errors [GeV], linear propagation of the full 10x10 fitted covariance
         (track1-track2 correlations of the fit and the beam term included) / of the measured
-        one; NaN where the fit failed.
+        one; NaN where the fit failed or the propagated variance is not positive.
     """
 
     helix1: np.ndarray
@@ -363,7 +393,8 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
     helix1, helix2 : array [n, 5]
         Perigee helix parameters (d0, phi0, omega, z0, tanl) of the two tracks (contracts.md).
     cov1, cov2 : array [n, 15]
-        Packed upper-triangle 5x5 covariances.
+        Packed upper-triangle 5x5 covariances: positive diagonal, positive semi-definite
+        (ConfigError naming the track and event otherwise).
     bz : float
         Solenoid field [T].
     p4_beam : array [4]
@@ -433,7 +464,8 @@ def _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a,
     Returns (chi2, n_iter, converged, sigma_m): ``out4`` = fitted pair 4-momentum and
     ``sigma_m`` the standard error of its mass, ``sqrt(J V_fit J^T)`` with ``V_fit = V - V D^T
     S^-1 D V`` (of the last linearisation) and ``J = dM/d(p1, p2) = (E p_i/E_i - P)/M``;
-    NaN for a failed fit or ``M = 0``.
+    NaN for a failed fit, ``M = 0`` or a variance that is not positive. A failed fit (``S`` not
+    positive definite) returns NaN chi2 and fills ``a`` and ``out4`` with NaN.
     """
     n = 9
     dmat = np.zeros((4, n))
@@ -508,6 +540,8 @@ def _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a,
                     b2 = 3 if c2 == 0 else c2 - 1
                     smat[c1, c2] += vbeam[b1, b2]
         if not chol_factor(smat, ncon, low):
+            a[:] = np.nan
+            out4[:] = np.nan
             return np.nan, it, False, np.nan
         chol_solve(low, ncon, r, lam)
         chi2_new = 0.0
@@ -552,7 +586,7 @@ def _ecfit_one(a0, vmat, beam, vbeam, has_vbeam, m1, m2, ncon, max_iter, tol, a,
     chol_solve(low, ncon, r, lam)
     for c in range(ncon):
         var -= r[c] * lam[c]
-    return chi2, it, converged, math.sqrt(var) if var > 0.0 else 0.0
+    return chi2, it, converged, math.sqrt(var) if var > 0.0 else np.nan
 
 
 @kernel
@@ -582,6 +616,15 @@ def _ecfit_kernel(p1, p2, cov6, phot, sig_phot, beam, vbeam, has_vbeam, m1, m2, 
         chi2[ev] = c
         niter[ev] = it
         conv[ev] = ok
+        if not math.isfinite(c):
+            # failed fit: NaN in every fitted output (the scratch arrays are reused by events)
+            chi2[ev] = np.nan
+            conv[ev] = False
+            afit[ev, :] = np.nan
+            m_pair[ev] = np.nan
+            m_recoil[ev] = np.nan
+            sigma_m[ev] = np.nan
+            continue
         for i in range(9):
             afit[ev, i] = a[i]
         mm = q4[3] ** 2 - q4[0] ** 2 - q4[1] ** 2 - q4[2] ** 2
@@ -604,6 +647,8 @@ class EnergyFitResult:
     ----------
     params : float64[n, 9]
         Fitted (p1x, p1y, p1z, p2x, p2y, p2z) [GeV] and photon (E [GeV], theta, phi [rad]).
+        NaN, as ``m_pair``, ``sigma_m_pair``, ``m_recoil`` and ``prob``, where the fit failed
+        (``chi2`` NaN: constraint covariance not positive definite).
     chi2, prob : float64[n]
         chi2 with ``ndf`` = number of constraints (4 or 1) and its upper-tail probability.
     ndf : int
@@ -612,7 +657,8 @@ class EnergyFitResult:
         Fitted lepton-pair mass [GeV].
     sigma_m_pair : float64[n]
         Its standard error [GeV] (linear propagation of the fitted covariance of the two
-        momenta, their correlation included); NaN where the fit failed.
+        momenta, their correlation included); NaN where the fit failed or the propagated
+        variance is not positive.
     m_recoil : float64[n]
         Mass recoiling against the fitted photon [GeV] (negative when m^2 < 0).
     """
@@ -639,7 +685,8 @@ def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
         Lepton momenta [GeV] at the fitted vertex (e.g. ``VertexFitResult.p1``).
     cov_p : array [n, 6, 6]
         Their joint covariance, order (p1x, p1y, p1z, p2x, p2y, p2z) (the momentum block of
-        ``VertexFitResult.cov``, which keeps the p1-p2 correlation from the shared vertex).
+        ``VertexFitResult.cov``, which keeps the p1-p2 correlation from the shared vertex):
+        positive diagonal, symmetric and positive semi-definite (ConfigError otherwise).
     photon : array [n, 3]
         Measured photon (E [GeV], theta [rad], phi [rad]), lab frame.
     sigma_photon : array [n, 3]
@@ -685,11 +732,10 @@ def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
     if n and not (np.all(sp > 0) and np.all(ph[:, 0] > 0)):
         msg = "photon E and sigma_photon must be > 0; allowed: E > 0, sigmas > 0"
         raise ConfigError(msg)
+    cov6 = as_cov_matrices("cov_p", cp, 6)
     beam = as_beam4(p4_beam)
     vbeam, has_vbeam = _as_cov_beam(cov_beam)
     m = as_positive("mass", mass, allow_zero=True)
-    iu = np.triu_indices(6)
-    cov6 = np.ascontiguousarray(cp[:, iu[0], iu[1]])
     afit = np.empty((n, 9))
     chi2 = np.empty(n)
     niter = np.empty(n, np.int32)

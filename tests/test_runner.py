@@ -138,7 +138,10 @@ def test_zero_event_files_have_every_column(tmp_path):
     (it had only event_id), and generate + simulate gives the same schema as one pass."""
     gen = ["generate", "--process", "isr_mumu", "--mll", "1.5", "3.4", "--luminosity", "1e-10",
            "--quiet"]
-    assert main([*gen, "--sqrt-s", "3.773", "-o", str(tmp_path / "g.parquet")]) == 0
+    beams = tmp_path / "besiii_beams.toml"  # the detector file's beams (simulate requires them)
+    beams.write_text("[beam]\ne_minus = 1.8865\ne_plus = 1.8865\ncrossing_half_angle = 0.011\n"
+                     "sqrt_s_spread = 0.0014\n")
+    assert main([*gen, "--card", str(beams), "-o", str(tmp_path / "g.parquet")]) == 0
     assert main([*gen, "--detector", "besiii", "-o", str(tmp_path / "gs.parquet")]) == 0
     assert main(["simulate", str(tmp_path / "g.parquet"), "--detector", "besiii", "--quiet",
                  "-o", str(tmp_path / "s.parquet")]) == 0

@@ -39,10 +39,14 @@ def max_sqrt_s_spread_GeV(sqrt_s: float, share_e_minus: float = 0.5) -> float:
 def _finite(name: str, value: float, *, lo: float | None = None, hi: float | None = None,
             lo_open: bool = False) -> float:
     try:
+        if isinstance(value, (bool, str, bytes)):
+            raise TypeError
         v = float(value)
     except (TypeError, ValueError):
         msg = f"{name} = {value!r} must be a number"
         raise ConfigError(msg) from None
+    except OverflowError:  # an integer beyond the float range
+        v = math.inf
     if not math.isfinite(v):
         msg = f"{name} = {value!r} must be finite"
         raise ConfigError(msg)

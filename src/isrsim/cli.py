@@ -12,6 +12,7 @@ import argparse
 import errno
 import faulthandler
 import json
+import re
 import sys
 from typing import Any
 
@@ -22,7 +23,20 @@ from .exceptions import IsrsimError
 __all__ = ["main"]
 
 
+#: Option values that start with '-' but are values, not options: negative numbers in any
+#: notation (-1e-3, -.5) and luminosities (-1/fb), so that ``--luminosity -1/fb`` reaches the
+#: range check instead of argparse's "expected one argument".
+_NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(\s*(/|inv)\s*[a-zA-Z]+)?$|^-(inf|nan)$",
+                             re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own pattern only knows -1 and -1.5 (no option of isrsim looks like a number)
+        if hasattr(self, "_negative_number_matcher"):
+            self._negative_number_matcher = _NEGATIVE_VALUE
+
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
         self.exit(2, f"isrsim: error: {message}\n")
 
@@ -38,7 +52,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, help="local worker processes (default 1)")
     g.add_argument("--weighted", action="store_true", default=None, help="weighted events (nb/event)")
     g.add_argument("--detector", help="simulate with this detector (bundled name or TOML path)")
-    g.add_argument("--compression", help="Parquet compression: lz4 (default, fastest), zstd (~10%% smaller), snappy, gzip, none")
+    g.add_argument("--compression", help="Parquet compression: lz4 (default, fastest), zstd (~10%% "
+                   "smaller), snappy, gzip, none")
     g.add_argument("--resume", action="store_true", default=None, help="complete an interrupted dataset run")
     g.add_argument("--scheduler", help="Dask scheduler address: run chunks as Dask tasks")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -49,13 +64,17 @@ def _add_generate(sub: Any) -> None:
                        description="Generate e+e- -> X gamma events to Parquet.")
     p.add_argument("--process", help="isr_mumu, isr_ee, isr_pipi, isr_bhabha, darkphoton, diphoton")
     p.add_argument("--sqrt-s", type=float, help="CM energy [GeV] of symmetric head-on beams")
+    p.add_argument("--beams-from", metavar="DETECTOR",
+                   help="beams of this detector file without simulating (truth for a later "
+                        "`isrsim simulate --detector DETECTOR`)")
     p.add_argument("--sqrt-s-spread", type=float, metavar="GEV",
                    help="Gaussian spread of sqrt(s) [GeV], drawn per event (with --sqrt-s; a "
                         "detector file gives its own)")
     p.add_argument("--mll", nargs=2, type=float, metavar=("MIN", "MAX"),
                    help="ISR processes: mass window of the X system [GeV]")
     p.add_argument("--photon-cut", metavar="SPEC",
-                   help="ISR photon CM polar-angle cut: all | untagged:THETA_MAX | tagged:THETA_MIN:THETA_MAX (rad)")
+                   help="ISR photon CM polar-angle cut: all | untagged:THETA_MAX | "
+                        "tagged:THETA_MIN:THETA_MAX (rad)")
     p.add_argument("--radiator", choices=["kf", "lo"], help="ISR radiator (default kf)")
     p.add_argument("--fsr", action="store_true", default=None,
                    help="final-state radiation off the X system (photon in truth slot 3)")
@@ -94,12 +113,52 @@ def _photon_cut(spec: str) -> dict[str, Any]:
     raise ConfigError(msg)
 
 
+def _drop_overridden(card: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The card without the keys a flag replaces as a whole: ``--events`` replaces the card's
+    ``run.luminosity`` and ``--luminosity`` its ``run.events``; ``--detector`` replaces the
+    card's beam energies ([beam]) and ``--sqrt-s`` its ``run.detector`` and ``e_minus`` /
+    ``e_plus``; ``--beams-from`` both the card's beams and ``run.detector``; ``--sqrt-s-spread``
+    the per-beam spreads. (Flags that contradict each other,
+    e.g. ``--sqrt-s`` with ``--detector``, stay errors.)"""
+    run = card.get("run")
+    beam = card.get("beam")
+    run = dict(run) if isinstance(run, dict) else run
+    beam = dict(beam) if isinstance(beam, dict) else beam
+    if isinstance(run, dict):
+        if getattr(args, "events", None) is not None:
+            run.pop("luminosity", None)
+        if getattr(args, "luminosity", None) is not None:
+            run.pop("events", None)
+        if ((getattr(args, "sqrt_s", None) is not None or getattr(args, "beams_from", None) is not None)
+                and getattr(args, "detector", None) is None):
+            run.pop("detector", None)
+    if isinstance(beam, dict):
+        if getattr(args, "detector", None) is not None or getattr(args, "beams_from", None) is not None:
+            for key in ("sqrt_s", "e_minus", "e_plus", "crossing_half_angle", "sqrt_s_spread",
+                        "e_minus_spread", "e_plus_spread", "detector"):
+                beam.pop(key, None)
+        if getattr(args, "sqrt_s", None) is not None:
+            beam.pop("e_minus", None)
+            beam.pop("e_plus", None)
+        if getattr(args, "sqrt_s_spread", None) is not None:
+            beam.pop("e_minus_spread", None)
+            beam.pop("e_plus_spread", None)
+    out = dict(card)
+    if run is not None:
+        out["run"] = run
+    if beam is not None:
+        out["beam"] = beam
+    return out
+
+
 def _card_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
     from .config import load_card, merge
 
     card = load_card(args.card) if getattr(args, "card", None) else {}
     if base:
         card = merge(base, card)
+    if isinstance(card, dict):
+        card = _drop_overridden(card, args)
     run: dict[str, Any] = {}
     for key in ("process", "events", "luminosity", "seed", "chunk_size", "workers", "weighted",
                 "detector", "compression", "resume", "output"):
@@ -130,6 +189,8 @@ def _card_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None
         over["process"] = proc
     if getattr(args, "sqrt_s", None) is not None:
         over["beam"] = {"sqrt_s": args.sqrt_s}
+    if getattr(args, "beams_from", None) is not None:
+        over.setdefault("beam", {})["detector"] = args.beams_from
     if getattr(args, "sqrt_s_spread", None) is not None:
         over.setdefault("beam", {})["sqrt_s_spread"] = args.sqrt_s_spread
     merged = merge(card, over)
@@ -165,7 +226,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .runner import simulate_file
 
     det = load_detector(args.detector)
-    res = simulate_file(args.input, det, args.output, progress=not args.quiet)
+    res = simulate_file(args.input, det, args.output, progress=not args.quiet,
+                        allow_other_beams=args.allow_other_beams)
     print(json.dumps({"output": str(res.output), "events": res.n_events, "detector": det.name,
                       "seconds": round(res.seconds, 3)}, indent=1))
     return 0
@@ -230,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", help="generated (truth-only) .parquet file or dataset directory")
     s.add_argument("--detector", required=True, help="bundled name (besiii, belle2) or TOML path")
     s.add_argument("-o", "--output", required=True, help="output .parquet file (truth + reco)")
+    s.add_argument("--allow-other-beams", action="store_true",
+                   help="simulate a file generated with other beams (energies, crossing angle, "
+                        "energy spread) than the detector's; refused otherwise (recorded in the "
+                        "output metadata)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="print the run metadata of a file or dataset")

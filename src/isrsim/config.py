@@ -13,8 +13,8 @@ A run card::
     detector = "besiii"         # optional: simulate in the same pass; beams from the detector file
     compression = "lz4"         # lz4 (default: fastest), zstd (10 % smaller), snappy, gzip, none
 
-    [beam]                      # without a detector: sqrt_s, or e_minus/e_plus (+ crossing_half_angle)
-    sqrt_s = 3.773
+    [beam]                      # without a detector: sqrt_s, or e_minus/e_plus (+ crossing_half_angle),
+    sqrt_s = 3.773              # or detector = "besiii": that file's beams, truth only (simulate later)
     sqrt_s_spread = 0.0014      # optional [GeV], equal relative spreads; or each beam's own:
                                 # e_minus_spread = 0.00513, e_plus_spread = 0.002375 [GeV]
 
@@ -51,7 +51,7 @@ CARD_SECTIONS = {"run", "beam", "process", "conversions", "project", "analysis"}
 RUN_KEYS = {"process", "events", "luminosity", "seed", "output", "chunk_size", "workers",
             "weighted", "detector", "compression", "progress", "resume"}
 BEAM_KEYS = {"sqrt_s", "e_minus", "e_plus", "crossing_half_angle", "sqrt_s_spread",
-             "e_minus_spread", "e_plus_spread", "sigma_xyz_cm"}
+             "e_minus_spread", "e_plus_spread", "sigma_xyz_cm", "detector"}
 #: largest accepted run.chunk_size (events held in memory per chunk and worker)
 MAX_CHUNK_SIZE = 100_000_000
 
@@ -206,17 +206,33 @@ def _beam(card: dict[str, Any], detector: Any) -> Any:
                    "allowed: one of them (the detector file defines the beams)")
             raise ConfigError(msg)
         return detector.beam
+    if "detector" in beam_cfg:
+        # the beams of a detector file without simulating: truth that `isrsim simulate` with
+        # that detector accepts (and gives the events of `generate --detector` for the seed)
+        if set(beam_cfg) - {"detector"}:
+            msg = (f"beam.detector is given with {sorted(set(beam_cfg) - {'detector'})}; allowed: "
+                   "beam.detector alone (the detector file defines the beams)")
+            raise ConfigError(msg)
+        from .detector import load_detector
+
+        return load_detector(_string("beam.detector", beam_cfg["detector"],
+                                     "a bundled detector name or a .toml path")).beam
     from .processes.base import check_number
 
+    # validated here with the card's own field names (Beam's messages name the detector file's)
     kw: dict[str, Any] = {}
     if "crossing_half_angle" in beam_cfg:
-        kw["crossing_half_angle_rad"] = beam_cfg["crossing_half_angle"]
+        kw["crossing_half_angle_rad"] = check_number(
+            "beam.crossing_half_angle", beam_cfg["crossing_half_angle"], lo=0.0, hi=0.5,
+            allowed="0 <= crossing_half_angle <= 0.5 rad")
     if "sigma_xyz_cm" in beam_cfg:
         sig = beam_cfg["sigma_xyz_cm"]
+        allowed = "three numbers 0 <= sigma <= 100 [cm] (x, y, z)"
         if not isinstance(sig, list) or len(sig) != 3:
-            msg = f"beam.sigma_xyz_cm = {sig!r} is invalid: allowed three numbers >= 0 [cm]"
+            msg = f"beam.sigma_xyz_cm = {sig!r} is invalid: allowed {allowed}"
             raise ConfigError(msg)
-        kw["sigma_xyz_cm"] = tuple(sig)
+        kw["sigma_xyz_cm"] = tuple(check_number(f"beam.sigma_xyz_cm[{i}]", v, lo=0.0, hi=100.0,
+                                                allowed=allowed) for i, v in enumerate(sig))
     if "sqrt_s" in beam_cfg:
         if "e_minus" in beam_cfg or "e_plus" in beam_cfg:
             msg = "[beam]: give sqrt_s or e_minus/e_plus, not both"

@@ -312,8 +312,9 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         msg = f"output = {str(p)!r}: directory {str(parent)!r} is not writable ({exc.strerror or exc})"
         raise OutputError(msg) from None
-    if p.is_dir() and p.suffix == ".parquet":
-        msg = f"output = {str(p)!r} is a directory: allowed a .parquet file path (or a dataset directory name)"
+    if p.is_dir() and p.suffix.lower() == ".parquet":
+        msg = (f"output = {str(p)!r} is a directory: allowed a .parquet file path (or a dataset "
+               "directory name)")
         raise OutputError(msg)
     if p.is_dir() and not (p / _MANIFEST).exists() and any(p.iterdir()):
         msg = f"output = {str(p)!r} is a non-empty directory that is not an isrsim dataset"
@@ -405,7 +406,8 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str], metadata: 
                        *, compression: str = "lz4") -> Path:
     """Write one Arrow table (e.g. a candidate table) atomically with isrsim metadata."""
     with EventWriter(path, compression=compression) as w:
-        w.write(table)
+        if table.num_rows:  # an empty table: the schema and no row group
+            w.write(table)
         return w.close(metadata, empty_schema=table.schema)
 
 
@@ -418,28 +420,67 @@ def _parts(path: Path) -> list[Path]:
         if not manifest.exists():
             msg = f"{str(path)!r} is a directory without {_MANIFEST}: not an isrsim dataset"
             raise InputFileError(msg)
-        try:
-            info = json.loads(manifest.read_text())
-        except (OSError, ValueError) as exc:
-            msg = f"{str(manifest)!r} is corrupt ({exc})"
-            raise InputFileError(msg) from None
+        info = _read_manifest(manifest)
+        parts = info.get("parts", [])
         if not info.get("complete", False):
-            msg = (f"dataset {str(path)!r} is incomplete ({len(info.get('parts', []))} of "
+            n_done = len(parts) if isinstance(parts, list) else "?"
+            msg = (f"dataset {str(path)!r} is incomplete ({n_done} of "
                    f"{info.get('n_parts', '?')} parts); finish it with --resume")
             raise InputFileError(msg)
         try:
-            files = [path / str(p["file"]) for p in info["parts"]]
+            files = [path / str(p["file"]) for p in parts]
         except (KeyError, TypeError) as exc:
             msg = f"{str(manifest)!r} is corrupt (bad parts list: {exc!r})"
             raise InputFileError(msg) from None
         if not files:
             msg = f"dataset {str(path)!r} lists no parts"
             raise InputFileError(msg)
+        _check_part_list(manifest, info)
         return files
     if not path.exists():
         msg = f"input file {str(path)!r} does not exist"
         raise InputFileError(msg)
     return [path]
+
+
+def _read_manifest(manifest: Path) -> dict[str, Any]:
+    """A dataset's manifest: the JSON object isrsim wrote (InputFileError otherwise)."""
+    try:
+        info = json.loads(manifest.read_text())
+    except (OSError, ValueError) as exc:
+        msg = f"{str(manifest)!r} is corrupt ({exc})"
+        raise InputFileError(msg) from None
+    if not isinstance(info, dict):
+        msg = (f"{str(manifest)!r} is corrupt (a JSON {type(info).__name__}, not the object isrsim "
+               "writes); allowed: the manifest isrsim wrote")
+        raise InputFileError(msg)
+    return info
+
+
+def _check_part_list(manifest: Path, info: dict[str, Any]) -> None:
+    """A complete manifest lists each part once: chunks 0 .. n_parts - 1, no duplicate, none
+    missing, and their events add up to the dataset's ``n_events`` (a part listed twice or
+    dropped would silently duplicate or lose events)."""
+    parts = info["parts"]
+    n_parts = info.get("n_parts")
+    chunks = [p.get("chunk") for p in parts]
+    if not isinstance(n_parts, int) or isinstance(n_parts, bool) or len(parts) != n_parts:
+        msg = (f"{str(manifest)!r} is corrupt: it lists {len(parts)} parts but n_parts = {n_parts!r}; "
+               "allowed: the manifest isrsim wrote (each part once)")
+        raise InputFileError(msg)
+    if sorted(c if isinstance(c, int) else -1 for c in chunks) != list(range(n_parts)):
+        dup = sorted({c for c in chunks if chunks.count(c) > 1}, key=str)
+        what = f"chunk(s) {dup} listed twice" if dup else f"chunks {chunks} are not 0..{n_parts - 1}"
+        msg = f"{str(manifest)!r} is corrupt: {what}; allowed: the manifest isrsim wrote (each part once)"
+        raise InputFileError(msg)
+    n_listed = [p.get("n_events") for p in parts]
+    meta = info.get("metadata")
+    total = meta.get("n_events") if isinstance(meta, dict) else None
+    if (total is not None and all(isinstance(x, int) for x in n_listed)
+            and sum(n_listed) != total):
+        msg = (f"{str(manifest)!r} is corrupt: its parts hold {sum(n_listed)} events but the dataset's "
+               f"n_events = {total!r}; allowed: the manifest isrsim wrote (each part once)")
+        raise InputFileError(msg)
 
 
 def _open(path: Path) -> pq.ParquetFile:
@@ -467,7 +508,7 @@ def read_metadata(path: str | os.PathLike[str], *, require_process: str | tuple[
         msg = f"{str(parts[0])!r}: isrsim metadata is corrupt ({exc})"
         raise InputFileError(msg) from None
     if p.is_dir():
-        manifest = json.loads((p / _MANIFEST).read_text())
+        manifest = _read_manifest(p / _MANIFEST)
         meta = manifest.get("metadata", meta)
         # every listed part must open (footer intact), hold the rows the manifest says and come
         # from the same run (a part copied in from another run or seed is not silently mixed in)

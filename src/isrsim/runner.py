@@ -84,31 +84,121 @@ class RunSpec:
     scheduler: Any = None             # dask address or Client
 
     def validate(self) -> None:
+        """Check every field (types and ranges) before any work; ConfigError naming the field.
+        ``output`` given as a str is turned into a Path."""
+        from .processes import PROCESS_NAMES
+
+        def integer(v: Any) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+        if not isinstance(self.process, str) or self.process not in PROCESS_NAMES:
+            msg = f"process = {self.process!r} is invalid: allowed {', '.join(PROCESS_NAMES)}"
+            raise ConfigError(msg)
+        if not isinstance(self.params, dict):
+            msg = f"params = {self.params!r} is invalid: allowed a dict of process parameters"
+            raise ConfigError(msg)
+        if not isinstance(self.beam, Beam):
+            msg = f"beam = {self.beam!r} is invalid: allowed an isrsim.beam.Beam"
+            raise ConfigError(msg)
+        if isinstance(self.output, (str, os.PathLike)) and str(self.output):
+            self.output = Path(self.output)
+        else:
+            msg = (f"output = {self.output!r} is invalid: allowed a path (a .parquet file, or a dataset "
+                   "directory)")
+            raise ConfigError(msg)
+        if self.output.suffix.lower() in _PARQUET_LIKE_SUFFIXES:
+            msg = (f"output = {str(self.output)!r} is invalid: allowed a path ending in .parquet (one "
+                   f"file) or a dataset directory name without a Parquet-like suffix "
+                   f"({', '.join(_PARQUET_LIKE_SUFFIXES)})")
+            raise ConfigError(msg)
         if (self.n_events is None) == (self.luminosity_invnb is None):
             msg = "give exactly one of events and luminosity"
             raise ConfigError(msg)
-        if self.n_events is not None and (not isinstance(self.n_events, (int, np.integer))
-                                          or self.n_events <= 0):
-            msg = f"events = {self.n_events!r} is invalid: allowed an integer >= 1"
+        if self.n_events is not None and (not integer(self.n_events) or not 1 <= self.n_events <= MAX_EVENTS):
+            msg = f"events = {self.n_events!r} is invalid: allowed an integer 1 <= events <= {MAX_EVENTS:.0e}"
             raise ConfigError(msg)
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            msg = f"seed = {self.seed!r} is invalid: allowed an integer >= 0"
+        if self.luminosity_invnb is not None:
+            from .processes.base import check_number
+
+            check_number("luminosity_invnb", self.luminosity_invnb, lo=0.0, lo_open=True,
+                         allowed="a finite number > 0 [nb^-1] (isrsim.units.parse_luminosity reads "
+                                 "'2.93/fb')")
+        if not integer(self.seed) or not 0 <= self.seed <= 2**63 - 1:
+            msg = f"seed = {self.seed!r} is invalid: allowed an integer 0 <= seed <= {2**63 - 1}"
             raise ConfigError(msg)
-        if (not isinstance(self.chunk_size, (int, np.integer)) or self.chunk_size <= 0
+        from .config import MAX_CHUNK_SIZE
+
+        if (not integer(self.chunk_size) or not BLOCK_EVENTS <= self.chunk_size <= MAX_CHUNK_SIZE
                 or self.chunk_size % BLOCK_EVENTS):
-            msg = (f"chunk_size = {self.chunk_size!r} is invalid: allowed a positive multiple of the "
-                   f"block size {BLOCK_EVENTS}")
+            msg = (f"chunk_size = {self.chunk_size!r} is invalid: allowed a multiple of the block size "
+                   f"{BLOCK_EVENTS} in [{BLOCK_EVENTS}, {MAX_CHUNK_SIZE}]")
             raise ConfigError(msg)
-        if not isinstance(self.workers, (int, np.integer)) or not 1 <= self.workers <= 1024:
+        if not integer(self.workers) or not 1 <= self.workers <= 1024:
             msg = f"workers = {self.workers!r} is invalid: allowed an integer 1..1024"
             raise ConfigError(msg)
-        if self.compression not in ("zstd", "snappy", "lz4", "gzip", "none"):
-            msg = f"compression = {self.compression!r} is invalid: allowed zstd, snappy, lz4, gzip, none"
+        if not isinstance(self.compression, str) or self.compression not in _COMPRESSIONS:
+            msg = f"compression = {self.compression!r} is invalid: allowed {', '.join(_COMPRESSIONS)}"
+            raise ConfigError(msg)
+        for name in ("weighted", "progress", "resume"):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)):
+                msg = f"{name} = {v!r} is invalid: allowed True or False"
+                raise ConfigError(msg)
+        if self.luminosity_invnb is not None and self.weighted:
+            msg = "luminosity (Poisson pseudo-data) needs unweighted events: allowed weighted = False"
+            raise ConfigError(msg)
+        if self.detector is not None:
+            from .detector.model import DetectorModel
+
+            if not isinstance(self.detector, DetectorModel):
+                msg = (f"detector = {self.detector!r} is invalid: allowed None or a DetectorModel "
+                       "(isrsim.detector.load_detector('besiii'))")
+                raise ConfigError(msg)
+            diff = beam_differences(self.beam, self.detector.beam)
+            if diff:
+                msg = (f"beam = {describe_beam(self.beam)} differs from detector "
+                       f"{self.detector.name!r}'s beams ({describe_beam(self.detector.beam)}) in "
+                       f"{', '.join(diff)}: allowed beam = detector.beam")
+                raise ConfigError(msg)
+        if self.conversions is not None and not isinstance(self.conversions, dict):
+            msg = f"conversions = {self.conversions!r} is invalid: allowed None or a dict"
+            raise ConfigError(msg)
+        if not isinstance(self.card, dict):
+            msg = f"card = {self.card!r} is invalid: allowed a dict (the run card)"
             raise ConfigError(msg)
 
     @property
     def dataset_mode(self) -> bool:
-        return self.output.suffix != ".parquet"
+        return Path(self.output).suffix.lower() != ".parquet"
+
+
+#: Largest number of events of one run.
+MAX_EVENTS = 10**13
+_COMPRESSIONS = ("zstd", "snappy", "lz4", "gzip", "none")
+#: Output suffixes that say "one Parquet file" but are not ``.parquet``: refused rather than
+#: silently written as a dataset directory of that name.
+_PARQUET_LIKE_SUFFIXES = (".pq", ".parq")
+
+
+def describe_beam(beam: Beam) -> str:
+    """One-line description of the beams that :func:`beam_differences` compares."""
+    sm, sp = (r * e for r, e in zip(beam.energy_spreads_rel, (beam.e_minus_GeV, beam.e_plus_GeV)))
+    return (f"e- {beam.e_minus_GeV:.6g} GeV, e+ {beam.e_plus_GeV:.6g} GeV, crossing half angle "
+            f"{beam.crossing_half_angle_rad:.6g} rad, energy spreads {sm:.4g} / {sp:.4g} GeV")
+
+
+def beam_differences(a: Beam, b: Beam) -> list[str]:
+    """What differs between two beams beyond rounding: energies, crossing angle, each beam's
+    energy spread (the luminous region is not compared: the primary vertex is drawn at
+    simulation). Empty if they are the same beams."""
+    out = []
+    for name in ("e_minus_GeV", "e_plus_GeV", "crossing_half_angle_rad"):
+        if not math.isclose(getattr(a, name), getattr(b, name), rel_tol=1e-9, abs_tol=1e-12):
+            out.append(name)
+    for label, x, y in zip(("e_minus_spread", "e_plus_spread"), a.energy_spreads_rel, b.energy_spreads_rel):
+        if not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12):
+            out.append(label)
+    return out
 
 
 @dataclass
@@ -189,7 +279,10 @@ def _run_chunk(first_block: int, n_blocks: int, n_total: int, chunk_index: int,
         truth, reco, st = _simulate_block(state, j, nb, n_total)
         stats += st
         tables.append(chunk_to_table(truth, j * BLOCK_EVENTS, state["process"].name, reco))
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if not tables:  # the one (empty) part of a dataset run with 0 events
+        table = _empty_schema(state).empty_table()
+    else:
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     part_dir = state.get("part_dir")
     if part_dir is None:
         return table, stats.to_dict()
@@ -202,16 +295,35 @@ def _run_chunk(first_block: int, n_blocks: int, n_total: int, chunk_index: int,
 # ---------------------------------------------------------------------------------------
 # orchestration
 # ---------------------------------------------------------------------------------------
-#: run-card keys that change how a run executes but not its events (ignored by the card hash,
-#: so that ``--resume`` with other workers / progress settings is accepted)
-_EXECUTION_KEYS = ("resume", "progress", "workers")
+def _run_identity(spec: RunSpec) -> dict[str, Any]:
+    """What defines a run's events, normalised (defaults applied, the detector by its sha256):
+    process and parameters, beams, detector, conversions, seed, events or luminosity, weighting
+    and chunk size. Not the card's spelling, the output path, nor how the run executes (workers,
+    progress, resume, scheduler, compression), so that ``--resume`` accepts ``-o ds/`` for
+    ``-o ds`` or an explicit default ``--chunk-size``. Its hash is the metadata's
+    ``run_card_sha256``."""
+    det = spec.detector
+    params = {k: (v.sha256 if hasattr(v, "sha256") else v) for k, v in spec.params.items()}
+    ident = {"process": spec.process, "params": params, "beam": spec.beam.metadata(),
+             "detector": None if det is None else det.sha256, "conversions": spec.conversions,
+             "seed": int(spec.seed), "events": None if spec.n_events is None else int(spec.n_events),
+             "luminosity_invnb": spec.luminosity_invnb, "weighted": bool(spec.weighted),
+             "chunk_size": int(spec.chunk_size)}
+    return json.loads(json.dumps(ident, sort_keys=True, default=str))
 
 
-def _card_hash(card: dict[str, Any]) -> str:
-    run_cfg = card.get("run")
-    if isinstance(run_cfg, dict):
-        card = dict(card, run={k: v for k, v in run_cfg.items() if k not in _EXECUTION_KEYS})
-    return hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()
+def _short(value: Any, limit: int = 60) -> str:
+    r = json.dumps(value, sort_keys=True, default=str)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def _identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+#: What ``--resume`` must repeat, in the words of the CLI (for the error message).
+_RESUME_FIELDS = ("process and its parameters, the beams (--sqrt-s, [beam]) or --detector, "
+                  "[conversions], --events or --luminosity, --seed, --weighted and --chunk-size")
 
 
 def _poisson_count(spec: RunSpec, proc: Any) -> tuple[int, float, float]:
@@ -236,7 +348,7 @@ def _base_metadata(spec: RunSpec, proc: Any) -> dict[str, Any]:
         "process_config": proc.config(),
         "k_truth": int(proc.k),
         "run_card": spec.card,
-        "run_card_sha256": _card_hash(spec.card),
+        "run_card_sha256": _identity_hash(_run_identity(spec)),
         "beam": spec.beam.metadata(),
         "detector": None if det is None else {"name": det.name, "sha256": det.sha256,
                                               "path": str(det.path)},
@@ -303,6 +415,9 @@ def _run(spec: RunSpec) -> RunResult:
     n_blocks = math.ceil(n_total / BLOCK_EVENTS)
     bpc = spec.chunk_size // BLOCK_EVENTS
     chunks = [(b, min(bpc, n_blocks - b), n_total, i) for i, b in enumerate(range(0, n_blocks, bpc))]
+    if not chunks and spec.dataset_mode:
+        # a dataset needs a part to be readable: one empty part with every column
+        chunks = [(0, 0, 0, 0)]
     base = _base_metadata(spec, proc)
     state = {"process": proc, "entropy": int(spec.seed), "weighted": spec.weighted,
              "detector": spec.detector, "conversions": spec.conversions,
@@ -531,6 +646,7 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
                  bar: Any, extra: dict[str, Any]) -> RunResult:
     out = spec.output
     manifest_path = out / _MANIFEST
+    identity = _run_identity(spec)
     done: dict[int, dict[str, Any]] = {}
     if manifest_path.exists():
         if not spec.resume:
@@ -540,15 +656,20 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
         try:
             old = json.loads(manifest_path.read_text())
             parts = [p for p in old.get("parts", []) if isinstance(p, dict)]
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             msg = (f"--resume: {str(manifest_path)!r} is corrupt (not the JSON object isrsim wrote); "
                    "allowed: remove the directory and run again without --resume")
             raise InputFileError(msg) from None
         if old.get("run_card_sha256") != base["run_card_sha256"] or old.get("n_total") != n_total:
+            theirs = old.get("run_identity")
+            diff = ([f"{k}: there {_short(theirs.get(k))}, here {_short(v)}" for k, v in identity.items()
+                     if theirs.get(k) != v] if isinstance(theirs, dict) else [])
+            if old.get("n_total") != n_total:
+                diff.append(f"events to generate: there {old.get('n_total')}, here {n_total}")
+            detail = "; ".join(diff) or "run_card_sha256 differs"
             msg = (f"--resume: {str(out)!r} was written by a different run card or event count "
-                   f"(run_card_sha256 / n_total differ; n_total there {old.get('n_total')}, here "
-                   f"{n_total}); allowed: the same card, --events/--luminosity, --seed and "
-                   "--chunk-size as the interrupted run")
+                   f"({detail}); allowed: the same {_RESUME_FIELDS} as the interrupted run (the "
+                   "output path may be spelled differently; --workers and --compression may differ)")
             raise InputFileError(msg)
         # parts listed and intact are kept; a missing, corrupt or truncated one is redone
         done = {p["chunk"]: p for p in parts if _part_intact(out / str(p.get("file")), p.get("n_events"))}
@@ -558,7 +679,7 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
     state = dict(state, part_dir=str(out), part_meta=base)
     todo = [c for c in chunks if c[3] not in done]
     manifest = {"isrsim_version": __version__, "schema_version": SCHEMA_VERSION,
-                "run_card_sha256": base["run_card_sha256"], "n_total": n_total,
+                "run_card_sha256": base["run_card_sha256"], "run_identity": identity, "n_total": n_total,
                 "n_parts": len(chunks), "complete": False, "parts": [], "metadata": base}
 
     def flush() -> None:
@@ -597,62 +718,175 @@ def _execute_parts(spec: RunSpec, state: dict[str, Any], chunks):
     yield from _execute(spec, state, chunks)
 
 
+#: Rows collected before ``simulate_file`` writes a row group (bounded memory, as a chunk).
+_SIMULATE_ROWS_PER_GROUP = 100_000
+
+
+def _truth_file_fields(inp: Any, meta: dict[str, Any]) -> tuple[int, int, str, Beam]:
+    """(k_truth, seed_entropy, process, beam) from a truth file's metadata, each checked:
+    an InputFileError naming the field for foreign or edited metadata."""
+    from .processes import PROCESS_NAMES
+
+    def bad(field: str, allowed: str) -> None:
+        msg = (f"{str(inp)!r}: metadata {field} = {_short(meta.get(field))} is invalid: allowed "
+               f"{allowed} (files written by isrsim generate, unmodified)")
+        raise InputFileError(msg)
+
+    def nonneg_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    entropy = meta.get("seed_entropy")
+    if not nonneg_int(entropy) or entropy > 2**63 - 1:
+        bad("seed_entropy", f"an integer 0 <= seed_entropy <= {2**63 - 1} (the run's seed)")
+    k = meta.get("k_truth", 0)
+    if not nonneg_int(k) or k > 1000:
+        bad("k_truth", "an integer 0 <= k_truth <= 1000 (truth particles per event)")
+    if meta.get("block_events", BLOCK_EVENTS) != BLOCK_EVENTS:
+        bad("block_events", f"{BLOCK_EVENTS} (isrsim's block size: one random stream per block)")
+    process = meta.get("process")
+    if not isinstance(process, str) or process not in PROCESS_NAMES:
+        bad("process", ", ".join(PROCESS_NAMES))
+    try:
+        beam = Beam.from_metadata(meta["beam"])
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        bad("beam", "the beams isrsim writes (e_minus_GeV, e_plus_GeV, crossing_half_angle_rad, ...)")
+    if "sampling" in meta:
+        try:
+            SampleStats.from_dict(meta["sampling"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            bad("sampling", "the sampling statistics isrsim writes (n_trials, sum_w, ...)")
+    return (k or 8), entropy, process, beam
+
+
 def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.PathLike[str], *,
-                  compression: str = "lz4", progress: bool = True) -> RunResult:
+                  compression: str = "lz4", progress: bool = True,
+                  allow_other_beams: bool = False) -> RunResult:
     """Run the detector simulation on a generator-level file, block by block.
 
     Uses the same per-block streams (``spawn_key=(1, j)``) as simulation in the generation pass,
-    so ``generate`` + ``simulate`` gives the same events as ``generate --detector``.
+    on whole blocks (rows of a block split over row groups or dataset parts are collected
+    first), so ``generate`` + ``simulate`` gives the same events as ``generate --detector``
+    whatever the input's row-group layout. ``event_id`` must increase strictly (each block is
+    then contiguous); the file's beams must be the detector's (energies, crossing angle,
+    energy spreads) unless ``allow_other_beams`` (recorded in the output metadata): the events
+    would otherwise be in another frame than the detector's beams and luminous region assume.
     """
     import pyarrow as pa
 
-    from .io import (EventWriter, check_distinct_paths, chunk_to_table, iter_tables, read_metadata,
-                     schema_guard, table_to_truth)
+    from .io import (
+        EventWriter,
+        check_distinct_paths,
+        chunk_to_table,
+        iter_tables,
+        read_metadata,
+        schema_guard,
+        table_to_truth,
+    )
 
     t0 = time.perf_counter()
     check_distinct_paths([inp], [output])
     meta = read_metadata(inp)
     if meta.get("detector"):
-        msg = f"input = {str(inp)!r} was already simulated with detector {meta['detector']['name']!r}"
+        det_meta = meta["detector"]
+        name = det_meta.get("name") if isinstance(det_meta, dict) else det_meta
+        msg = f"input = {str(inp)!r} was already simulated with detector {name!r}"
         raise InputFileError(msg)
-    k = int(meta.get("k_truth", 0)) or 8
-    entropy = int(meta["seed_entropy"])
-    block = int(meta.get("block_events", BLOCK_EVENTS))
-    process = str(meta["process"])
+    if not isinstance(allow_other_beams, bool):
+        msg = f"allow_other_beams = {allow_other_beams!r} is invalid: allowed True or False"
+        raise ConfigError(msg)
+    k, entropy, process, file_beam = _truth_file_fields(inp, meta)
+    diff = beam_differences(file_beam, detector.beam)
+    det_info = {"name": detector.name, "sha256": detector.sha256, "path": str(detector.path)}
+    new_meta = dict(meta, detector=det_info, simulated_from=str(inp))
+    if diff and not allow_other_beams:
+        msg = (f"input = {str(inp)!r} was generated with other beams than detector "
+               f"{detector.name!r} has ({', '.join(diff)} differ): file {describe_beam(file_beam)}; "
+               f"detector {describe_beam(detector.beam)}; allowed: a file generated with the "
+               f"detector's beams (`isrsim generate --detector {detector.name}` simulates in the same "
+               "pass, or a card whose [beam] matches the detector file), or --allow-other-beams to "
+               "simulate these events in their own frame")
+        raise InputFileError(msg)
+    if diff:
+        # the events keep the file's beams; the primary vertex is the detector's luminous region
+        new_meta["beam"] = dict(meta["beam"], sigma_xyz_cm=[float(v) for v in detector.beam.sigma_xyz_cm])
+        new_meta["allow_other_beams"] = {"detector_beam": detector.beam.metadata(), "differ": diff}
+    else:
+        new_meta["beam"] = detector.beam.metadata()
     from .detector.simulate import simulate
 
-    new_meta = dict(meta, detector={"name": detector.name, "sha256": detector.sha256,
-                                    "path": str(detector.path)}, simulated_from=str(inp))
+    def simulate_block(pieces: list[Any], block: int) -> Any:
+        with schema_guard(inp):
+            sub = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+            ids = sub.column("event_id").to_numpy()
+            truth = table_to_truth(sub, k)
+        rng1 = block_rng(entropy, 1, block)
+        apply_primary_vertex(truth, detector.beam, rng1)
+        reco = simulate(truth, detector, rng1)
+        out = chunk_to_table(truth, int(ids[0]), process, reco)
+        if int(ids[-1]) - int(ids[0]) + 1 != ids.size:  # ids with gaps (e.g. a filtered file)
+            out = out.set_column(0, out.schema.field(0), pa.array(ids, pa.int64()))
+        return out
+
     n = 0
     empty = None
+    last_id = -1
+    pending: list[Any] = []      # rows of the block being collected (may continue in the next row group)
+    pending_block = -1
+    ready: list[Any] = []        # simulated blocks not yet written
     with _interrupt.handling(), EventWriter(output, compression=compression) as writer:
+
+        def flush(force: bool = False) -> None:
+            nonlocal ready, n
+            rows = sum(t.num_rows for t in ready)
+            if ready and (force or rows >= _SIMULATE_ROWS_PER_GROUP):
+                writer.write(pa.concat_tables(ready) if len(ready) > 1 else ready[0])
+                n += rows
+                ready = []
+
         for table in iter_tables(inp):
             with schema_guard(inp):
                 ids = table.column("event_id").to_numpy()
             if ids.size == 0:
                 empty = table
                 continue
-            pieces = []
-            # split at block boundaries so every block uses its own stream
-            bounds = np.flatnonzero(np.diff(ids // block)) + 1
-            for sl in np.split(np.arange(ids.size), bounds):
-                sub = table.slice(int(sl[0]), int(sl.size))
-                with schema_guard(inp):
-                    truth = table_to_truth(sub, k)
-                rng1 = block_rng(entropy, 1, int(ids[sl[0]] // block))
-                apply_primary_vertex(truth, detector.beam, rng1)
-                reco = simulate(truth, detector, rng1)
-                pieces.append(chunk_to_table(truth, int(ids[sl[0]]), process, reco))
-            out = pa.concat_tables(pieces)
-            writer.write(out)
-            n += out.num_rows
+            if not np.issubdtype(ids.dtype, np.integer):
+                msg = (f"{str(inp)!r}: column event_id has type {ids.dtype}; allowed: int64 event ids "
+                       "(files written by isrsim generate, unmodified)")
+                raise InputFileError(msg)
+            steps = np.diff(ids)
+            if int(ids[0]) <= last_id or np.any(steps <= 0):
+                i = 0 if int(ids[0]) <= last_id else int(np.argmax(steps <= 0)) + 1
+                before = last_id if i == 0 else int(ids[i - 1])
+                msg = (f"{str(inp)!r}: column event_id is not strictly increasing (event_id {int(ids[i])} "
+                       f"follows {before}); allowed: the event order isrsim wrote (each block of "
+                       f"{BLOCK_EVENTS} events has its own random stream, fixed by event_id)")
+                raise InputFileError(msg)
+            if int(ids[0]) < 0:
+                msg = f"{str(inp)!r}: column event_id has negative values ({int(ids[0])}); allowed: ids >= 0"
+                raise InputFileError(msg)
+            last_id = int(ids[-1])
+            blocks = ids // BLOCK_EVENTS
+            cuts = [0, *(np.flatnonzero(np.diff(blocks)) + 1).tolist(), ids.size]
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                block = int(blocks[a])
+                if block != pending_block and pending:
+                    ready.append(simulate_block(pending, pending_block))
+                    pending = []
+                    flush()
+                    _interrupt.check()
+                pending_block = block
+                pending.append(table.slice(a, b - a))
             _interrupt.check()
+        if pending:
+            ready.append(simulate_block(pending, pending_block))
+        flush(force=True)
         empty_schema = None
         if n == 0:  # a 0-event input: the output still has every column (of an empty block)
             with schema_guard(inp):
                 truth = table_to_truth(empty, k) if empty is not None else TruthChunk.empty(0, k)
             reco = simulate(truth, detector, block_rng(0, 1, 0))  # no draws for 0 events
             empty_schema = chunk_to_table(truth, 0, process, reco).schema
+        new_meta["n_events"] = n
         writer.close(new_meta, empty_schema=empty_schema)
     stats = SampleStats.from_dict(meta["sampling"]) if "sampling" in meta else SampleStats()
     return RunResult(Path(output), n, stats, new_meta, time.perf_counter() - t0)

@@ -45,8 +45,14 @@ def parse_luminosity(text: str | float, *, field: str = "luminosity") -> float:
     A bare number is taken to be in nb^-1. Raises :class:`ConfigError` naming ``field``
     for malformed or non-positive values.
     """
+    if isinstance(text, bool):
+        msg = f"{field} = {text!r} is not a luminosity; write e.g. '2.93/fb', '314/fb', '1/ab'"
+        raise ConfigError(msg)
     if isinstance(text, (int, float)):
-        value = float(text)
+        try:
+            value = float(text)
+        except OverflowError:  # an integer beyond the float range
+            value = float("inf")
     else:
         match = _LUMI_RE.match(str(text))
         if match is None:

@@ -139,7 +139,7 @@ def test_unfitted_pair_mass_pulls_from_error_propagation(mumu_run):
     det = load_detector("besiii")
     pulls = []
     for t in iter_tables(mumu_run[1]):
-        reco, truth = table_to_reco(t), table_to_truth(t, 3)
+        reco = table_to_reco(t)
         j = reco.trk_truth[:, :2]
         both = (reco.ntrk == 2) & (reco.charge[:, 0] + reco.charge[:, 1] == 0) & (j >= 0).all(axis=1)
         rows = np.flatnonzero(both)
@@ -333,8 +333,10 @@ def test_different_or_changed_detector(generator_file, tmp_path, capsys):
     copy = tmp_path / "besiii_copy.toml"
     copy.write_text(open(src, encoding="utf-8").read() + "\n# a copy\n", encoding="utf-8")
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    assert main(["simulate", str(generator_file), "--detector", "besiii", "-o", str(a), "--quiet"]) == 0
-    assert main(["simulate", str(generator_file), "--detector", str(copy), "-o", str(b), "--quiet"]) == 0
+    assert main(["simulate", str(generator_file), "--detector", "besiii", "-o", str(a), "--quiet",
+                 "--allow-other-beams"]) == 0  # head-on truth: the beams are not the point here
+    assert main(["simulate", str(generator_file), "--detector", str(copy), "-o", str(b), "--quiet",
+                 "--allow-other-beams"]) == 0
     capsys.readouterr()
     out = tmp_path / "c.parquet"
     rc, _, err = _run(["reconstruct", str(a), str(b), "--selection", "besiii2017", "-o", str(out)],

@@ -221,8 +221,8 @@ def test_edited_event_columns_are_input_errors(small_file, tmp_path, monkeypatch
              "nan_weight.parquet": lambda t: _set(t, "weight", w)}
     for name, edit in cases.items():
         _edited_columns(small_file, tmp_path / name, edit)
-        _assert_cli_error(["simulate", name, "--detector", "besiii", "-o", "out.parquet"],
-                          name, "not isrsim's event schema")
+        _assert_cli_error(["simulate", name, "--detector", "besiii", "--allow-other-beams",
+                           "-o", "out.parquet"], name, "not isrsim's event schema")
         assert not (tmp_path / "out.parquet").exists()
 
 
@@ -230,7 +230,8 @@ def test_edited_candidate_columns_are_input_errors(small_file, tmp_path, monkeyp
     """Candidate tables with an unknown channel, a non-finite mass or a negative weight."""
     monkeypatch.chdir(tmp_path)
     sim = tmp_path / "sim.parquet"
-    assert run_main(["simulate", str(small_file), "--detector", "besiii", "-o", str(sim)])[0] == 0
+    assert run_main(["simulate", str(small_file), "--detector", "besiii", "--allow-other-beams",
+                     "-o", str(sim)])[0] == 0
     cand = tmp_path / "cand.parquet"
     assert run_main(["reconstruct", str(sim), "--selection", "besiii2017", "-o", str(cand)])[0] == 0
     n = pq.read_metadata(cand).num_rows

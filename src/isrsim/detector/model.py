@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -184,6 +185,39 @@ class DetectorModel:
 
 # ------------------------------------------------------------------------------------------
 # validation helpers
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, shortened (a 400-digit integer in a file makes no useful message)."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit - 20]}...{r[-12:]} ({len(r)} characters)"
+
+
+#: Keys of each table of a detector file (``detectors/README.md``); ``[meta]`` is free-form
+#: apart from its required keys, and ``[materials]`` holds one table per material name.
+_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("meta", "beam", "luminous_region", "solenoid", "tracker", "material", "materials",
+         "calorimeter", "pid"),
+    "beam": ("e_minus_GeV", "e_plus_GeV", "crossing_half_angle_rad", "sqrt_s_spread_GeV",
+             "e_minus_spread_GeV", "e_plus_spread_GeV"),
+    "luminous_region": ("sigma_x_cm", "sigma_y_cm", "sigma_z_cm"),
+    "solenoid": ("bz_T",),
+    "tracker": ("theta_min_deg", "theta_max_deg", "pt_min_GeV", "pt_turnon_GeV",
+                "efficiency_plateau", "min_layers", "momentum_measurement_radius_cm",
+                "layer_radius_cm", "resolution"),
+    "tracker.resolution": ("pt_a_per_GeV", "pt_b", "d0_a_cm", "d0_b_cm_GeV", "z0_a_cm",
+                           "z0_b_cm_GeV", "phi0_a_rad", "phi0_b_rad_GeV", "tanl_a", "tanl_b_GeV",
+                           "rho_d0_phi0", "rho_z0_tanl"),
+    "material": ("name", "r_cm", "dr_cm", "z_min_cm", "z_max_cm", "material", "x_over_x0",
+                 "phi_fraction"),
+    "materials.*": ("x0_cm", "z_eff"),
+    "calorimeter": ("barrel_radius_cm", "endcap_backward_z_cm", "endcap_forward_z_cm",
+                    "mip_energy_GeV", "mip_relative_spread", "brems_clusters", "region"),
+    "calorimeter.region": ("name", *_CAL_COLUMNS),
+    "pid": ("muon", "electron"),
+    "pid.muon": ("theta_min_deg", "theta_max_deg", "table", "electron_misid"),
+    "pid.electron": ("e_over_p_cut", "efficiency", "pion_misid", "muon_misid"),
+}
+
+
 class _Reader:
     """Fetch and check fields of a parsed TOML document, naming the full path on error."""
 
@@ -191,7 +225,24 @@ class _Reader:
         self.source = source
 
     def fail(self, path: str, value: Any, allowed: str) -> None:
-        msg = f"{self.source}: {path} = {value!r} is invalid; allowed: {allowed}"
+        msg = f"{self.source}: {path} = {_short(value)} is invalid; allowed: {allowed}"
+        raise ConfigError(msg)
+
+    def keys(self, tab: dict, allowed: tuple[str, ...] | set[str], path: str) -> None:
+        """A key outside ``allowed`` in table ``path`` (a typo would otherwise silently fall
+        back to a default): ConfigError naming the key, the table, the nearest valid key and
+        every allowed one."""
+        unknown = sorted(str(k) for k in tab if k not in allowed)
+        if not unknown:
+            return
+        import difflib
+
+        key = unknown[0]
+        near = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        where = f"[{path}]" if path else "the top level"
+        msg = (f"{self.source}: unknown key {key!r} in {where}{hint}; allowed: "
+               f"{', '.join(sorted(allowed))} (notes go in comments or [meta])")
         raise ConfigError(msg)
 
     def table(self, doc: dict, key: str, path: str) -> dict:
@@ -211,14 +262,19 @@ class _Reader:
             msg = f"{self.source}: missing field {path}"
             raise ConfigError(msg)
         val = doc[key]
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-            self.fail(path, val, "a finite number")
+        lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+        hi_s = "" if hi is None else f"<= {hi}"
+        rng = " and ".join(s for s in (lo_s, hi_s) if s)
+        try:
+            ok = not isinstance(val, bool) and isinstance(val, (int, float)) and math.isfinite(val)
+        except OverflowError:  # an integer beyond the float range
+            ok = False
+        if not ok:
+            self.fail(path, val, f"a finite number {rng}".rstrip())
         v = float(val)
         bad = (lo is not None and (v < lo or (lo_open and v <= lo))) or (hi is not None and v > hi)
         if bad:
-            lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
-            hi_s = "" if hi is None else f"<= {hi}"
-            self.fail(path, val, " and ".join(s for s in (lo_s, hi_s) if s))
+            self.fail(path, val, rng)
         return v
 
     def integer(self, doc: dict, key: str, path: str, *, lo: int, hi: int) -> int:
@@ -278,6 +334,8 @@ def _theta_pair(rd: _Reader, tab: dict, path: str) -> tuple[float, float]:
 def _parse_beam(rd: _Reader, doc: dict) -> Beam:
     b = rd.table(doc, "beam", "beam")
     lum = rd.table(doc, "luminous_region", "luminous_region")
+    rd.keys(b, _KEYS["beam"], "beam")
+    rd.keys(lum, _KEYS["luminous_region"], "luminous_region")
     e_minus = rd.number(b, "e_minus_GeV", "beam.e_minus_GeV", lo=0.01, hi=1000.0)
     e_plus = rd.number(b, "e_plus_GeV", "beam.e_plus_GeV", lo=0.01, hi=1000.0)
     half = rd.number(b, "crossing_half_angle_rad", "beam.crossing_half_angle_rad", lo=0.0, hi=0.5)
@@ -305,6 +363,8 @@ def _parse_beam(rd: _Reader, doc: dict) -> Beam:
 def _parse_tracker(rd: _Reader, doc: dict) -> TrackerModel:
     t = rd.table(doc, "tracker", "tracker")
     r = rd.table(t, "resolution", "tracker.resolution")
+    rd.keys(t, _KEYS["tracker"], "tracker")
+    rd.keys(r, _KEYS["tracker.resolution"], "tracker.resolution")
     tmin, tmax = _theta_pair(rd, t, "tracker")
     radii = rd.array(t, "layer_radius_cm", "tracker.layer_radius_cm", lo=0.0, lo_open=True)
     if np.any(np.diff(radii) <= 0):
@@ -343,11 +403,13 @@ def _parse_material(rd: _Reader, doc: dict) -> MaterialLayers:
     for mname, mtab in mats.items():
         if not isinstance(mtab, dict):
             rd.fail(f"materials.{mname}", mtab, "a table with x0_cm and z_eff")
+        rd.keys(mtab, _KEYS["materials.*"], f"materials.{mname}")
         known[mname] = (rd.number(mtab, "x0_cm", f"materials.{mname}.x0_cm", lo=0.0, lo_open=True),
                         rd.number(mtab, "z_eff", f"materials.{mname}.z_eff", lo=1.0, hi=100.0))
     rows = []
     for i, lay in enumerate(layers):
         p = f"material[{i}]"
+        rd.keys(lay, _KEYS["material"], p)
         name = rd.string(lay, "name", f"{p}.name")
         r = rd.number(lay, "r_cm", f"{p}.r_cm", lo=0.0, lo_open=True, hi=1000.0)
         dr = rd.number(lay, "dr_cm", f"{p}.dr_cm", lo=0.0, hi=100.0)
@@ -395,10 +457,12 @@ def _backward_z(rd: _Reader, c: dict) -> float:
 
 def _parse_calorimeter(rd: _Reader, doc: dict) -> CalorimeterModel:
     c = rd.table(doc, "calorimeter", "calorimeter")
+    rd.keys(c, _KEYS["calorimeter"], "calorimeter")
     regions = rd.array_of_tables(c, "region", "calorimeter.region")
     rows, names = [], []
     for i, reg in enumerate(regions):
         p = f"calorimeter.region[{i}]"
+        rd.keys(reg, _KEYS["calorimeter.region"], p)
         names.append(rd.string(reg, "name", f"{p}.name"))
         tmin, tmax = _theta_pair(rd, reg, p)
         vals = [tmin, tmax]
@@ -432,13 +496,17 @@ def _parse_pid(rd: _Reader, doc: dict) -> PidModel:
     pid = rd.table(doc, "pid", "pid")
     mu = rd.table(pid, "muon", "pid.muon")
     el = rd.table(pid, "electron", "pid.electron")
+    rd.keys(pid, _KEYS["pid"], "pid")
+    rd.keys(mu, _KEYS["pid.muon"], "pid.muon")
+    rd.keys(el, _KEYS["pid.electron"], "pid.electron")
     tmin, tmax = _theta_pair(rd, mu, "pid.muon")
     table = mu.get("table")
     if table is None:
         msg = f"{rd.source}: missing field pid.muon.table"
         raise ConfigError(msg)
     if not isinstance(table, list) or not table:
-        rd.fail("pid.muon.table", table, "a non-empty array of [p_min_GeV, p_max_GeV, efficiency, pi_misid] rows")
+        rd.fail("pid.muon.table", table,
+                "a non-empty array of [p_min_GeV, p_max_GeV, efficiency, pi_misid] rows")
     rows = []
     for i, row in enumerate(table):
         p = f"pid.muon.table[{i}]"
@@ -472,9 +540,16 @@ def available_detectors() -> list[str]:
 
 
 def _resolve(name_or_path: str | Path) -> tuple[str, str]:
-    """Return (text, path) of a bundled name or a file path."""
+    """Return (text, path) of a bundled name or a file path.
+
+    A bundled name always means the bundled file (a file ``besiii`` in the working directory
+    does not shadow it; write ``./besiii`` for that); anything else is a path."""
     s = str(name_or_path)
-    if s.endswith(".toml") or "/" in s or Path(s).is_file():
+    bundled = resources.files("isrsim") / "detectors" / f"{s}.toml"
+    looks_like_path = isinstance(name_or_path, Path) or s.endswith(".toml") or "/" in s or os.sep in s
+    if not looks_like_path and s and bundled.is_file():
+        return bundled.read_text(encoding="utf-8"), str(bundled)
+    if looks_like_path or Path(s).is_file():
         p = Path(s)
         if not p.is_file():
             what = "is not a regular file" if p.exists() else "not found"
@@ -486,11 +561,8 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str]:
         except UnicodeDecodeError as exc:
             msg = f"detector file {s!r} is not UTF-8 text ({exc.reason}); allowed: a UTF-8 TOML file"
             raise ConfigError(msg) from None
-    res = resources.files("isrsim") / "detectors" / f"{s}.toml"
-    if not res.is_file():
-        msg = f"detector = {s!r} is unknown; allowed: a bundled name {available_detectors()} or a .toml path"
-        raise ConfigError(msg)
-    return res.read_text(encoding="utf-8"), str(res)
+    msg = f"detector = {s!r} is unknown; allowed: a bundled name {available_detectors()} or a .toml path"
+    raise ConfigError(msg)
 
 
 def load_detector(name_or_path: str | Path) -> DetectorModel:
@@ -524,7 +596,9 @@ def load_detector(name_or_path: str | Path) -> DetectorModel:
     if version != SCHEMA_VERSION:
         rd.fail("meta.schema_version", version, f"{SCHEMA_VERSION}")
     name = rd.string(meta, "name", "meta.name")
+    rd.keys(doc, _KEYS[""], "")
     sol = rd.table(doc, "solenoid", "solenoid")
+    rd.keys(sol, _KEYS["solenoid"], "solenoid")
     bz = rd.number(sol, "bz_T", "solenoid.bz_T", lo=0.0, lo_open=True, hi=10.0)
     return DetectorModel(
         name=name, bz_T=bz, beam=_parse_beam(rd, doc), material=_parse_material(rd, doc),

@@ -108,12 +108,15 @@ def check_fsr(fsr: Any, fsr_x_min: Any) -> tuple[bool, float]:
 
 def check_number(field: str, value: Any, *, lo: float | None = None, hi: float | None = None,
                  lo_open: bool = False, hi_open: bool = False, allowed: str | None = None) -> float:
-    """Validate a finite number in [lo, hi] (open ends optional); ConfigError naming ``field``."""
-    if isinstance(value, bool):
-        value = None
+    """Validate a finite number in [lo, hi] (open ends optional); ConfigError naming ``field``.
+
+    Booleans and strings are not numbers here (a TOML ``"3.773"`` is a typo, not a value); an
+    integer too large for a float (a TOML integer of 310 digits) is out of range."""
     try:
+        if isinstance(value, (bool, str, bytes)):
+            raise TypeError
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         v = float("nan")
     bad = not math.isfinite(v)
     if not bad and lo is not None:
@@ -143,8 +146,10 @@ def check_range_pair(field: str, value: Any, lo: float, hi: float, unit: str = "
     allowed = (f"two numbers {lo:.6g} < min < max < {hi:.6g} {unit} with max - min >= "
                f"{MIN_WINDOW_WIDTH:g} {unit}")
     try:
+        if isinstance(value, (str, bytes)) or any(isinstance(v, (bool, str, bytes)) for v in value):
+            raise TypeError
         a, b = (float(v) for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         msg = f"{field} = {value!r} is invalid: allowed {allowed}"
         raise ConfigError(msg) from None
     if not (math.isfinite(a) and math.isfinite(b)) or not (lo < a < b < hi) or b - a < MIN_WINDOW_WIDTH:

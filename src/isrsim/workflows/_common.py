@@ -319,8 +319,8 @@ def _table_scale(meta: dict[str, Any], n_rows_weight_sum: float, lumi: float | N
     scale = float(lumi) / float(l_mc)
     if abs(scale - 1.0) < 1e-6:
         return 1.0, False, f"{path}: {proc} at the target luminosity ({lumi:.4g}/nb), used as pseudo-data"
-    return scale, True, (f"{path}: {proc} MC luminosity {float(l_mc):.4g}/nb differs from the target {lumi:.4g}/nb: "
-                         f"expected counts scaled by {scale:.4g}")
+    return scale, True, (f"{path}: {proc} MC luminosity {float(l_mc):.4g}/nb differs from the target "
+                         f"{lumi:.4g}/nb: expected counts scaled by {scale:.4g}")
 
 
 def read_candidate_tables(paths: Sequence[str | os.PathLike[str]], *,
@@ -447,6 +447,100 @@ def _candidate_columns(table: Any, path: str) -> tuple[np.ndarray, ...]:
     return ch, m, w, mt
 
 
+# ---------------------------------------------------------------------------------------
+# card validation (every workflow checks its whole card before any work or output)
+
+
+def check_int(field: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """An integer in [lo, hi] (a float such as 6.0 that is one is accepted; 6.5, a string or a
+    bool is not): ConfigError ``field = value is invalid: allowed ...`` otherwise."""
+    from ..config import _int
+
+    return _int(field, value, lo, hi)
+
+
+def check_float(field: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False, allowed: str | None = None) -> float:
+    """A finite number in the range (not a string or bool): see
+    :func:`isrsim.processes.base.check_number`."""
+    from ..processes.base import check_number
+
+    return check_number(field, value, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, allowed=allowed)
+
+
+def check_choice(field: str, value: Any, choices: Sequence[str]) -> str:
+    """One of ``choices`` (strings)."""
+    if not isinstance(value, str) or value not in choices:
+        msg = f"{field} = {value!r} is invalid: allowed {', '.join(choices)}"
+        raise ConfigError(msg)
+    return value
+
+
+def check_number_list(field: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+                      lo_open: bool = False, hi_open: bool = False, min_len: int = 1,
+                      what: str = "numbers") -> list[float]:
+    """A list of at least ``min_len`` finite numbers in the range."""
+    if not isinstance(value, (list, tuple)) or len(value) < min_len:
+        msg = f"{field} = {value!r} is invalid: allowed a list of at least {min_len} {what}"
+        raise ConfigError(msg)
+    return [check_float(f"{field}[{i}]", v, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+            for i, v in enumerate(value)]
+
+
+def check_mass_windows(field: str, value: Any) -> list[tuple[float, float]]:
+    """A list of [lo, hi] windows [GeV] with 0 <= lo < hi (e.g. masked resonances)."""
+    allowed = "a list of [MIN, MAX] windows in GeV with 0 <= MIN < MAX, e.g. [[2.95, 3.20]]"
+    if not isinstance(value, (list, tuple)):
+        msg = f"{field} = {value!r} is invalid: allowed {allowed}"
+        raise ConfigError(msg)
+    out = []
+    for i, w in enumerate(value):
+        if not isinstance(w, (list, tuple)) or len(w) != 2:
+            msg = f"{field}[{i}] = {w!r} is invalid: allowed {allowed}"
+            raise ConfigError(msg)
+        a = check_float(f"{field}[{i}][0]", w[0], lo=0.0, allowed=allowed)
+        b = check_float(f"{field}[{i}][1]", w[1], lo=0.0, allowed=allowed)
+        if not a < b:
+            msg = f"{field}[{i}] = {w!r} is invalid (empty or inverted window): allowed {allowed}"
+            raise ConfigError(msg)
+        out.append((a, b))
+    return out
+
+
+def check_channels(field: str, value: Any) -> list[str]:
+    """A non-empty list of candidate channels (:data:`CANDIDATE_CHANNELS`), each once."""
+    allowed = f"a non-empty list of channels among {list(CANDIDATE_CHANNELS)}, e.g. ['mumu', 'ee']"
+    if (not isinstance(value, (list, tuple)) or not value
+            or any(not isinstance(c, str) or c not in CANDIDATE_CHANNELS for c in value)
+            or len(set(value)) != len(value)):
+        msg = f"{field} = {value!r} is invalid: allowed {allowed}"
+        raise ConfigError(msg)
+    return list(value)
+
+
+def check_process_name(field: str, value: Any) -> str:
+    """A process name of the registry (:data:`isrsim.processes.PROCESS_NAMES`)."""
+    from ..processes import PROCESS_NAMES
+
+    if not isinstance(value, str) or value not in PROCESS_NAMES:
+        msg = f"{field} = {value!r} is invalid: allowed {', '.join(PROCESS_NAMES)}"
+        raise ConfigError(msg)
+    return value
+
+
+def check_output_dir(output: Any) -> Path:
+    """The output directory of a workflow: a path that is not an existing file (checked before
+    any work; the directory is created only when the work starts)."""
+    if not isinstance(output, (str, os.PathLike)) or not str(output):
+        msg = f"output = {output!r} is invalid: allowed a directory path"
+        raise ConfigError(msg)
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        msg = f"output = {str(out)!r} is an existing file: allowed a directory path"
+        raise OutputError(msg)
+    return out
+
+
 def merge_workflow_card(args: Any, defaults: dict[str, Any], bundled: str, what: str,
                         flags: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """Defaults <- card ([run] and [analysis] tables; ``--card`` or the bundled ``bundled``)
@@ -461,7 +555,11 @@ def merge_workflow_card(args: Any, defaults: dict[str, Any], bundled: str, what:
         msg = f"{what} card: unknown section(s) {sorted(unknown)}; allowed [run], [analysis]"
         raise ConfigError(msg)
     for sec in ("run", "analysis"):
-        for k, v in (card.get(sec) or {}).items():
+        table = card.get(sec) or {}
+        if not isinstance(table, dict):
+            msg = f"{what} card [{sec}] = {table!r} is invalid: allowed a table"
+            raise ConfigError(msg)
+        for k, v in table.items():
             if k != "output" and k not in defaults:
                 msg = f"{what} card [{sec}]: unknown key {k!r}; allowed {sorted(defaults)} (and output)"
                 raise ConfigError(msg)

@@ -3,11 +3,11 @@
 Recipe (issue 8 item 2)
 -----------------------
 1. **Templates, generated once and cached** (``<output>/cache/*.npz``, keyed by the SHA-256
-   of the template settings and of isrsim's sources): the QED ISR background (``isr_mumu`` or ``isr_ee``, unweighted,
-   in a generator mass window wider than the fit window by ``generator_margin``) and one
-   dark-photon sample per mass (``isrsim.processes.darkphoton:DarkPhoton``), both simulated
-   with the detector and reconstructed with the selection (default ``besiii2017``,
-   arXiv:1705.04265) in memory.
+   of the template settings and of isrsim's sources): the QED ISR background (``isr_mumu`` or
+   ``isr_ee``, unweighted, in a generator mass window wider than the fit window by
+   ``generator_margin``) and one dark-photon sample per mass
+   (``isrsim.processes.darkphoton:DarkPhoton``), both simulated with the detector and
+   reconstructed with the selection (default ``besiii2017``, arXiv:1705.04265) in memory.
 2. **Expected background** at the luminosity: the candidate histogram of the background MC
    scaled by sigma L / N_gen, smoothed by the polynomial fit the analysis itself uses
    (:func:`isrsim.stats.fit_background`, order ``order``) so that the fit model contains the
@@ -83,24 +83,38 @@ _BLOCK = 10_000
 
 
 def _check_positive(name: str, v: Any, *, integer: bool = False, lo: float = 0.0) -> Any:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        x = float("nan")
-    if not (math.isfinite(x) and x > lo) or (integer and not float(x).is_integer()):
-        kind = "an integer" if integer else "a number"
-        msg = f"{name} = {v!r} is invalid: allowed {kind} > {lo:g}"
-        raise ConfigError(msg)
-    return int(x) if integer else x
+    """A finite number > ``lo`` (an integer with ``integer``); strings and booleans are not
+    numbers. ConfigError ``name = v is invalid: allowed ...``."""
+    from ._common import check_float, check_int
+
+    if integer:
+        return check_int(name, v, math.floor(lo) + 1)
+    return check_float(name, v, lo=lo, lo_open=True)
+
+
+def _as_list(v: Any) -> Any:
+    """A card value given as one number where a list is expected (``masses = 2.0``)."""
+    return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 def load_config(args: Any) -> dict[str, Any]:
     """Merge defaults, the card (``--card``, default bundled ``inject_besiii``) and the flags.
 
     Returns a validated flat dict (keys of :data:`DEFAULTS` plus ``output``,
-    ``luminosity_invnb``, ``workers``, ``quiet``).
+    ``luminosity_invnb``, ``workers``, ``quiet``). Every value is checked here, before any
+    work or output.
     """
-    from ._common import merge_workflow_card
+    from ..processes.isr import PhotonCut
+    from ..reco.selection import SELECTIONS
+    from ..stats import CONVENTIONS
+    from ._common import (
+        check_choice,
+        check_float,
+        check_int,
+        check_number_list,
+        check_output_dir,
+        merge_workflow_card,
+    )
 
     cfg = merge_workflow_card(args, DEFAULTS, "inject_besiii", "inject", (
         ("detector", "detector"), ("luminosity", "luminosity"), ("mass", "masses"),
@@ -110,35 +124,62 @@ def load_config(args: Any) -> dict[str, Any]:
     cfg["quiet"] = bool(getattr(args, "quiet", False))
     from ..units import parse_luminosity
 
+    if not isinstance(cfg["detector"], str) or not cfg["detector"].strip():
+        msg = f"detector = {cfg['detector']!r} is invalid: allowed a bundled detector name or a .toml path"
+        raise ConfigError(msg)
     cfg["luminosity_invnb"] = parse_luminosity(str(cfg["luminosity"]), field="luminosity")
-    cfg["masses"] = [float(m) for m in np.atleast_1d(cfg["masses"])]
-    cfg["epsilon"] = [float(e) for e in np.atleast_1d(cfg["epsilon"])]
+    cfg["masses"] = check_number_list("masses", _as_list(cfg["masses"]), lo=0.0, lo_open=True,
+                                      what="A' masses > 0 [GeV]")
+    cfg["epsilon"] = check_number_list("epsilon", _as_list(cfg["epsilon"]), lo=0.0, hi=1.0,
+                                       hi_open=True, what="couplings")
     for e in cfg["epsilon"]:
-        if not (math.isfinite(e) and (e == 0.0 or EPSILON_MIN <= e < 1.0)):
+        if not (e == 0.0 or EPSILON_MIN <= e < 1.0):
             msg = f"epsilon = {e!r} is invalid: allowed 0 (no signal) or {EPSILON_ALLOWED}"
             raise ConfigError(msg)
-    for m in cfg["masses"]:
-        _check_positive("mass", m)
     if cfg["channel"] not in _PROCESS_OF_CHANNEL:
         msg = f"channel = {cfg['channel']!r} is invalid: allowed {', '.join(_PROCESS_OF_CHANNEL)}"
         raise ConfigError(msg)
-    cfg["toys"] = _check_positive("toys", cfg["toys"], integer=True)
-    cfg["seed"] = int(_check_positive("seed", cfg["seed"], integer=True, lo=-1))
+    check_choice("selection", cfg["selection"], SELECTIONS)
+    cfg["toys"] = check_int("toys", cfg["toys"], 1, 10**7)
+    cfg["seed"] = check_int("seed", cfg["seed"], 0, 2**63 - 1)
     for k in ("background_events", "signal_events"):
-        cfg[k] = _check_positive(k, cfg[k], integer=True, lo=999)
+        cfg[k] = check_int(k, cfg[k], 1000, 10**10)
     for k in ("half_window", "bin_width", "generator_margin"):
         cfg[k] = _check_positive(k, cfg[k])
     if cfg["bin_width"] * 8 > 2 * cfg["half_window"]:
         msg = (f"bin_width = {cfg['bin_width']} GeV is invalid: allowed <= 2 half_window / 8 = "
                f"{cfg['half_window'] / 4:g} GeV (at least 8 bins)")
         raise ConfigError(msg)
-    cfg["order"] = int(_check_positive("order", cfg["order"], integer=True, lo=-1))
-    cfg["mass_scan_toys"] = int(_check_positive("mass_scan_toys", cfg["mass_scan_toys"],
-                                                integer=True, lo=-1))
-    cfg["discovery_z"] = [float(z) for z in np.atleast_1d(cfg["discovery_z"])]
+    cfg["order"] = check_int("order", cfg["order"], 0, 12)
+    cfg["mass_scan_toys"] = check_int("mass_scan_toys", cfg["mass_scan_toys"], 0, 10**7)
+    cfg["discovery_z"] = check_number_list("discovery_z", _as_list(cfg["discovery_z"]), lo=0.0,
+                                           lo_open=True, min_len=0, what="significances > 0")
+    cfg["cl"] = check_float("cl", cfg["cl"], lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    check_choice("convention", cfg["convention"], CONVENTIONS)
+    PhotonCut.from_config(cfg["photon_cut"])
     if cfg.get("output") is None:
         cfg["output"] = f"inject_{cfg['detector']}"
+    check_output_dir(cfg["output"])
     return cfg
+
+
+def _check_processes(cfg: dict[str, Any], det: Any) -> None:
+    """Build the background and signal processes of every mass with the detector's beams
+    before any is generated (a mass outside the kinematic range fails here, not after the
+    templates of the masses before it)."""
+    from ..processes import make_process
+
+    proc_name, chan, _ = _PROCESS_OF_CHANNEL[cfg["channel"]]
+    for mass in cfg["masses"]:
+        lo, hi = mass - cfg["half_window"], mass + cfg["half_window"]
+        try:
+            make_process(proc_name, det.beam, photon_cut=cfg["photon_cut"],
+                         mass_range=[max(lo - cfg["generator_margin"], 0.3), hi + cfg["generator_margin"]])
+            make_process("darkphoton", det.beam, mass=mass, epsilon=1e-3, decay=chan,
+                         photon_cut=cfg["photon_cut"])
+        except ConfigError as exc:
+            msg = f"masses: {mass:g} GeV (fit window {lo:g}-{hi:g} GeV, channel {chan}): {exc}"
+            raise ConfigError(msg) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,7 +188,8 @@ def load_config(args: Any) -> dict[str, Any]:
 
 def candidates_in_memory(process: Any, det: Any, n_events: int, *, seed: int, label: str,
                          selection: str, weighted: bool = False,
-                         truth_extra: tuple[str, ...] = (), cuts: Any = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                         truth_extra: tuple[str, ...] = (), cuts: Any = None
+                         ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Generate, simulate and reconstruct ``n_events`` of ``process`` in memory.
 
     Blocks of 10 000 events, each with its own generators
@@ -561,14 +603,12 @@ def main(args: Any) -> dict[str, Any]:
     """
     from ..detector import load_detector
     from ..physics.darkphoton import n_f_ll
-    from ..stats import CONVENTIONS, make_histogram, yield_per_epsilon2
+    from ..stats import make_histogram, yield_per_epsilon2
     from ._common import stream_rng, write_csv_atomic
 
     cfg = load_config(args)
-    if cfg["convention"] not in CONVENTIONS:
-        msg = f"convention = {cfg['convention']!r} is invalid: allowed {', '.join(CONVENTIONS)}"
-        raise ConfigError(msg)
     det = load_detector(cfg["detector"])
+    _check_processes(cfg, det)
     out = Path(cfg["output"])
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -617,9 +657,10 @@ def main(args: Any) -> dict[str, Any]:
             "background_cross_section_nb": float(tpl["bkg"]["cross_section_nb"]),
             "background_fit_chi2_ndf": float(fit.chi2_ndf), "cached": bool(tpl["cached"])}
     header = list(all_rows[0])
+    comments = [f"isrsim inject: {cfg['detector']} {cfg['channel']} L = {cfg['luminosity']}",
+                f"convention {cfg['convention']} CL {cfg['cl']}, order {cfg['order']}"]
     p_sum = write_csv_atomic(out / "inject_summary.csv", header, [[r[k] for k in header] for r in all_rows],
-                             comments=[f"isrsim inject: {cfg['detector']} {cfg['channel']} L = {cfg['luminosity']}",
-                                       f"convention {cfg['convention']} CL {cfg['cl']}, order {cfg['order']}"])
+                             comments=comments)
     p_toys = write_csv_atomic(out / "inject_toys.csv",
                               ["mass_GeV", "epsilon", "toy", "n_signal_expected", "yield_hat", "yield_err",
                                "z_local", "ul_yield", "ul_epsilon", "m_best_GeV", "converged"], toy_rows)

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..config import _check_keys
 from ..exceptions import ConfigError
 from ._common import (
     card_hash,
@@ -161,10 +162,7 @@ def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed
     from ..io import write_table_atomic
     from ..processes import make_process
 
-    unknown = set(bkg) - _BKG_KEYS
-    if unknown:
-        msg = f"[project.backgrounds]: unknown key(s) {sorted(unknown)}; allowed {sorted(_BKG_KEYS)}"
-        raise ConfigError(msg)
+    _check_keys(bkg, _BKG_KEYS, "[project.backgrounds]")
     bkg = {k: v for k, v in bkg.items() if k != "reference"}  # not part of the sample's identity
     name = str(bkg.get("process", ""))
     params = dict(bkg.get("params", {}) or {})
@@ -246,44 +244,247 @@ def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed
 # the projection
 
 
+#: Largest background polynomial order (as ``isrsim limit --order``) and number of toys.
+MAX_ORDER = 12
+MAX_TOYS = 10**7
+
+
 def _check_card(card: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate the whole projection card before any work (every field: types and ranges,
+    background process names, [analysis] values); ConfigError naming the field. What needs the
+    detector (process parameters, conversion layers) is checked by :func:`_check_backgrounds`."""
+    from ..units import parse_luminosity
+    from ._common import check_choice, check_float, check_int
+
+    if not isinstance(card, dict):
+        msg = "projection card must be a TOML table"
+        raise ConfigError(msg)
     proj = card.get("project")
     if not isinstance(proj, dict):
         msg = "projection card has no [project] table"
         raise ConfigError(msg)
-    unknown = set(proj) - _PROJECT_KEYS
-    if unknown:
-        msg = f"[project]: unknown key(s) {sorted(unknown)}; allowed {sorted(_PROJECT_KEYS)}"
-        raise ConfigError(msg)
+    _check_keys(proj, _PROJECT_KEYS, "[project]")
     ana = card.get("analysis", {}) or {}
-    unknown = set(ana) - _ANALYSIS_KEYS
-    if unknown:
-        msg = f"[analysis]: unknown key(s) {sorted(unknown)}; allowed {sorted(_ANALYSIS_KEYS)}"
+    if not isinstance(ana, dict):
+        msg = f"[analysis] = {ana!r} is invalid: allowed a table"
         raise ConfigError(msg)
+    _check_keys(ana, _ANALYSIS_KEYS, "[analysis]")
     for k in ("detector", "luminosity", "mass", "selection", "backgrounds"):
         if k not in proj:
             msg = f"project.{k} is missing"
             raise ConfigError(msg)
+    det = proj["detector"]
+    if not isinstance(det, str) or not det.strip():
+        msg = f"project.detector = {det!r} is invalid: allowed a bundled detector name or a .toml path"
+        raise ConfigError(msg)
+    from ..reco.selection import SELECTIONS
+
+    check_choice("project.selection", proj["selection"], SELECTIONS)
+    parse_luminosities(proj["luminosity"], field="project.luminosity")
+    if proj.get("mc_luminosity_max") is not None:
+        parse_luminosity(proj["mc_luminosity_max"], field="project.mc_luminosity_max")
     mass = proj["mass"]
     if not (isinstance(mass, (list, tuple)) and len(mass) == 2):
-        msg = f"project.mass = {mass!r} must be [MIN, MAX] in GeV"
+        msg = f"project.mass = {mass!r} is invalid: allowed [MIN, MAX] in GeV with 0 <= MIN < MAX"
         raise ConfigError(msg)
-    lo, hi = (float(x) for x in mass)
-    if not (0 <= lo < hi):
-        msg = f"project.mass = [{lo}, {hi}] must satisfy 0 <= MIN < MAX (GeV)"
+    lo, hi = (check_float(f"project.mass[{i}]", x, lo=0.0,
+                          allowed="[MIN, MAX] in GeV with 0 <= MIN < MAX") for i, x in enumerate(mass))
+    if not lo < hi:
+        msg = f"project.mass = [{lo}, {hi}] is invalid: allowed [MIN, MAX] in GeV with 0 <= MIN < MAX"
         raise ConfigError(msg)
+    check_int("project.seed", proj.get("seed", 1), 0, 2**63 - 1)
+    check_int("project.toys", proj.get("toys", 50), 0, MAX_TOYS)
+    for key in ("cache_dir", "title"):
+        v = proj.get(key)
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            msg = f"project.{key} = {v!r} is invalid: allowed a non-empty string"
+            raise ConfigError(msg)
     method = ana.get("background", "polynomial")
     if method not in BACKGROUND_METHODS:
         msg = f"analysis.background = {method!r} is invalid: allowed {', '.join(BACKGROUND_METHODS)}"
         raise ConfigError(msg)
-    toys = proj.get("toys", 50)
-    if not isinstance(toys, int) or isinstance(toys, bool) or toys < 0:
-        msg = f"project.toys = {toys!r} must be an integer >= 0"
-        raise ConfigError(msg)
-    if not isinstance(proj["backgrounds"], dict) or not proj["backgrounds"]:
+    processes = _check_background_tables(proj)
+    _check_bhabha(proj, ana)
+    _check_analysis(ana, lo, hi, method, processes)
+    if method == "template":
+        _check_cuts(ana)
+        _check_signal(proj)
+    return proj, ana
+
+
+def _check_background_tables(proj: dict[str, Any]) -> list[str]:
+    """``[project.backgrounds.*]``: tables with known keys, registered process names, types;
+    returns the process names of the backgrounds added to the spectrum."""
+    from ._common import check_int, check_process_name
+
+    bks = proj["backgrounds"]
+    if not isinstance(bks, dict) or not bks:
         msg = "project.backgrounds must be a non-empty table of backgrounds"
         raise ConfigError(msg)
-    return proj, ana
+    names = []
+    for label, bkg in bks.items():
+        where = f"project.backgrounds.{label}"
+        if not isinstance(bkg, dict):
+            msg = f"{where} = {bkg!r} is invalid: allowed a table"
+            raise ConfigError(msg)
+        _check_keys(bkg, _BKG_KEYS, f"[{where}]")
+        name = check_process_name(f"{where}.process", bkg.get("process", label))
+        params = bkg.get("params", {})
+        if params is not None and not isinstance(params, dict):
+            msg = f"{where}.params = {params!r} is invalid: allowed a table of process parameters"
+            raise ConfigError(msg)
+        weighted = bkg.get("weighted", False)
+        if not isinstance(weighted, bool):
+            msg = f"{where}.weighted = {weighted!r} is invalid: allowed true or false"
+            raise ConfigError(msg)
+        if weighted:
+            if "events" not in bkg:
+                msg = f"{where}.events is missing: weighted backgrounds need an integer >= 1"
+                raise ConfigError(msg)
+            check_int(f"{where}.events", bkg["events"], 1, 10**13)
+        elif "events" in bkg:
+            msg = (f"{where}.events = {bkg['events']!r} is not used: an unweighted background is "
+                   "generated at the MC luminosity; allowed: weighted = true with events, or no events")
+            raise ConfigError(msg)
+        conv = bkg.get("conversions")
+        if conv is not None and not isinstance(conv, dict):
+            msg = f"{where}.conversions = {conv!r} is invalid: allowed a table (mode, forced_layers)"
+            raise ConfigError(msg)
+        if not bkg.get("reference", False):
+            names.append(name)
+    return names
+
+
+def _check_analysis(ana: dict[str, Any], lo: float, hi: float, method: str,
+                    processes: list[str]) -> None:
+    """Every ``[analysis]`` value: types and allowed ranges (those of the limit code)."""
+    from ..stats import CONVENTIONS
+    from ._common import (
+        CANDIDATE_CHANNELS,
+        check_channels,
+        check_choice,
+        check_float,
+        check_int,
+        check_mass_windows,
+        check_number_list,
+    )
+    from .limit import MAX_HYPOTHESES
+
+    span = hi - lo
+    check_float("analysis.bin_width", ana.get("bin_width", 0.010 if method == "polynomial" else 0.001),
+                     lo=0.0, lo_open=True, hi=span / 10,
+                     allowed=f"0 < bin_width <= {span / 10:.6g} GeV (at least 10 bins in project.mass)")
+    if ana.get("step") is not None:
+        smallest = span / MAX_HYPOTHESES
+        check_float("analysis.step", ana["step"], lo=smallest, hi=span,
+                    allowed=f"{smallest:.6g} <= step <= {span:.6g} GeV (at most {MAX_HYPOTHESES} "
+                            "mass hypotheses in project.mass)")
+    order = ana.get("order")
+    if isinstance(order, dict):
+        for c, o in order.items():
+            if c not in CANDIDATE_CHANNELS:
+                msg = (f"analysis.order.{c} = {o!r} is invalid: allowed one order per channel of "
+                       f"{list(CANDIDATE_CHANNELS)}")
+                raise ConfigError(msg)
+            check_int(f"analysis.order.{c}", o, 0, MAX_ORDER)
+    elif order is not None:
+        check_int("analysis.order", order, 0, MAX_ORDER)
+    check_choice("analysis.convention", ana.get("convention", "qtilde_asymptotic"), CONVENTIONS)
+    for key, default in (("norm_unc", 0.05), ("res_unc", 0.02), ("signal_unc", 0.05)):
+        check_float(f"analysis.{key}", ana.get(key, default), lo=0.0, hi=0.5, hi_open=True)
+    check_float("analysis.bin_unc", ana.get("bin_unc", 0.0), lo=0.0, hi=1.0, hi_open=True)
+    check_float("analysis.window_nsigma", ana.get("window_nsigma", 5.0), lo=1.0, hi=100.0)
+    if ana.get("mask_windows") is not None:
+        check_mass_windows("analysis.mask_windows", ana["mask_windows"])
+    if ana.get("channels") is not None:
+        check_channels("analysis.channels", ana["channels"])
+    corr = ana.get("bhabha_correction") or {}
+    for c, v in corr.items():  # a table (checked by _check_bhabha); "mc" values there too
+        if c not in CANDIDATE_CHANNELS:
+            msg = (f"analysis.bhabha_correction.{c} = {v!r} is invalid: allowed one value per channel of "
+                   f"{list(CANDIDATE_CHANNELS)}")
+            raise ConfigError(msg)
+        if not isinstance(v, str):
+            check_float(f"analysis.bhabha_correction.{c}", v, lo=0.0, lo_open=True, hi=1.0)
+    unc = ana.get("bkg_unc", {}) or {}
+    if not isinstance(unc, dict):
+        msg = f"analysis.bkg_unc = {unc!r} is invalid: allowed a table {{ process = uncertainty }}"
+        raise ConfigError(msg)
+    for name, v in unc.items():
+        if name not in processes:
+            msg = (f"analysis.bkg_unc.{name} = {v!r} is invalid: allowed one value per background "
+                   f"process {processes}")
+            raise ConfigError(msg)
+        check_float(f"analysis.bkg_unc.{name}", v, lo=0.0, hi=0.5, hi_open=True)
+    if ana.get("toy_masses") is not None:
+        check_number_list("analysis.toy_masses", ana["toy_masses"], lo=0.0, lo_open=True, min_len=0,
+                          what="masses [GeV]")
+
+
+def _check_signal(proj: dict[str, Any]) -> None:
+    """``[project.signal]`` of the template method (dark-photon samples)."""
+    from ..constants import M_E
+    from ..physics.darkphoton import EPSILON_ALLOWED, EPSILON_MIN
+    from ..processes.isr import PhotonCut
+    from ._common import check_float, check_int, check_number_list
+
+    cfg = proj.get("signal")
+    if not isinstance(cfg, dict):
+        msg = "analysis.background = 'template' needs a [project.signal] table (masses, epsilon, events)"
+        raise ConfigError(msg)
+    _check_keys(cfg, _SIGNAL_KEYS, "[project.signal]")
+    check_number_list("project.signal.masses", cfg.get("masses"), lo=2 * M_E, lo_open=True,
+                      min_len=2, what="A' masses > 2 m_e [GeV]")
+    check_float("project.signal.epsilon", cfg.get("epsilon", 1e-3), lo=EPSILON_MIN, hi=1.0,
+                hi_open=True, allowed=EPSILON_ALLOWED)
+    check_int("project.signal.events", cfg.get("events", 20000), 100, 10**9)
+    PhotonCut.from_config(cfg.get("photon_cut") or {"mode": "all"})
+
+
+def _background_tables(proj: dict[str, Any], ana: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, background table) with the defaults the projection applies: the process name,
+    and for ISR processes a generator mass window a little beyond the scan range."""
+    lo, hi = (float(x) for x in proj["mass"])
+    margin = max(0.05 * (hi - lo), 5 * float(ana.get("bin_width", 0.010)))
+    out = []
+    for label, bkg in proj["backgrounds"].items():
+        bkg = dict(bkg)
+        bkg.setdefault("process", label)
+        if str(bkg["process"]).startswith("isr_"):
+            # generate the ISR spectrum a little beyond the scan range (resolution, edges)
+            params = dict(bkg.get("params", {}) or {})
+            params.setdefault("mass_range", [max(lo - margin, 1e-3), hi + margin])
+            bkg["params"] = params
+        out.append((label, bkg))
+    return out
+
+
+def _check_backgrounds(backgrounds: list[tuple[str, dict[str, Any]]], det: Any) -> None:
+    """Build every background process with its parameters and the detector's beams, and check
+    its conversion layers, before any is generated (a bad parameter of the last background
+    must not cost the generation of the others)."""
+    from ..config import _check_conversions
+    from ..processes import make_process
+
+    for label, bkg in backgrounds:
+        where = f"project.backgrounds.{label}"
+        params = dict(bkg.get("params", {}) or {})
+        if bkg["process"] == "diphoton":
+            params.setdefault("detector", det)
+        try:
+            make_process(bkg["process"], det.beam, **params)
+            conv = bkg.get("conversions")
+            if conv is not None:
+                _check_keys(conv, {"mode", "forced_layers", "photons"}, f"[{where}.conversions]")
+                _check_conversions(conv, det)
+        except ConfigError as exc:
+            msg = f"{where}: {exc}"
+            raise ConfigError(msg) from None
+        except (TypeError, KeyError, IndexError, AttributeError) as exc:
+            shown = {k: v for k, v in params.items() if k != "detector"}
+            msg = (f"{where}.params = {shown!r} is invalid for process {bkg['process']!r} "
+                   f"({type(exc).__name__}: {exc}); see the process documentation for the allowed values")
+            raise ConfigError(msg) from None
 
 
 def _lumi_label(lumi: float) -> str:
@@ -300,14 +501,24 @@ def run_projection(card: dict[str, Any], *, output: str | Path, progress: bool =
     """
     from ..detector import load_detector
     from ..units import parse_luminosity
+    from ._common import check_output_dir
     from .limit import analyse_candidates, plot_limits, write_limit_csv
 
     t0 = time.perf_counter()
+    # everything is checked before any work or output: the card, the detector file, every
+    # background's process parameters, the output path
     proj, ana = _check_card(card)
     lumis = parse_luminosities(proj["luminosity"], field="luminosity")
     det = load_detector(proj["detector"])
     seed = int(proj.get("seed", 1))
-    out = Path(output)
+    backgrounds = _background_tables(proj, ana)
+    _check_backgrounds(backgrounds, det)
+    bhabha = _check_bhabha(proj, ana)
+    cap = proj.get("mc_luminosity_max")
+    cap_invnb = parse_luminosity(cap, field="mc_luminosity_max") if cap is not None else None
+    l_mc = max(lumis) if cap_invnb is None else min(max(lumis), cap_invnb)
+    lo, hi = (float(x) for x in proj["mass"])
+    out = check_output_dir(output)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -317,21 +528,8 @@ def run_projection(card: dict[str, Any], *, output: str | Path, progress: bool =
         raise OutputError(msg) from None
     cache = proj.get("cache_dir")
     cache_dir = Path(cache) if cache else out / "cache"
-    cap = proj.get("mc_luminosity_max")
-    cap_invnb = parse_luminosity(cap, field="mc_luminosity_max") if cap is not None else None
-    l_mc = max(lumis) if cap_invnb is None else min(max(lumis), cap_invnb)
-    lo, hi = (float(x) for x in proj["mass"])
-    margin = max(0.05 * (hi - lo), 5 * float(ana.get("bin_width", 0.010)))
-    bhabha = _check_bhabha(proj, ana)
     paths, infos, processes = [], [], {}
-    for label, bkg in proj["backgrounds"].items():
-        bkg = dict(bkg)
-        bkg.setdefault("process", label)
-        if str(bkg["process"]).startswith("isr_"):
-            # generate the ISR spectrum a little beyond the scan range (resolution, edges)
-            params = dict(bkg.get("params", {}) or {})
-            params.setdefault("mass_range", [max(lo - margin, 1e-3), hi + margin])
-            bkg["params"] = params
+    for _label, bkg in backgrounds:
         p, info = background_candidates(bkg, det, selection=str(proj["selection"]), seed=seed,
                                         mc_luminosity_invnb=l_mc, cache_dir=cache_dir,
                                         progress=progress)
@@ -541,7 +739,7 @@ def card_from_args(args: Any, card: dict[str, Any]) -> dict[str, Any]:
             msg = f"--events = {args.events} must be >= 1"
             raise ConfigError(msg)
         bk = {n: {"events": int(args.events)} for n, b in card["project"]["backgrounds"].items()
-              if b.get("weighted")}
+              if isinstance(b, dict) and b.get("weighted")}
         if bk:
             over["backgrounds"] = bk
     return merge(card, {"project": over})
@@ -558,7 +756,9 @@ def main(args: Any) -> dict[str, Any]:
             msg = "--detector is required (besiii or belle2) unless --card is given"
             raise ConfigError(msg)
         card = default_card(args.detector)
-    if getattr(args, "detector", None) and card.get("project", {}).get("detector") != args.detector:
+    if not isinstance(card.get("project"), dict):
+        card_from_args(args, card)  # the error for a card without [project]
+    if getattr(args, "detector", None) and card["project"].get("detector") != args.detector:
         card = json.loads(json.dumps(card))
         card.setdefault("project", {})["detector"] = args.detector
     card = card_from_args(args, card)
@@ -572,10 +772,7 @@ def main(args: Any) -> dict[str, Any]:
 
 def _check_cuts(ana: dict[str, Any]) -> tuple[dict[str, float], str]:
     cuts = dict(ana.get("cuts", {}) or {})
-    unknown = set(cuts) - _CUT_KEYS
-    if unknown:
-        msg = f"analysis.cuts: unknown key(s) {sorted(unknown)}; allowed {sorted(_CUT_KEYS)}"
-        raise ConfigError(msg)
+    _check_keys(cuts, _CUT_KEYS, "analysis.cuts")
     for k, v in cuts.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
             msg = f"analysis.cuts.{k} = {v!r} must be a finite number"
@@ -646,10 +843,7 @@ def _signal_template(proj: dict[str, Any], det: Any, *, seed: int, cache_dir: Pa
     if not isinstance(cfg, dict):
         msg = "analysis.background = 'template' needs a [project.signal] table (masses, epsilon, events)"
         raise ConfigError(msg)
-    unknown = set(cfg) - _SIGNAL_KEYS
-    if unknown:
-        msg = f"[project.signal]: unknown key(s) {sorted(unknown)}; allowed {sorted(_SIGNAL_KEYS)}"
-        raise ConfigError(msg)
+    _check_keys(cfg, _SIGNAL_KEYS, "[project.signal]")
     masses = sorted(float(x) for x in cfg.get("masses", []))
     if len(masses) < 2 or masses[0] <= 2 * M_E:
         msg = f"project.signal.masses = {cfg.get('masses')!r}: give >= 2 masses > 2 m_e (GeV)"

@@ -30,12 +30,12 @@ def main(args: Any) -> dict[str, Any]:
     from .project import card_from_args, run_projection
 
     card = load_card(args.card) if getattr(args, "card", None) else bundled_card("default")
-    if getattr(args, "detector", None) and args.detector != card.get("project", {}).get("detector"):
+    card = card_from_args(args, card)  # ConfigError for a card without [project]
+    if getattr(args, "detector", None) and args.detector != card["project"].get("detector"):
         msg = (f"--detector = {args.detector!r}: 'isrsim run' runs the card's detector "
-               f"({card.get('project', {}).get('detector')!r}); use 'isrsim project --detector "
+               f"({card['project'].get('detector')!r}); use 'isrsim project --detector "
                f"{args.detector}' instead")
         raise ConfigError(msg)
-    card = card_from_args(args, card)
     output = getattr(args, "output", None) or DEFAULT_OUTPUT
     quiet = bool(getattr(args, "quiet", False))
     summary = run_projection(card, output=output, progress=not quiet)

@@ -100,7 +100,16 @@ def load_config(args: Any) -> dict[str, Any]:
     ``--mass`` takes one value, ``--epsilon`` a list, ``--events`` sets the background MC
     events per sample, ``--luminosity`` may be a comma list (regions optimised at the first).
     """
-    from ._common import merge_workflow_card, parse_luminosities
+    from ..stats import CONVENTIONS
+    from ._common import (
+        check_choice,
+        check_float,
+        check_int,
+        check_number_list,
+        check_output_dir,
+        merge_workflow_card,
+        parse_luminosities,
+    )
 
     cfg = merge_workflow_card(args, DEFAULTS, "sideband_belle2_x17", "sideband", (
         ("detector", "detector"), ("luminosity", "luminosity"), ("epsilon", "epsilon"),
@@ -111,44 +120,74 @@ def load_config(args: Any) -> dict[str, Any]:
             msg = f"--mass = {m!r} is invalid: allowed exactly one A' mass [GeV]"
             raise ConfigError(msg)
         cfg["mass"] = m[0]
+    if not isinstance(cfg["detector"], str) or not cfg["detector"].strip():
+        msg = f"detector = {cfg['detector']!r} is invalid: allowed a bundled detector name or a .toml path"
+        raise ConfigError(msg)
     cfg["luminosities_invnb"] = parse_luminosities(cfg["luminosity"])
     cfg["luminosity_labels"] = ([x.strip() for x in cfg["luminosity"].split(",") if x.strip()]
-                                if isinstance(cfg["luminosity"], str) else [str(x) for x in cfg["luminosity"]])
-    cfg["epsilon"] = sorted(float(e) for e in np.atleast_1d(cfg["epsilon"]))
-    for e in cfg["epsilon"] + [cfg["optimise_epsilon"]]:
-        if not (math.isfinite(e) and EPSILON_MIN <= e < 1.0):
-            msg = f"epsilon = {e!r} is invalid: allowed {EPSILON_ALLOWED}"
-            raise ConfigError(msg)
-    mass = float(cfg["mass"])
-    if not (math.isfinite(mass) and 0.0011 < mass < 0.2):
-        msg = f"mass = {mass!r} GeV is invalid: allowed 0.0011 < mass < 0.2 GeV (e+e- below the mu mu threshold)"
-        raise ConfigError(msg)
-    cfg["mass"] = mass
+                                if isinstance(cfg["luminosity"], str) else
+                                [str(x) for x in np.atleast_1d(cfg["luminosity"])])
+    eps = cfg["epsilon"]
+    eps = [eps] if isinstance(eps, (int, float)) and not isinstance(eps, bool) else eps
+    cfg["epsilon"] = sorted(check_number_list("epsilon", eps, lo=EPSILON_MIN, hi=1.0, hi_open=True,
+                                              what=f"couplings ({EPSILON_ALLOWED})"))
+    cfg["optimise_epsilon"] = check_float("optimise_epsilon", cfg["optimise_epsilon"], lo=EPSILON_MIN,
+                                          hi=1.0, hi_open=True, allowed=EPSILON_ALLOWED)
+    cfg["mass"] = check_float("mass", cfg["mass"], lo=0.0011, hi=0.2, lo_open=True, hi_open=True,
+                              allowed="0.0011 < mass < 0.2 GeV (e+e- below the mu mu threshold)")
+    cfg["seed"] = check_int("seed", cfg["seed"], 0, 2**63 - 1)
     for k in ("signal_events", "background_events"):
+        cfg[k] = check_int(k, cfg[k], 1000, 10**10)
+    theta = check_number_list("theta_lab_deg", cfg["theta_lab_deg"], lo=0.0, hi=180.0,
+                              what="angles [deg]: [MIN, MAX] with 0 <= MIN < MAX <= 180")
+    if len(theta) != 2 or not theta[0] < theta[1]:
+        msg = (f"theta_lab_deg = {cfg['theta_lab_deg']!r} is invalid: allowed [MIN, MAX] with "
+               "0 <= MIN < MAX <= 180 [deg]")
+        raise ConfigError(msg)
+    cfg["theta_lab_deg"] = theta
+    for k in ("conversion_layers", "layer_groups"):
         v = cfg[k]
-        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1000):
-            msg = f"{k} = {v!r} is invalid: allowed an integer >= 1000"
+        if not isinstance(v, list) or not v or not all(isinstance(x, (str, int)) and not isinstance(x, bool)
+                                                        for x in v):
+            msg = f"{k} = {v!r} is invalid: allowed a non-empty list of material layer names"
             raise ConfigError(msg)
+    cfg["m_pca_max"] = check_float("m_pca_max", cfg["m_pca_max"], lo=0.0, lo_open=True, hi=10.0)
     from ..reco.vertexfit import check_twin
 
     check_twin(cfg["vertex_twin"], "vertex_twin")
-    if not 0.0 < float(cfg["max_contamination"]) < 1.0:
-        msg = f"max_contamination = {cfg['max_contamination']!r} is invalid: allowed 0 < value < 1"
-        raise ConfigError(msg)
+    cfg["max_contamination"] = check_float("max_contamination", cfg["max_contamination"], lo=0.0,
+                                           hi=1.0, lo_open=True, hi_open=True,
+                                           allowed="0 < value < 1")
+    cfg["min_mc_events"] = check_int("min_mc_events", cfg["min_mc_events"], 0, 10**10)
     for k in ("grid_window", "grid_r_sr", "grid_dm_sr", "grid_dm_sb", "grid_r_sb"):
-        arr = np.atleast_1d(np.asarray(cfg[k], dtype=float))
-        if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            msg = f"{k} = {cfg[k]!r} is invalid: allowed a non-empty list of numbers >= 0"
-            raise ConfigError(msg)
-        cfg[k] = [float(x) for x in arr]
+        v = cfg[k]
+        v = [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        cfg[k] = check_number_list(k, v, lo=0.0, what="numbers >= 0")
     for k in ("syst_material", "syst_dm_scale", "syst_r_scale"):
-        if not 0.0 <= float(cfg[k]) < 1.0:
-            msg = f"{k} = {cfg[k]!r} is invalid: allowed 0 <= value < 1"
-            raise ConfigError(msg)
+        cfg[k] = check_float(k, cfg[k], lo=0.0, hi=1.0, hi_open=True, allowed="0 <= value < 1")
+    cfg["cl"] = check_float("cl", cfg["cl"], lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    check_choice("convention", cfg["convention"], CONVENTIONS)
     cfg["quiet"] = bool(getattr(args, "quiet", False))
     if cfg.get("output") is None:
         cfg["output"] = f"sideband_{cfg['detector']}"
+    check_output_dir(cfg["output"])
     return cfg
+
+
+def _check_processes(cfg: dict[str, Any], det: Any) -> None:
+    """Build the signal (every epsilon) and conversion-background processes with the detector
+    before any sample is generated."""
+    from ..processes import make_process
+
+    try:
+        for eps in cfg["epsilon"]:
+            make_process("darkphoton", det.beam, mass=cfg["mass"], epsilon=eps, decay="ee",
+                         photon_cut=_photon_cut(det, cfg["theta_lab_deg"]))
+        make_process("diphoton", det.beam, theta_lab_deg=cfg["theta_lab_deg"], conversion="forced",
+                     conversion_layers=cfg["conversion_layers"], detector=det, m_pca_max=cfg["m_pca_max"])
+    except ConfigError as exc:
+        msg = f"sideband card: {exc}"
+        raise ConfigError(msg) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -428,9 +467,10 @@ def _plots(bkg, sigs, reg: Regions, cfg, out: Path, grid_rows) -> list[Path]:
         if w.sum() <= 0:
             continue
         ax[0].hist(c["r_xy_cm"][inwin], bins=r_edges, weights=w / w.sum(), histtype="step", label=label)
-        ax[1].hist(c["delta_m"][inwin] * 1e3, bins=dm_edges, weights=w / w.sum(), histtype="step", label=label)
-        ax[2].hist(c["m_ll"] * 1e3, bins=np.linspace(0, 40, 81), weights=c["xs_weight_nb"] / c["xs_weight_nb"].sum(),
-                   histtype="step", label=label)
+        ax[1].hist(c["delta_m"][inwin] * 1e3, bins=dm_edges, weights=w / w.sum(), histtype="step",
+                   label=label)
+        ax[2].hist(c["m_ll"] * 1e3, bins=np.linspace(0, 40, 81),
+                   weights=c["xs_weight_nb"] / c["xs_weight_nb"].sum(), histtype="step", label=label)
     ax[0].set(xlabel="r_xy [cm]", ylabel="fraction (mass window)", yscale="log")
     ax[1].set(xlabel="Delta M [MeV]", ylabel="fraction (mass window)", yscale="log")
     ax[2].set(xlabel="M_ee after the fits [MeV]", ylabel="fraction (all candidates)")
@@ -446,7 +486,8 @@ def _plots(bkg, sigs, reg: Regions, cfg, out: Path, grid_rows) -> list[Path]:
            and r["r_sb_cm"] == reg.r_sb]
     for dm in sorted({r["dm_sr_GeV"] for r in sel}):
         rr = sorted((r for r in sel if r["dm_sr_GeV"] == dm), key=lambda r: r["r_sr_cm"])
-        ax.plot([r["r_sr_cm"] for r in rr], [r["z_asimov"] for r in rr], "o-", label=f"dm_sr = {dm * 1e3:g} MeV")
+        ax.plot([r["r_sr_cm"] for r in rr], [r["z_asimov"] for r in rr], "o-",
+                label=f"dm_sr = {dm * 1e3:g} MeV")
     ax.axvline(reg.r_sr, color="k", ls=":")
     ax.set(xlabel="r_sr [cm]", ylabel="Asimov Z (with B uncertainty)",
            title=f"optimisation at eps = {cfg['optimise_epsilon']:g}, {cfg['luminosity_labels'][0]}")
@@ -468,6 +509,7 @@ def main(args: Any) -> dict[str, Any]:
 
     cfg = load_config(args)
     det = load_detector(cfg["detector"])
+    _check_processes(cfg, det)
     out = Path(cfg["output"])
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -527,7 +569,8 @@ def main(args: Any) -> dict[str, Any]:
                                         json.dumps(reg.as_dict())])]
     if grid_rows:
         hdr = list(grid_rows[0])
-        files.append(write_csv_atomic(out / "sideband_grid.csv", hdr, [[r[k] for k in hdr] for r in grid_rows]))
+        files.append(write_csv_atomic(out / "sideband_grid.csv", hdr,
+                                      [[r[k] for k in hdr] for r in grid_rows]))
     files += _plots(bkg, sigs, reg, cfg, out, grid_rows)
     summary = {
         "workflow": "sideband", "detector": cfg["detector"], "mass_GeV": cfg["mass"],

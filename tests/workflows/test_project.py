@@ -165,9 +165,14 @@ def test_project_belle2_template_tiny(tmp_path):
     # 1/ab vs 314/fb gives (1000/314)^-1/4 = 0.749 (normalisation nuisances constrained in the
     # window, Asimov: exact up to O(1/sqrt(B)), 3 %)
     np.testing.assert_allclose(d2[:, k] / d1[:, k], (1000 / 314) ** -0.25, rtol=0.03)
-    # yield per eps^2 is proportional to L
+    # yield per eps^2 against sigma(e+e- -> gamma A', eps = 1) x BR(A' -> ee) x efficiency x L
+    # computed here: the analytic tree-level cross section in the generated CM photon band,
+    # BR(ee) = 1 below the mu mu threshold (physics.md 6.3), and the efficiency counted from the
+    # run's own signal MC (cached candidate tables: events passing the card's cuts / events
+    # generated)
     y = h.index("yield_per_eps2")
-    np.testing.assert_allclose(d2[:, y] / d1[:, y], 1000 / 314, rtol=1e-5)  # CSV: 6 digits
+    _check_yield_per_eps2(tmp_path / "b2" / "cache", h, d1, 314e6)
+    _check_yield_per_eps2(tmp_path / "b2" / "cache", h, d2, 1e9)
     # Eq. 1 cross-check: N_QED from the selected ISR ee events (truth mass in the bin, W_KF
     # radiator) vs sigma(A') x BR x eff x L (tree level, W_LO). Expected per mass: W_KF/W_LO
     # (physics.md 1.3; 1.26-1.33 at 10-50 MeV) times eff(QED)/eff(A'), 1 for the same kinematics
@@ -190,6 +195,133 @@ def test_project_belle2_template_tiny(tmp_path):
     s2 = run_projection(_tiny_belle2_card(), output=tmp_path / "b2", progress=False)
     assert all(b["cached"] for b in s2["backgrounds"])
     assert all(x["cached"] for x in s2["signal_samples"])
+
+
+def _check_yield_per_eps2(cache, h, d, lumi):
+    """yield_per_eps2 of a template-projection CSV against sigma x BR x eff x L.
+
+    At the simulated masses the CSV efficiency comes from the same events as the count here:
+    only the event weights (Breit-Wigner line-shape weights, 1 - O(1e-6)) and the CSV's 6
+    digits differ, tolerance 1e-4 (far below the binomial error of the efficiency,
+    sqrt(eff (1 - eff)/N) / eff = 1.4 % for N = 3000, that any bookkeeping slip would show).
+    Between them the yield must lie between its neighbours' sigma x BR x eff x L, widened by
+    3 binomial standard errors of their efficiencies."""
+    import math
+
+    import pyarrow.parquet as pq
+
+    from isrsim.io import read_metadata
+    from isrsim.physics.darkphoton import sigma_aprime_gamma_nb
+
+    card = _tiny_belle2_card()
+    cuts, pc = card["analysis"]["cuts"], card["project"]["signal"]["photon_cut"]
+    band = (math.cos(pc["theta_max"]), math.cos(pc["theta_min"]))
+    sqrt_s = load_detector("belle2").beam.sqrt_s
+    eff = {}
+    for path in sorted(cache.glob("darkphoton-*.parquet")):
+        meta = read_metadata(path)
+        t = pq.read_table(path)
+        col = {k: t.column(k).to_numpy(zero_copy_only=False) for k in ("m_ll", "r_xy_cm", "delta_m")}
+        n_pass = int(np.sum(np.isfinite(col["m_ll"]) & (col["r_xy_cm"] < cuts["r_xy_max_cm"])
+                            & (col["delta_m"] > cuts["delta_m_min_GeV"])))
+        eff[float(meta["cache_key"]["params"]["mass"])] = (n_pass / meta["n_events"], meta["n_events"])
+    assert sorted(eff) == card["project"]["signal"]["masses"]
+
+    def expected(m, e):
+        # sigma is exactly proportional to eps^2 (physics.md 6.1): evaluate at eps = 1e-3
+        return sigma_aprime_gamma_nb(m, 1e-3, sqrt_s, cos_theta_range=band) / 1e-6 * e * lumi
+
+    mass, y = d[:, h.index("mass_GeV")], d[:, h.index("yield_per_eps2")]
+    ms = sorted(eff)
+    n_checked = 0
+    for mi, yi in zip(mass, y):
+        j = int(np.argmin(np.abs(np.array(ms) - mi)))
+        if abs(ms[j] - mi) < 1e-9:
+            assert yi == pytest.approx(expected(ms[j], eff[ms[j]][0]), rel=1e-4), (mi, yi)
+            n_checked += 1
+        else:
+            k = int(np.searchsorted(ms, mi))
+            bounds = []
+            for mm in (ms[k - 1], ms[k]):
+                e, n = eff[mm]
+                de = 3 * math.sqrt(e * (1 - e) / n)
+                bounds += [expected(mi, e - de), expected(mi, e + de)]
+            assert min(bounds) <= yi <= max(bounds), (mi, yi, bounds)
+    assert n_checked == len(ms)
+
+
+def test_project_template_adds_backgrounds_of_one_process(tmp_path):
+    """Two background tables of one process (diphoton split by conversion layer) are two
+    independent samples (their own random streams) that add up in the MC-template background
+    (the second replaced the first, and both drew the same random numbers). Checked against the
+    background in +-1 sigma(m) of each hypothesis recomputed here from both cached tables
+    (weights [nb] x L, the card's cuts, 2 MeV bins whose centres lie within m +- sigma_m)."""
+    import pyarrow.parquet as pq
+
+    from isrsim.io import read_metadata
+
+    card = _tiny_belle2_card()
+    p, a = card["project"], card["analysis"]
+    p["luminosity"] = "314/fb"
+    p["mc_luminosity_max"] = "0.05/fb"
+    p["signal"]["masses"] = [0.01, 0.05]
+    p["signal"]["events"] = 1000
+    a["step"] = 0.01
+    bp = p["backgrounds"]["diphoton"]
+    bp["events"] = 6000
+    p["backgrounds"]["diphoton_pxd"] = dict(bp, process="diphoton",
+                                            params=dict(bp["params"], conversion_layers=["PXD"]))
+    bp["params"] = dict(bp["params"], conversion_layers=["beam pipe"])
+    run_projection(card, output=tmp_path / "o", progress=False)
+    tables = []
+    for path in sorted((tmp_path / "o" / "cache").glob("diphoton-*.parquet")):
+        meta = read_metadata(path)
+        t = pq.read_table(path)
+        tables.append((meta, {k: t.column(k).to_numpy(zero_copy_only=False)
+                              for k in ("m_ll", "r_xy_cm", "delta_m", "weight")}))
+    assert len(tables) == 2
+    h, d = _read_csv(tmp_path / "o" / "projection_belle2_314invfb.csv")
+    cuts = a["cuts"]
+    lo, hi = p["mass"]
+    bw = a["bin_width"]
+    edges = np.linspace(lo, hi, round((hi - lo) / bw) + 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    hist = np.zeros(centres.size)
+    for _, c in tables:
+        keep = (np.isfinite(c["m_ll"]) & (c["r_xy_cm"] < cuts["r_xy_max_cm"])
+                & (c["delta_m"] > cuts["delta_m_min_GeV"]))
+        hist += np.histogram(c["m_ll"][keep], edges, weights=c["weight"][keep] * 314e6)[0]
+    for m, sm, b in zip(d[:, h.index("mass_GeV")], d[:, h.index("sigma_m_GeV")],
+                        d[:, h.index("bkg_pm1sigma_diphoton")]):
+        pk = (centres > m - sm) & (centres < m + sm)
+        assert b == pytest.approx(hist[pk].sum(), rel=1e-5), m  # CSV: 6 digits
+    # each sample has its own random streams, named by its label in the card
+    assert sorted(m["cache_key"]["streams"] for m, _ in tables) == ["diphoton", "diphoton_pxd"]
+
+
+def test_signal_samples_of_different_masses_are_independent(tmp_path):
+    """The A' samples of the template projection draw independent random numbers per mass
+    (they shared the streams of the process name: the same primary vertices, photon and
+    detector smearing for event i at every mass). The photon energy E_gamma = (s - m^2)/(2
+    sqrt(s)) is the same at 10 and 30 MeV to 1e-5, so its measured value of one event at the two
+    masses differs only by the calorimeter smearing: correlated ~0.99 with shared streams,
+    0 +- 1/sqrt(n) for independent samples; tolerance 5/sqrt(n)."""
+    import pyarrow.parquet as pq
+
+    from isrsim.workflows import project
+
+    pc = {"mode": "tagged", "theta_min": 0.338, "theta_max": 2.770}
+    proj = {"selection": "belle2_lowmass",
+            "signal": {"masses": [0.01, 0.03], "epsilon": 1e-3, "events": 1000, "photon_cut": pc}}
+    project._signal_template(proj, load_detector("belle2"), seed=1, cache_dir=tmp_path, cuts={},
+                             var="m_ll", progress=False)
+    tabs = [pq.read_table(p) for p in sorted(tmp_path.glob("darkphoton-*.parquet"))]
+    assert len(tabs) == 2
+    ids = [t.column("event_id").to_numpy() for t in tabs]
+    _, ia, ib = np.intersect1d(ids[0], ids[1], return_indices=True)
+    assert ia.size > 200
+    x, y = (t.column("e_gamma").to_numpy()[i] for t, i in zip(tabs, (ia, ib)))
+    assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(ia.size)
 
 
 def test_project_background_choice_validated(tmp_path):

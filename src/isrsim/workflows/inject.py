@@ -347,10 +347,13 @@ def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> d
 
     proc_name, chan, _ = _PROCESS_OF_CHANNEL[cfg["channel"]]
     lo, hi = mass - cfg["half_window"], mass + cfg["half_window"]
+    # the background sample of each mass window draws its own random streams (a label shared
+    # by all masses made their samples reuse the same random numbers)
+    label_b = f"inject-bkg-{proc_name}-{mass:.6f}"
     key_b = {"what": "background", "process": proc_name, "detector": det.name, "det": det.sha256,
              "lo": lo, "hi": hi, "margin": cfg["generator_margin"], "n": cfg["background_events"],
              "seed": cfg["seed"], "selection": cfg["selection"], "photon_cut": cfg["photon_cut"],
-             "version": 1, "source": source_digest()}
+             "streams": label_b, "version": 2, "source": source_digest()}
     key_s = {"what": "signal", "mass": mass, "detector": det.name, "det": det.sha256,
              "n": cfg["signal_events"], "seed": cfg["seed"], "selection": cfg["selection"],
              "photon_cut": cfg["photon_cut"], "decay": chan, "version": 2, "source": source_digest()}
@@ -363,7 +366,7 @@ def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> d
                             mass_range=[max(lo - cfg["generator_margin"], 0.3),
                                         hi + cfg["generator_margin"]])
         cols, info = candidates_in_memory(proc, det, cfg["background_events"], seed=cfg["seed"],
-                                          label=f"inject-bkg-{proc_name}", selection=cfg["selection"])
+                                          label=label_b, selection=cfg["selection"])
         sel = cols["channel"] == chan
         bkg = {"m_ll": cols["m_ll"][sel], "xs_weight_nb": cols["xs_weight_nb"][sel],
                "cross_section_nb": np.array(info["cross_section_nb"])}

@@ -14,8 +14,9 @@ Method
 For every background of the card (BESIII: ``isr_mumu``, ``isr_ee`` and ``isr_pipi`` whose
 pions pass the muon selection; Belle II low mass: ``isr_ee`` and the ``diphoton`` conversion
 background with forced conversions and the M_PCA preselection), events are generated block
-by block (10 000 events, an independent random stream per process, stream and block),
-the primary vertex is drawn, the detector is simulated and the selection of the card is
+by block (10 000 events; independent random streams per sample, stream and block, a sample
+being named by its background label in the card or by its signal mass), the primary vertex
+is drawn, the detector is simulated and the selection of the card is
 applied (:func:`isrsim.reco.selection.reconstruct_chunk`). Unweighted processes are generated
 at an MC luminosity L_MC = min(L_target, ``mc_luminosity_max``), N ~ Poisson(sigma L_MC);
 weighted processes with a fixed number of events. The candidate tables are cached in
@@ -133,7 +134,8 @@ def _generate(proc: Any, det: Any, selection: str, n_events: int, *, weighted: b
 
 def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed: int,
                           mc_luminosity_invnb: float | None, cache_dir: Path | None,
-                          progress: bool = False) -> tuple[Path | None, dict[str, Any]]:
+                          progress: bool = False, label: str | None = None
+                          ) -> tuple[Path | None, dict[str, Any]]:
     """Candidate table of one background (generated, or read from the cache).
 
     Parameters
@@ -150,6 +152,11 @@ def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed
         MC luminosity of unweighted processes [nb^-1].
     cache_dir : Path or None
         Cache directory (None: write into a temporary directory that is not reused).
+    label : str, optional
+        Name of the sample's random streams (:func:`isrsim.workflows._common.stream_rng`;
+        default the process name). Every sample of a run needs its own: the projection passes
+        the card's background label, and one label per signal mass, so that two samples of one
+        process (two masses, two background tables) never share random numbers.
 
     Returns
     -------
@@ -170,7 +177,8 @@ def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed
     conversions = bkg.get("conversions")
     if name == "diphoton":
         params.setdefault("detector", det)
-    key_card = {"isrsim": __version__, "source": source_digest(), "process": name,
+    stream = name if label is None else str(label)
+    key_card = {"isrsim": __version__, "source": source_digest(), "process": name, "streams": stream,
                 "params": {k: v for k, v in params.items() if k != "detector"},
                 "weighted": weighted, "events": bkg.get("events"), "conversions": conversions,
                 "detector": det.sha256, "selection": selection, "seed": int(seed),
@@ -196,15 +204,15 @@ def background_candidates(bkg: dict[str, Any], det: Any, *, selection: str, seed
         if mc_luminosity_invnb is None:
             msg = f"backgrounds.{name}: unweighted background needs a luminosity"
             raise ConfigError(msg)
-        sigma, _ = _pilot_sigma(proc, seed, name)
+        sigma, _ = _pilot_sigma(proc, seed, stream)
         mean = sigma * mc_luminosity_invnb
         if mean > 5e8:
             msg = (f"backgrounds.{name}: {mean:.3g} events at {mc_luminosity_invnb:.4g}/nb is too many; "
                    "lower project.mc_luminosity_max")
             raise ConfigError(msg)
-        n = int(stream_rng(seed, name, 9).poisson(mean))
+        n = int(stream_rng(seed, stream, 9).poisson(mean))
         l_mc = mc_luminosity_invnb
-    cols, stats = _generate(proc, det, selection, n, weighted=weighted, seed=seed, label=name,
+    cols, stats = _generate(proc, det, selection, n, weighted=weighted, seed=seed, label=stream,
                             conversions=conversions, progress=progress)
     meta = {"isrsim_version": __version__, "kind": "candidates", "process": name,
             "process_config": proc.config(), "selection": selection,
@@ -529,10 +537,12 @@ def run_projection(card: dict[str, Any], *, output: str | Path, progress: bool =
     cache = proj.get("cache_dir")
     cache_dir = Path(cache) if cache else out / "cache"
     paths, infos, processes = [], [], {}
-    for _label, bkg in backgrounds:
+    for label, bkg in backgrounds:
+        # random streams named by the card's (unique) background label: two backgrounds of one
+        # process are independent samples
         p, info = background_candidates(bkg, det, selection=str(proj["selection"]), seed=seed,
                                         mc_luminosity_invnb=l_mc, cache_dir=cache_dir,
-                                        progress=progress)
+                                        progress=progress, label=label)
         if progress:
             state = "cached" if info["cached"] else f"generated in {info['seconds']} s"
             print(f"isrsim project: {info['process']}: {info['n_events']} events, "
@@ -859,8 +869,11 @@ def _signal_template(proj: dict[str, Any], det: Any, *, seed: int, cache_dir: Pa
     for m in masses:
         bkg = {"process": "darkphoton", "weighted": True, "events": n,
                "params": {"mass": m, "epsilon": eps, "decay": "ee", "photon_cut": photon_cut}}
+        # one random-stream label per mass: independent samples, so that the efficiencies and
+        # resolutions interpolated between the masses do not share MC fluctuations
         p, info = background_candidates(bkg, det, selection=str(proj["selection"]), seed=seed,
-                                        mc_luminosity_invnb=None, cache_dir=cache_dir)
+                                        mc_luminosity_invnb=None, cache_dir=cache_dir,
+                                        label=f"signal-darkphoton-{m:.9g}")
         mm, w, meta = _read_selected(p, cuts, var)
         sigma_tot = float(meta["cross_section_nb"])
         e = float(w.sum()) / sigma_tot
@@ -898,14 +911,21 @@ def _run_template(card, proj, ana, det, lumis, paths, infos, out: Path, *, seed,
     bkg_unc = dict(ana.get("bkg_unc", {}) or {})
     results = []
     for lumi in lumis:
-        comps = {}
+        comps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for p in paths:
             m, w, meta = _read_selected(p, cuts, var)
             if meta.get("weighted"):
                 scale = lumi
             else:
                 scale = lumi / float(meta["luminosity_invnb"])
-            comps[str(meta.get("process"))] = (m, w * scale, _read_truth(p, cuts, var))
+            comp = (m, w * scale, _read_truth(p, cuts, var))
+            name = str(meta.get("process"))
+            if name in comps:
+                # two background tables of one process (e.g. split by conversion layer or by
+                # mass range) add up, as in the polynomial method; analysis.bkg_unc is per
+                # process, so they share one normalisation nuisance
+                comp = tuple(np.concatenate([a, b]) for a, b in zip(comps[name], comp))
+            comps[name] = comp
         res = analyse_template(
             comps, signal, luminosity_invnb=lumi, mass_range=proj["mass"],
             bin_width=float(ana.get("bin_width", 0.001)), step=ana.get("step"),

@@ -33,7 +33,8 @@ significance with a background uncertainty (Cowan, Cranmer, Gross, Vitells, arXi
 the sigma_b form of Cowan's "Discovery sensitivity for a counting experiment with background
 uncertainty") for the signal at ``optimise_epsilon`` and the first luminosity, subject to:
 signal contamination S_SB/B_SB <= ``max_contamination`` for every eps, and at least
-``min_mc_events`` background MC events in SR and SB (the transfer factor must be measured).
+``min_mc_events`` background MC events of non-zero weight in SR and SB (the transfer factor
+must be measured).
 
 Closure: the prediction T N_SB(closure sample) against the closure sample's own B_SR, pull =
 (pred - true)/sqrt(sigma_pred^2 + sigma_true^2) with the MC and shape uncertainties.
@@ -303,8 +304,13 @@ def region_yields(bkg: dict[str, np.ndarray], sigs: dict[float, dict[str, np.nda
     sr, sb = reg.masks(bkg, mass)
     b_sr, b_sb = float(w[sr].sum()), float(w[sb].sum())
     e_sr, e_sb = math.sqrt(float((w[sr] ** 2).sum())), math.sqrt(float((w[sb] ** 2).sum()))
+    # MC events that measure the transfer factor: the weighted diphoton sample holds candidates
+    # of weight 0 (trials failing the generator-level M_PCA preselection or acceptance, kept so
+    # that the sample is normalised per trial); they carry no information about T and must not
+    # count toward min_mc_events
+    live = w > 0
     out: dict[str, Any] = {"b_sr": b_sr, "b_sr_mc_err": e_sr, "b_sb": b_sb, "b_sb_mc_err": e_sb,
-                           "n_mc_sr": int(sr.sum()), "n_mc_sb": int(sb.sum())}
+                           "n_mc_sr": int((sr & live).sum()), "n_mc_sb": int((sb & live).sum())}
     t = b_sr / b_sb if b_sb > 0 else float("nan")
     out["transfer"] = t
     out["transfer_mc_rel"] = math.hypot(e_sr / b_sr, e_sb / b_sb) if b_sr > 0 and b_sb > 0 else float("inf")

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import kernel
+from .._numba import kernel, kernel_inline
 
 __all__ = ["BOUNDARY_MULTIPLIER", "EMPTY_ROUNDING", "NU_FLOOR", "TAU_FACTOR", "TAU_MIN",
            "TAU_START", "nll_value", "profile_fit"]
@@ -153,6 +153,29 @@ def _inverse_diagonal(h, idx):  # pragma: no cover - jitted
     return total
 
 
+@kernel_inline
+def _bin_terms(i, p, npb, fit_mu, D, b0, r, sn, s0, ds, d2s, jac):  # pragma: no cover - jitted
+    """``nu_i`` computed exactly as in :func:`_objective`, its gradient written to ``jac``
+    (coefficients, the two nuisances, mu if fitted); returns ``(nu, s, s', f_n)`` (signal
+    shape, its derivative in the shift nuisance, normalisation factor) for the Hessian terms."""
+    tn = p[npb]
+    tr = p[npb + 1]
+    mu = p[npb + 2]
+    s = s0[i] + tr * ds[i] + 0.5 * tr * tr * d2s[i]
+    sp = ds[i] + tr * d2s[i]
+    fn = 1.0 + sn[i] * tn
+    g = r[i] * fn * s
+    nu = mu * g + b0[i]
+    for j in range(npb):
+        nu += D[i, j] * p[j]
+        jac[j] = D[i, j]
+    jac[npb] = mu * r[i] * sn[i] * s
+    jac[npb + 1] = mu * r[i] * fn * sp
+    if fit_mu:
+        jac[npb + 2] = g
+    return nu, s, sp, fn
+
+
 @kernel
 def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux,
                 max_iter, tol):  # pragma: no cover - jitted
@@ -216,19 +239,7 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
         tr = p[npb + 1]
         mu = p[npb + 2]
         for i in range(nb):
-            # nu_i exactly as in _objective
-            s = s0[i] + tr * ds[i] + 0.5 * tr * tr * d2s[i]
-            sp = ds[i] + tr * d2s[i]
-            fn = 1.0 + sn[i] * tn
-            g = r[i] * fn * s
-            nu = mu * g + b0[i]
-            for j in range(npb):
-                nu += D[i, j] * p[j]
-                jac[j] = D[i, j]
-            jac[npb] = mu * r[i] * sn[i] * s
-            jac[npb + 1] = mu * r[i] * fn * sp
-            if fit_mu:
-                jac[npb + 2] = g
+            nu, s, sp, fn = _bin_terms(i, p, npb, fit_mu, D, b0, r, sn, s0, ds, d2s, jac)
             if empty[i]:
                 nuc = nu if nu > NU_FLOOR else NU_FLOOR
                 lam = tau / nuc  # barrier multiplier
@@ -329,22 +340,9 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
         # (<= lam_max / nu_i each; only where it matters, i.e. not on the boundary)
         hx = hess.copy()
         if tau > 0.0:
-            tn = p[npb]
-            tr = p[npb + 1]
-            mu = p[npb + 2]
             for i in range(nb):
                 if empty[i]:
-                    s = s0[i] + tr * ds[i] + 0.5 * tr * tr * d2s[i]
-                    sp = ds[i] + tr * d2s[i]
-                    fn = 1.0 + sn[i] * tn
-                    g = r[i] * fn * s
-                    nu = mu * g + b0[i]
-                    for j in range(npb):
-                        nu += D[i, j] * p[j]
-                        jac[j] = D[i, j]
-                    jac[npb] = mu * r[i] * sn[i] * s
-                    jac[npb + 1] = mu * r[i] * fn * sp
-                    jac[npb + 2] = g
+                    nu = _bin_terms(i, p, npb, fit_mu, D, b0, r, sn, s0, ds, d2s, jac)[0]
                     nuc = nu if nu > NU_FLOOR else NU_FLOOR
                     w = tau / (nuc * nuc)
                     for a in range(k):

@@ -466,6 +466,21 @@ def _cls_value(qt: float, qa: float) -> float:
     return float(clsb / clb) if clb > 0 else 1.0
 
 
+def _cls_upper(q_of: Callable[[float], float], qa_of: Callable[[float], float], cl: float,
+               step: float) -> tuple[float, bool]:
+    """Asymptotic CLs upper limit: the mu > 0 where CLs(q~_mu, q~_mu,A) = 1 - cl (CCGV eqs. 65-66,
+    :func:`_cls_value`), bracketed from 0 with the initial ``step``; ``q_of`` / ``qa_of`` give
+    q~_mu of the data and of the Asimov data set."""
+    alpha = 1.0 - cl
+
+    def g(mu: float) -> float:
+        if mu <= 0:
+            return -alpha
+        return alpha - _cls_value(q_of(mu), qa_of(mu))
+
+    return _solve_upper(g, 0.0, step)
+
+
 def _solve_upper(func: Callable[[float], float], lo: float, step: float) -> tuple[float, bool]:
     """Find mu > lo with func(mu) = 0, func increasing, func(lo) < 0; bracket by expansion."""
     hi = lo + step
@@ -551,14 +566,7 @@ def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
             cache_a["p"] = p
             return max(2.0 * (f - fa0), 0.0)
 
-        alpha = 1.0 - cl
-
-        def g(mu: float) -> float:
-            if mu <= 0:
-                return -alpha
-            return alpha - _cls_value(q_of(mu), qa_of(mu))
-
-        mu_up, ok = _solve_upper(g, 0.0, max(mu_ref, 0.0) + 1.5 * sig_hat)
+        mu_up, ok = _cls_upper(q_of, qa_of, cl, max(mu_ref, 0.0) + 1.5 * sig_hat)
         ok = ok and asimov.ok
     rs = prob.rscale
     return UpperLimit(mass=prob.mass, convention=convention, cl=cl, upper_limit=mu_up / rs,

@@ -719,7 +719,7 @@ def _cls_template(model: TemplateModel, n, g, q, cache, cl: float, step: float):
     """CLs limit (arXiv:1007.1727 eqs. 65-66) with q~ from the data and q_A from the Asimov
     background-only data of the conditional mu = 0 fit, whose fitted nuisances (theta, gamma)
     serve as its global observables (sec. 5; as in :mod:`isrsim.stats.limits`)."""
-    from ..stats.limits import _cls_value, _solve_upper
+    from ..stats.limits import _cls_upper
 
     g = np.ones(model.signal.size) if g is None else g
     th0 = cache["th0"]
@@ -734,14 +734,7 @@ def _cls_template(model: TemplateModel, n, g, q, cache, cl: float, step: float):
         cache_a["th"] = th
         return max(2.0 * (f - fa0), 0.0)
 
-    alpha = 1.0 - cl
-
-    def fun(mu: float) -> float:
-        if mu <= 0:
-            return -alpha
-        return alpha - _cls_value(q(mu), qa(mu))
-
-    return _solve_upper(fun, 0.0, max(cache["mu_ref"], 0.0) + step)
+    return _cls_upper(q, qa, cl, max(cache["mu_ref"], 0.0) + step)
 
 
 def template_upper_limit(model: TemplateModel, n: np.ndarray | None = None, *,

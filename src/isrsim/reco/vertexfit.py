@@ -45,7 +45,8 @@ which one is reported is a convention, and it changes the conversion background 
 signal region by a third (below; validation/x17):
 
 * ``"min_chi2"`` (default): both are fitted and the lower chi2 is kept, the maximum-likelihood
-  choice. Costs a second fit for those pairs.
+  choice; a fit that converged is preferred to one stopped at ``max_iter`` (whose chi2 is not
+  a minimum). Costs a second fit for those pairs.
 * ``"inner"``: the one at smaller radius is fitted (a pair is measured outside its vertex;
   right for prompt pairs, whose second intersection lies ~cm outside). It pulls conversions
   towards the IP. This was the default before 2026-11-21.
@@ -186,8 +187,9 @@ def _chi2_at(theta, meas, wmat, q, bz, jac, resid):
 def _vertex_one(meas, wmat, q, bz, sz, max_iter, tol, min_chi2, theta, cov, theta2, cov2, ws):
     """Fit one event from the seeds of :func:`_seed_vertex`: the intersection with the smaller
     z mismatch, unless both match within ``3 sz`` (``sz`` = combined z0 sigma; twin minima):
-    then ``min_chi2`` True fits both and keeps the lower finite chi2 (the one at smaller radius
-    on an exact tie; ``theta2``/``cov2`` are scratch), ``min_chi2`` False fits the one at
+    then ``min_chi2`` True fits both and keeps the converged one, or of two converged (or two
+    unconverged) fits the lower finite chi2 (the one at smaller radius on an exact tie;
+    ``theta2``/``cov2`` are scratch), ``min_chi2`` False fits the one at
     smaller radius. ``meas`` (2, 5), ``wmat``
     (2, 5, 5) weight matrices, ``ws`` scratch (:func:`_workspace`). Returns (chi2, n_iter,
     converged); ``theta`` (9) and ``cov`` (9, 9) are filled."""
@@ -198,11 +200,21 @@ def _vertex_one(meas, wmat, q, bz, sz, max_iter, tol, min_chi2, theta, cov, thet
     if min_chi2:
         ch, it, ok = _minimise(meas, wmat, q, bz, seeds[0], max_iter, tol, theta, cov, ws)
         ch2, it2, ok2 = _minimise(meas, wmat, q, bz, seeds[1], max_iter, tol, theta2, cov2, ws)
-        # an exact tie (unsmeared symmetric pairs: both crossings fit with chi2 ~ 0) goes to the
-        # vertex at smaller radius, as without min_chi2, not to the seed order
-        tie = abs(ch2 - ch) <= 1e-9 * (1.0 + min(ch, ch2))
-        inner2 = theta2[0] * theta2[0] + theta2[1] * theta2[1] < theta[0] * theta[0] + theta[1] * theta[1]
-        if (ch2 < ch and not tie) or (tie and inner2) or (math.isnan(ch) and not math.isnan(ch2)):
+        # a failed fit (chi2 NaN) loses, then a fit stopped before convergence (its chi2 is not
+        # a minimum, and the selections drop it) loses to a converged one; between fits of the
+        # same standing the lower chi2 wins, and an exact tie (unsmeared symmetric pairs: both
+        # crossings fit with chi2 ~ 0) goes to the vertex at smaller radius, as without
+        # min_chi2, not to the seed order
+        if math.isnan(ch2) or math.isnan(ch):
+            take2 = math.isnan(ch) and not math.isnan(ch2)
+        elif ok2 != ok:
+            take2 = ok2
+        else:
+            tie = abs(ch2 - ch) <= 1e-9 * (1.0 + min(ch, ch2))
+            inner2 = (theta2[0] * theta2[0] + theta2[1] * theta2[1]
+                      < theta[0] * theta[0] + theta[1] * theta[1])
+            take2 = (ch2 < ch and not tie) or (tie and inner2)
+        if take2:
             theta[:] = theta2
             cov[:, :] = cov2
             return ch2, it2, ok2

@@ -217,6 +217,11 @@ def test_besiii2017_photon_angle_to_the_nearer_beam(bes_beam, channel, cut):
         pt, th = _pt_theta(p2)
         assert pt > 0.5 and 0.6 < th < np.pi - 0.6
     assert _selected(reco, bes_beam, channel) == [i for i, c in enumerate(cases) if c[2]]
+    # the candidate column theta_gamma_miss is the cut quantity, the angle to the nearer beam
+    # (before: the polar angle to +z, pi - 11 mrad - psi for the photon along the e+ beam)
+    cols = reconstruct_chunk(reco, selection="besiii2017", bz=1.0, beam=bes_beam)
+    kept_psi = [c[0] for c in cases if c[2]]
+    np.testing.assert_allclose(cols["theta_gamma_miss"], kept_psi, atol=1e-6)
 
 
 def test_besiii2017_track_cuts_at_the_paper_values(bes_beam):

@@ -68,7 +68,9 @@ class Belle2LowMassCuts:
     vertex_twin: str = "min_chi2"  # twin-minimum convention of the vertex fit (vertexfit doc)
 
 
-#: Candidate-table columns (flat) and their dtypes.
+#: Candidate-table columns (flat) and their dtypes. Masses [GeV], lengths [cm, lab frame];
+#: ``theta_gamma_miss`` [rad]: besiii2017, the angle of the 1C-fitted missing photon to the
+#: nearer lab beam direction (the quantity the cut uses; NaN for belle2_lowmass).
 COLUMNS = {
     "event_id": np.int64, "channel": object, "m_ll": np.float64, "m_ll_raw": np.float64,
     "sigma_m_ll": np.float64, "chi2": np.float64, "ndf": np.int16, "prob": np.float64,
@@ -265,7 +267,7 @@ def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts, counts):
         cols["chi2"] = fit.chi2[keep]
         cols["ndf"] = np.ones(r.size, np.int16)
         cols["prob"] = fit.prob[keep]
-        cols["theta_gamma_miss"] = fit.theta_gamma_miss[keep]
+        cols["theta_gamma_miss"] = th[keep]
         cols["m_before"] = fit.m_ll_raw[keep]
         cols["weight"] = weight[r]
         _truth_fields(cols, r, reco.trk_truth[r, :2].astype(np.int64), truth)

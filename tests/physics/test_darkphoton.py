@@ -225,3 +225,39 @@ def test_describe():
 def test_bad_input_names_argument_and_range(call, pattern):
     with pytest.raises(ConfigError, match=pattern):
         call()
+
+
+@pytest.mark.parametrize(("m", "w"), [(2.0, 3.773), (0.5, 3.773), (7.0, 10.58)])
+def test_describe_boost_of_a_heavy_aprime(m, w):
+    """beta gamma of the A' from two-body kinematics e+e- -> gamma A' in the CM frame.
+
+    Independent value: the A' recoils against the photon, |p| = E_gamma = (s - m^2)/(2 sqrt(s)),
+    so beta gamma = (s - m^2)/(2 sqrt(s) m) (0.678 for 2 GeV at 3.773 GeV). At 17 MeV
+    (test_describe) beta gamma ~ sqrt(s)/(2m) hides an error of order m^2/s; at m ~ sqrt(s)/2
+    the A' energy (s + m^2)/(2 sqrt(s)) and the photon energy differ by 28 %. The decay length
+    and the proper time follow from c tau: pure arithmetic, so rel = 1e-12.
+    """
+    s = w * w
+    d = dp.describe(m, 1e-3, w)
+    bg = (s - m * m) / (2.0 * w * m)
+    assert d["betagamma_cms"] == pytest.approx(bg, rel=1e-12)
+    assert d["mean_decay_length_cms_cm"] == pytest.approx(bg * dp.ctau_cm(m, 1e-3), rel=1e-12)
+    assert d["tau_ns"] == pytest.approx(dp.ctau_cm(m, 1e-3) / 29.9792458, rel=1e-12)
+
+
+def test_include_narrow_reaches_the_hadronic_width():
+    """include_narrow=False takes the J/psi, psi(2S), Upsilon(1S-3S) out of R in every width
+    (physics.md 6.5 pitfall 5): Gamma_had = Gamma_mumu R(m; narrow excluded) exactly (rel 1e-14,
+    the same product), and at the J/psi peak (R ~ 9e3 with it, ~2-3 without) the two differ by
+    more than a factor 100, as do Gamma_tot and c tau."""
+    m = np.array([1.0, 3.0969, 3.6861, 9.4603])
+    eps = 1e-3
+    off = dp.gamma_had(m, eps, include_narrow=False)
+    np.testing.assert_allclose(off, dp.gamma_mumu(m, eps) * r_ratio(m, include_narrow=False), rtol=1e-14)
+    on = dp.gamma_had(m, eps)
+    assert on[1] > 100 * off[1]
+    assert dp.gamma_total(3.0969, eps) > 100 * dp.gamma_total(3.0969, eps, include_narrow=False)
+    assert dp.ctau_cm(3.0969, eps, include_narrow=False) > 100 * dp.ctau_cm(3.0969, eps)
+    br = dp.branching_ratios(3.0969, include_narrow=False)
+    assert br["hadrons"] == pytest.approx(float(off[1] / dp.gamma_total(3.0969, eps, include_narrow=False)),
+                                          rel=1e-12)

@@ -222,3 +222,23 @@ def test_fsr_events_survive_the_file_round_trip(tmp_path):
     assert max(len(x) for x in a.column("truth").to_pylist()) == 4
     for col in ("truth", "gen", "tracks", "photons"):
         assert a.column(col).equals(b.column(col)), col
+
+
+@pytest.mark.parametrize(("name", "m_f"), [("isr_mumu", M_MU), ("isr_pipi", M_PI)])
+def test_both_fermions_stay_on_shell_with_fsr(name, m_f):
+    """Each of f and fbar keeps its mass after the FSR photon is emitted (the pair recoils
+    against the photon with velocity -k/(M - E_gamma) in the gamma* frame). The invariant-mass
+    checks above are blind to a wrong recoil boost of f, because fbar is built by momentum
+    conservation: only fbar's own mass shows it. Independent value: the PDG mass; tolerance
+    from rounding in E^2 - p^2 at E <= 7 GeV (1e-13 E^2 in m^2, 5e-12 GeV^2). Only events with
+    a photon (x_fsr > 0) test anything; boosting f with -k/M instead of -k/(M - E_gamma) puts
+    fbar off shell by up to 0.09 (pions) and 0.7 GeV^2 (muons)."""
+    beam = Beam(e_minus_GeV=7.0, e_plus_GeV=4.0, crossing_half_angle_rad=0.0415)
+    proc = make_process(name, beam, mass_range=[0.9, 3.0], fsr=True, fsr_x_min=1e-3)
+    t, _ = proc.sample(np.random.default_rng(34), 5_000)
+    rad = t.extra["x_fsr"] > 0
+    assert rad.sum() > 200
+    for j in (0, 1):
+        p = t.p4[:, j]
+        m2 = p[:, 3] ** 2 - (p[:, :3] ** 2).sum(-1)
+        np.testing.assert_allclose(m2, m_f**2, atol=1e-13 * p[:, 3].max() ** 2)

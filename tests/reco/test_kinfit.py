@@ -680,3 +680,67 @@ def test_helix_covariance_must_be_positive_semi_definite(isr_mumu_sample, bes_be
     singular = v[:, np.triu_indices(5)[0], np.triu_indices(5)[1]]
     r = fit_1c_missing_photon(h1, c1, h2, singular, **kw)
     assert np.all(np.isfinite(r.chi2)) and np.all(np.isfinite(r.sigma_m_ll))
+
+
+@pytest.mark.parametrize("constraints", ["4c", "energy"])
+def test_ec_recoil_mass_is_the_mass_against_the_fitted_photon(ec_sample, b2_beam, constraints):
+    """m_recoil against an independent evaluation: the mass of P - k with P the lab beam
+    4-vector and k = E (sin th cos ph, sin th sin ph, cos th) the fitted photon, written out
+    here (pure arithmetic: 1e-9 relative for rounding in m^2 ~ 1 GeV^2 against s ~ 110 GeV^2).
+    For the 4C fit with an exact beam, momentum conservation P = p1 + p2 + k makes it the fitted
+    pair mass: the constraints are met to well below the 1 MeV this allows. (With ``cov_beam``
+    the beam moves in the fit but m_recoil uses the nominal P, so the two differ by O(10 MeV).)
+    Belle II beams are asymmetric (p_z = 3 GeV), so a sign error in any recoil component shows."""
+    e = ec_sample
+    n = 2000
+    args = tuple(a[:n] for a in e["args"])
+    p4 = b2_beam.p4_total_lab()
+    fit = fit_energy_constrained(*args, p4_beam=p4, mass=M_MU, constraints=constraints,
+                                 cov_beam=b2_beam.p4_covariance_lab())
+    assert fit.converged.all()
+    eg, th, ph = fit.params[:, 6], fit.params[:, 7], fit.params[:, 8]
+    k = np.stack([eg * np.sin(th) * np.cos(ph), eg * np.sin(th) * np.sin(ph), eg * np.cos(th), eg], 1)
+    r = p4[None, :] - k
+    m2 = r[:, 3] ** 2 - np.sum(r[:, :3] ** 2, axis=1)
+    expect = np.sign(m2) * np.sqrt(np.abs(m2))
+    np.testing.assert_allclose(fit.m_recoil, expect, rtol=1e-9, atol=1e-9)
+    if constraints == "4c":
+        exact = fit_energy_constrained(*args, p4_beam=p4, mass=M_MU, constraints=constraints)
+        assert exact.converged.all()
+        np.testing.assert_allclose(exact.m_recoil, exact.m_pair, atol=1e-3)
+
+
+def test_1c_raw_mass_error_with_correlated_helix_parameters(isr_mumu_sample, bes_beam):
+    """sigma_m_ll_raw = sqrt(J V J^T) for helix covariances with phi0-omega, phi0-tanl and
+    omega-tanl correlations (real track fits have them; the toy covariances are diagonal apart
+    from d0-phi0, and d0 does not enter the mass, so a wrong sign of dM/dphi0 is invisible
+    there). Independent value: J by central finite differences of the pair mass computed here
+    (step 1e-3 sigma: truncation ~1e-6 relative), V the 5x5 blocks given; rel 2e-5."""
+    s = isr_mumu_sample
+    n, bz = 300, s["bz"]
+    h1, h2 = s["meas1"][:n], s["meas2"][:n]
+    corr = np.eye(5)
+    for (i, j), rho in {(0, 1): -0.3, (1, 2): 0.5, (1, 4): -0.3, (2, 4): 0.2}.items():
+        corr[i, j] = corr[j, i] = rho
+    assert np.linalg.eigvalsh(corr).min() > 0.2
+    iu = np.triu_indices(5)
+    covs = []
+    for c in (s["cov1"][:n], s["cov2"][:n]):
+        sig = np.sqrt(c[:, DIAG])
+        covs.append((sig[:, :, None] * corr[None] * sig[:, None, :])[:, iu[0], iu[1]])
+    fit = fit_1c_missing_photon(h1, covs[0], h2, covs[1], bz=bz, p4_beam=bes_beam.p4_total_lab(),
+                                mass=M_MU)
+    pa, pb = _p4_helices(h1, bz, M_MU), _p4_helices(h2, bz, M_MU)
+    np.testing.assert_allclose(fit.m_ll_raw, _pair_mass(pa + pb), rtol=1e-12)
+    var = np.zeros(n)
+    for h, c, other in ((h1, covs[0], pb), (h2, covs[1], pa)):
+        jac = np.zeros((n, 5))
+        for j in range(5):
+            step = 1e-3 * np.sqrt(c[:, DIAG[j]])
+            up, dn = h.copy(), h.copy()
+            up[:, j] += step
+            dn[:, j] -= step
+            jac[:, j] = (_pair_mass(_p4_helices(up, bz, M_MU) + other)
+                         - _pair_mass(_p4_helices(dn, bz, M_MU) + other)) / (2 * step)
+        var += np.einsum("ni,nij,nj->n", jac, _unpack(c), jac)
+    np.testing.assert_allclose(fit.sigma_m_ll_raw, np.sqrt(var), rtol=2e-5)

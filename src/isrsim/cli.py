@@ -12,6 +12,7 @@ import argparse
 import errno
 import faulthandler
 import json
+import math
 import re
 import sys
 from typing import Any
@@ -41,15 +42,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"isrsim: error: {message}\n")
 
 
+def _count(text: str) -> int:
+    """argparse type of an event count: an integer, also written 4e6 or 1_000_000 (the range is
+    checked where the value is used)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value.is_integer():
+        return int(value)
+    msg = f"invalid value {text!r}: allowed a whole number, e.g. 1000000 or 1e6"
+    raise argparse.ArgumentTypeError(msg)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run options (override the card)")
     g.add_argument("--card", help="TOML run card (flags override its values)")
     g.add_argument("-o", "--output", help="output .parquet file, or a dataset directory")
-    g.add_argument("--events", type=int, help="number of events (unweighted unless --weighted)")
-    g.add_argument("--luminosity", help="instead of --events: N ~ Poisson(sigma L), e.g. 2.93/fb")
-    g.add_argument("--seed", type=int, help="seed entropy (default 1)")
-    g.add_argument("--chunk-size", type=int, help="events per chunk (multiple of 10000)")
-    g.add_argument("--workers", type=int, help="local worker processes (default 1)")
+    g.add_argument("--events", type=_count, help="number of events (unweighted unless --weighted; "
+                   "1000000 or 1e6)")
+    g.add_argument("--luminosity", help="instead of --events: N ~ Poisson(sigma L), e.g. 2.93/fb, "
+                   "1/ab (a bare number is in nb^-1)")
+    g.add_argument("--seed", type=int, help="seed entropy, 0 <= seed < 2^63 (default 1)")
+    g.add_argument("--chunk-size", type=int, help="events per chunk (multiple of 10000, at most 10^8)")
+    g.add_argument("--workers", type=int, help="local worker processes, 1-1024 (default 1)")
     g.add_argument("--weighted", action="store_true", default=None, help="weighted events (nb/event)")
     g.add_argument("--detector", help="simulate with this detector (bundled name or TOML path)")
     g.add_argument("--compression", help="Parquet compression: lz4 (default, fastest), zstd (~10%% "
@@ -78,8 +98,9 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--radiator", choices=["kf", "lo"], help="ISR radiator (default kf)")
     p.add_argument("--fsr", action="store_true", default=None,
                    help="final-state radiation off the X system (photon in truth slot 3)")
-    p.add_argument("--mass", type=float, help="darkphoton: A' mass [GeV]")
-    p.add_argument("--epsilon", type=float, help="darkphoton: kinetic mixing")
+    p.add_argument("--mass", type=float, help="darkphoton: A' mass [GeV], 2 m_l < mass < 10.5 and "
+                   "below sqrt(s)")
+    p.add_argument("--epsilon", type=float, help="darkphoton: kinetic mixing, 1e-12 <= epsilon < 1")
     p.add_argument("--decay", help="darkphoton: ee, mumu or ll")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any process parameter (VALUE in TOML syntax), repeatable")
@@ -303,8 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--full", action="store_true", help="include the run card")
 
     d = sub.add_parser("darkphoton", help="A' widths, branching ratios, c tau and cross section")
-    d.add_argument("--mass", type=float, required=True, help="A' mass [GeV]")
-    d.add_argument("--epsilon", type=float, required=True, help="kinetic-mixing coupling")
+    d.add_argument("--mass", type=float, required=True, help="A' mass [GeV], 2 m_e < mass < 10.5")
+    d.add_argument("--epsilon", type=float, required=True, help="kinetic-mixing coupling, "
+                   "1e-12 <= epsilon < 1")
     d.add_argument("--sqrt-s", type=float, default=10.58, help="CM energy [GeV] (default 10.58)")
 
     r = sub.add_parser("reconstruct", help="selection and fits -> flat candidate table")
@@ -316,12 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     lim = sub.add_parser("limit", help="background fits and 90%% CL limits on epsilon(m)")
     lim.add_argument("inputs", nargs="+", help="candidate tables")
-    lim.add_argument("--luminosity", help="integrated luminosity of the candidates, e.g. 2.93/fb")
-    lim.add_argument("--mass", nargs=2, type=float, metavar=("MIN", "MAX"), help="scan range [GeV]")
-    lim.add_argument("--step", type=float, help="mass step [GeV] (default: bin width)")
-    lim.add_argument("--order", type=int, help="background polynomial order (default 4)")
-    lim.add_argument("--convention", help="qtilde_asymptotic | rolke_chi2 | cls_asymptotic")
-    lim.add_argument("--toys", type=int, help="background-only pseudo-experiments for the bands")
+    lim.add_argument("--luminosity", help="integrated luminosity to analyse at, e.g. 2.93/fb, 1/ab (a "
+                     "bare number is in nb^-1): MC candidates are scaled to it (without it unweighted "
+                     "candidates count as observed events; weighted MC needs it)")
+    lim.add_argument("--mass", nargs=2, type=float, metavar=("MIN", "MAX"),
+                     help="spectrum and scan range [GeV] (default: the candidates' 0.1-99.9 %% "
+                          "range, kept 5 sigma_m inside the generated mass window); keep it inside "
+                          "that window")
+    lim.add_argument("--step", type=float, help="mass step [GeV] (default: the 0.010 GeV bin width)")
+    lim.add_argument("--order", type=int, help="background polynomial order 0-12 (default: per channel "
+                     "the smallest order 4-8 whose fit has p >= 0.05, else the highest that converges)")
+    lim.add_argument("--convention", help="qtilde_asymptotic (default) | rolke_chi2 | cls_asymptotic")
+    lim.add_argument("--toys", type=int, help="background-only pseudo-experiments for the bands "
+                     "(default 50; 0: none)")
     lim.add_argument("--seed", type=int, default=1, help="random seed of the toys (default 1)")
     lim.add_argument("-o", "--output", required=True, help="CSV of limits")
     lim.add_argument("--plot", help="PNG of epsilon vs mass")
@@ -335,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         helps = _WORKFLOW_HELP[name]
         for flag, kw in (("--card", {}), ("--output", {}), ("--detector", {}), ("--luminosity", {}),
                          ("--mass", {"nargs": "+", "type": float}),
-                         ("--epsilon", {"nargs": "+", "type": float}), ("--events", {"type": int}),
+                         ("--epsilon", {"nargs": "+", "type": float}), ("--events", {"type": _count}),
                          ("--toys", {"type": int}), ("--seed", {"type": int}),
                          ("--workers", {"type": int}), ("--quiet", {"action": "store_true"})):
             # options the command does not use stay accepted (a clear error names them,
@@ -346,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _LUMI = "integrated luminosity, e.g. 2.93/fb, 1/ab (a bare number is in nb^-1)"
-_QUIET = "no progress bars"
+_QUIET = "no progress lines"
 #: Help of the workflow commands' options; an option missing here is not used by the command.
 _WORKFLOW_HELP: dict[str, dict[str, str]] = {
     "project": {
@@ -362,7 +391,7 @@ _WORKFLOW_HELP: dict[str, dict[str, str]] = {
     },
     "inject": {
         "card": "TOML card with [run] and [analysis] tables (default: the bundled inject_besiii.toml)",
-        "output": "output directory",
+        "output": "output directory (default: inject_DETECTOR)",
         "detector": "bundled detector name or detector file (default besiii)",
         "luminosity": _LUMI,
         "mass": "A' masses to inject at [GeV]",
@@ -370,12 +399,11 @@ _WORKFLOW_HELP: dict[str, dict[str, str]] = {
         "events": "background MC events per sample",
         "toys": "pseudo-experiments per (mass, epsilon)",
         "seed": "random seed",
-        "workers": "worker processes",
         "quiet": _QUIET,
     },
     "sideband": {
         "card": "TOML card with [run] and [analysis] tables (default: the bundled sideband_belle2_x17.toml)",
-        "output": "output directory",
+        "output": "output directory (default: sideband_DETECTOR)",
         "detector": "bundled detector name or detector file (default belle2)",
         "luminosity": _LUMI + "; a comma list is allowed (regions optimised at the first)",
         "mass": "the one A' mass [GeV] (default 0.017)",
@@ -400,7 +428,7 @@ _WORKFLOW_HELP: dict[str, dict[str, str]] = {
 
 #: Options a workflow command accepts on the command line but does not use.
 _UNUSED_OPTIONS = {"project": ("epsilon", "workers"), "run": ("epsilon", "workers"),
-                   "sideband": ("toys", "workers")}
+                   "inject": ("workers",), "sideband": ("toys", "workers")}
 
 
 def _check_common_args(args: argparse.Namespace) -> None:

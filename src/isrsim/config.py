@@ -13,10 +13,11 @@ A run card::
     detector = "besiii"         # optional: simulate in the same pass; beams from the detector file
     compression = "lz4"         # lz4 (default: fastest), zstd (10 % smaller), snappy, gzip, none
 
-    [beam]                      # without a detector: sqrt_s, or e_minus/e_plus (+ crossing_half_angle),
-    sqrt_s = 3.773              # or detector = "besiii": that file's beams, truth only (simulate later)
-    sqrt_s_spread = 0.0014      # optional [GeV], equal relative spreads; or each beam's own:
-                                # e_minus_spread = 0.00513, e_plus_spread = 0.002375 [GeV]
+    # [beam]                    # only WITHOUT run.detector (the detector file gives the beams):
+    # sqrt_s = 3.773            # sqrt_s, or e_minus/e_plus (+ crossing_half_angle), or
+    #                           # detector = "besiii": that file's beams, truth only (simulate later)
+    # sqrt_s_spread = 0.0014    # optional [GeV], equal relative spreads; or each beam's own:
+    #                           # e_minus_spread = 0.00513, e_plus_spread = 0.002375 [GeV]
 
     [process]                   # process parameters, e.g. for isr_*:
     mass_range = [1.5, 3.4]
@@ -24,7 +25,7 @@ A run card::
     radiator = "kf"
     fsr = false                 # final-state radiation (one photon off the X system; isr_*, darkphoton)
 
-    [conversions]               # optional: photon conversions in the detector material
+    [conversions]               # optional (needs run.detector): photon conversions in its material
     mode = "natural"            # or "forced" (+ forced_layers = ["beam pipe: Au coating", ...])
 """
 

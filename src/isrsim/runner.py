@@ -802,9 +802,9 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
         msg = (f"input = {str(inp)!r} was generated with other beams than detector "
                f"{detector.name!r} has ({', '.join(diff)} differ): file {describe_beam(file_beam)}; "
                f"detector {describe_beam(detector.beam)}; allowed: a file generated with the "
-               f"detector's beams (`isrsim generate --detector {detector.name}` simulates in the same "
-               "pass, or a card whose [beam] matches the detector file), or --allow-other-beams to "
-               "simulate these events in their own frame")
+               f"detector's beams (`isrsim generate --beams-from {detector.name}` for truth only, "
+               f"`isrsim generate --detector {detector.name}` simulates in the same pass), or "
+               "--allow-other-beams to simulate these events in their own frame")
         raise InputFileError(msg)
     if diff:
         # the events keep the file's beams; the primary vertex is the detector's luminous region

@@ -255,3 +255,70 @@ def test_workflow_help_describes_the_options_the_command_uses(command):
     assert set(helps) | set(_UNUSED_OPTIONS.get(command, ())) == all_opts
     for opt in _UNUSED_OPTIONS.get(command, ()):
         assert f"--{opt}" not in text
+
+
+def test_event_counts_in_exponent_notation(workdir):
+    """``--events 2e3`` (how benchmarks/README.md and physicists write counts) is the integer
+    2000 for generate and the workflow commands; a count that is not a whole number is a
+    one-line error naming --events (argparse's int() refused '4e6' before)."""
+    from isrsim.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(_gen(events=["2e3"])).events == 2000
+    assert parser.parse_args(_gen(events=["1_000"])).events == 1000
+    for command in ("project", "inject", "sideband", "run"):
+        assert parser.parse_args([command, "--events", "4e5"]).events == 400_000
+    status, out, err = run_main(_gen(events=["2e3"]))
+    assert status == 0, err
+    assert '"events": 2000' in out
+    for bad in ("2.5e3x", "1500.5", "nan"):
+        status, _, err = run_main(_gen(events=[bad], o=["bad.parquet"]))
+        assert status == 2
+        assert err.count("\n") == 1
+        assert "--events" in err and bad in err and "whole number" in err
+    assert not (workdir / "bad.parquet").exists()
+
+
+def test_inject_rejects_workers_it_does_not_use(tmp_path, monkeypatch):
+    """`isrsim inject --workers N` was documented ("worker processes") but ignored: it is now
+    refused like the other unused workflow options, before any work, and not in the help."""
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_main(["inject", "--workers", "2"])
+    assert status == 2
+    assert err.count("\n") == 1
+    assert "--workers" in err and "not used" in err
+    assert list(tmp_path.iterdir()) == []
+    status, out, _ = run_main(["inject", "--help"])
+    assert status == 0
+    assert "--workers" not in out
+
+
+def test_limit_help_states_the_real_defaults():
+    """`isrsim limit --help` claimed "(default 4)" for --order, but without --order the order is
+    chosen per channel among AUTO_ORDERS; the help also gives the defaults of --toys and
+    --convention that run_limit / analyse_candidates use."""
+    import inspect
+
+    from isrsim.workflows.limit import AUTO_ORDERS, analyse_candidates
+
+    status, out, _ = run_main(["limit", "--help"])
+    assert status == 0
+    text = " ".join(out.split())
+    assert "(default 4)" not in text
+    assert f"smallest order {AUTO_ORDERS[0]}-{AUTO_ORDERS[-1]}" in text
+    params = inspect.signature(analyse_candidates).parameters
+    assert f"(default {params['n_toys'].default};" in text
+    assert f"{params['convention'].default} (default)" in text
+
+
+def test_config_docstring_card_is_valid(tmp_path, monkeypatch):
+    """The annotated run card in the docstring of isrsim.config, copied as it stands, is a valid
+    card (it gave both [beam] sqrt_s and run.detector, a one-line error)."""
+    import isrsim.config as config
+    from isrsim.config import build_spec, tomllib
+
+    monkeypatch.chdir(tmp_path)
+    text = config.__doc__.split("A run card::")[1]
+    card = tomllib.loads("\n".join(line[4:] for line in text.splitlines()))
+    spec = build_spec(card)
+    assert spec.detector is not None and spec.detector.name == "besiii"

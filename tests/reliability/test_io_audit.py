@@ -131,6 +131,17 @@ def test_simulate_refuses_other_beams_unless_allowed(small_file, tmp_path, monke
     assert meta["beam"]["crossing_half_angle_rad"] == 0.0  # the events' own frame
 
 
+def test_simulate_other_beams_error_names_beams_from(small_file, tmp_path, monkeypatch):
+    """The refusal names the README's way to make truth with the detector's beams,
+    `isrsim generate --beams-from NAME` (it only named generate --detector and a hand-written
+    [beam] table), besides --allow-other-beams."""
+    monkeypatch.chdir(tmp_path)
+    _error(["simulate", str(small_file), "--detector", "besiii", "-o", "s.parquet"],
+           "`isrsim generate --beams-from besiii`", "`isrsim generate --detector besiii`",
+           "--allow-other-beams")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_readme_tour_truth_then_simulate_equals_one_pass(tmp_path, monkeypatch):
     """README tour: truth generated with the detector file's beams (--beams-from, or a card
     with beam.detector or the beams written out), then simulate == generate --detector, and the

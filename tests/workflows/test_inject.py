@@ -177,3 +177,22 @@ def test_background_samples_of_each_mass_have_their_own_streams(tmp_path, monkey
         inject._templates(cfg, det, m, tmp_path / "cache")
     labels = [lab for lab, _ in seen]
     assert len(labels) == 4 and len(set(labels)) == 4, labels
+
+
+def test_inject_reports_progress_unless_quiet(tmp_path, progress_lines):
+    """`isrsim inject` printed nothing while generating its templates although --quiet promised
+    to silence progress output: it now says on stderr which sample it generates (stdout stays
+    the JSON summary), and --quiet silences it."""
+    err = progress_lines(main, lambda quiet: _args(output=str(tmp_path / f"inj_{quiet}"), quiet=quiet))
+    assert "isrsim inject: m = 2 GeV: background isr_mumu" in err
+    assert "300000 events" in err
+
+
+def test_default_output_follows_the_detector(tmp_path, monkeypatch):
+    """Without --output the directory is inject_<detector> as documented; the bundled card's
+    run.output = "inject_besiii" made `--detector belle2` write into inject_besiii."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config(_args())["output"] == "inject_besiii"
+    assert load_config(_args(detector="belle2"))["output"] == "inject_belle2"
+    assert load_config(_args(detector="belle2", output="mine"))["output"] == "mine"
+    assert list(tmp_path.iterdir()) == []

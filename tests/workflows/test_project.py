@@ -425,3 +425,41 @@ def test_project_bhabha_options_validated(tmp_path):
     card["analysis"]["background"] = "template"
     with pytest.raises(ConfigError, match="polynomial"):
         run_projection(card, output=tmp_path / "e", progress=False)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_progress_lines_on_stderr_stdout_stays_the_summary(tmp_path, monkeypatch, capsys):
+    """`isrsim project` / `isrsim run` printed their progress lines on stdout ahead of the JSON
+    summary (so `isrsim run > summary.json` was no JSON); they go to stderr now, like generate's
+    progress bar and the lines of inject / sideband."""
+    import argparse
+
+    import isrsim.workflows.project as project
+    import isrsim.workflows.run as run_mod
+
+    def fake_background(bkg, det, **kwargs):
+        return tmp_path / "x.parquet", {"process": bkg["process"], "n_events": 10,
+                                        "n_candidates": 5, "cached": True, "seconds": 0.0}
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(project, "background_candidates", fake_background)
+    monkeypatch.setattr(project, "read_candidate_tables", stop)
+    with pytest.raises(_Stop):
+        run_projection(_tiny_card(), output=tmp_path / "p", progress=True)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "isrsim project: isr_mumu: 10 events, 5 candidates (cached)" in err
+    fake = {"output_dir": "d", "csv": ["d/a.csv"], "png": ["d/a.png"]}
+    monkeypatch.setattr(project, "run_projection", lambda card, **kwargs: fake)
+    args = argparse.Namespace(card=None, output=str(tmp_path / "r"), detector=None, luminosity=None,
+                              mass=None, epsilon=None, events=None, toys=None, seed=None,
+                              workers=None, quiet=False)
+    assert run_mod.main(args) is fake
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "isrsim run: projection written to d/" in err and "CSV: d/a.csv" in err

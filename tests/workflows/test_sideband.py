@@ -201,3 +201,22 @@ def test_sideband_closure(sideband_run):
     c = s["closure"]
     assert c["n_mc_sr"] >= 10 and c["n_mc_sb"] >= 10
     assert abs(c["pull"]) < 3.0
+
+
+def test_sideband_reports_progress_unless_quiet(tmp_path, progress_lines):
+    """`isrsim sideband` ran for minutes without a line of output while its --quiet promised
+    to silence progress output: it now says on stderr which sample it generates (stdout stays
+    the JSON summary), and --quiet silences it."""
+    err = progress_lines(main, lambda quiet: _args(output=str(tmp_path / f"sb_{quiet}"), quiet=quiet))
+    assert "isrsim sideband: signal eps = 0.00068" in err
+    assert "20000 events" in err
+
+
+def test_default_output_follows_the_detector(tmp_path, monkeypatch):
+    """Without --output the directory is sideband_<detector> as documented; the bundled card's
+    run.output = "sideband_belle2" made `--detector belle2_no_pxd2` write into sideband_belle2."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config(_args())["output"] == "sideband_belle2"
+    assert load_config(_args(detector="belle2_no_pxd2"))["output"] == "sideband_belle2_no_pxd2"
+    assert load_config(_args(detector="belle2_no_pxd2", output="mine"))["output"] == "mine"
+    assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,7 @@
 """Belle II low-mass (X17 region) projection with the MC-template background (issue 8 item 4b).
 
 Runs the bundled card ``project_belle2`` (``isrsim project --detector belle2 --luminosity
-314/fb,1/ab --mass 0.005 0.1``) with 200 background-only toys at 17 MeV, copies the plot,
+314/fb,1/ab --mass 0.005 0.1 --toys 200``: 200 background-only toys at 17 MeV), copies the plot,
 and writes README.md with the limits at 17 MeV, the Eq. 1 cross-check and the comparison
 with the 2D sideband study (``validation/x17/x17_summary.json``, read only if present).
 The event samples are cached in ``$ISRSIM_CACHE`` (default: ``validation/belle2/.cache``).
@@ -52,8 +52,8 @@ def main() -> None:
     L.append(f"Produced by `python validation/belle2/make_belle2.py` (isrsim {__version__}, "
              f"{time.perf_counter() - t0:.0f} s including {s['seconds']:.0f} s for the projection; "
              f"Python {sys.version.split()[0]}). Same numbers as `isrsim project --detector belle2 "
-             "--luminosity 314/fb,1/ab --mass 0.005 0.1` (bundled card `project_belle2.toml`) plus "
-             "200 toys at 17 MeV.\n")
+             "--luminosity 314/fb,1/ab --mass 0.005 0.1 --toys 200` (bundled card `project_belle2.toml`; "
+             "without `--toys` the toy columns are empty: the card's own `toys = 0`).\n")
     L.append("## Method\n")
     L.append("* **Why not a polynomial**: in the 5-100 MeV e+e- spectrum of `belle2_lowmass` the "
              "gamma gamma conversions dominate and their before-vertex-fit mass M_PCA peaks at the "

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,13 @@ _MATCH_KEYS = ("selection", "sqrt_s_GeV", "detector")
 
 # ---------------------------------------------------------------------------------------
 # small utilities
+
+
+def progress(cfg: dict[str, Any], command: str, text: str) -> None:
+    """A progress line ``isrsim COMMAND: text`` on stderr (stdout stays the JSON summary),
+    unless the workflow config has ``quiet`` set (``--quiet``)."""
+    if not cfg.get("quiet"):
+        print(f"isrsim {command}: {text}", file=sys.stderr, flush=True)
 
 
 def stream_rng(seed: int, label: str, stream: int, block: int = 0) -> np.random.Generator:

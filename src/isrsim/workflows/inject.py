@@ -101,7 +101,7 @@ def load_config(args: Any) -> dict[str, Any]:
     """Merge defaults, the card (``--card``, default bundled ``inject_besiii``) and the flags.
 
     Returns a validated flat dict (keys of :data:`DEFAULTS` plus ``output``,
-    ``luminosity_invnb``, ``workers``, ``quiet``). Every value is checked here, before any
+    ``luminosity_invnb``, ``quiet``). Every value is checked here, before any
     work or output.
     """
     from ..processes.isr import PhotonCut
@@ -120,7 +120,6 @@ def load_config(args: Any) -> dict[str, Any]:
         ("detector", "detector"), ("luminosity", "luminosity"), ("mass", "masses"),
         ("epsilon", "epsilon"), ("toys", "toys"), ("seed", "seed"),
         ("events", "background_events"), ("output", "output")))
-    cfg["workers"] = getattr(args, "workers", None) or 1
     cfg["quiet"] = bool(getattr(args, "quiet", False))
     from ..units import parse_luminosity
 
@@ -340,6 +339,12 @@ def _cache_save(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise OutputError(msg) from None
 
 
+def _say(cfg: dict[str, Any], text: str) -> None:
+    from ._common import progress
+
+    progress(cfg, "inject", text)
+
+
 def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> dict[str, Any]:
     """Background histogram at the luminosity and the signal template at ``mass`` (cached)."""
     from ..processes import make_process
@@ -365,6 +370,8 @@ def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> d
         proc = make_process(proc_name, det.beam, photon_cut=cfg["photon_cut"],
                             mass_range=[max(lo - cfg["generator_margin"], 0.3),
                                         hi + cfg["generator_margin"]])
+        _say(cfg, f"m = {mass:g} GeV: background {proc_name}, generating, simulating and "
+                  f"reconstructing {cfg['background_events']} events")
         cols, info = candidates_in_memory(proc, det, cfg["background_events"], seed=cfg["seed"],
                                           label=label_b, selection=cfg["selection"])
         sel = cols["channel"] == chan
@@ -376,6 +383,8 @@ def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> d
     if sig is None:
         proc = make_process("darkphoton", det.beam, mass=mass, epsilon=1e-3, decay=chan,
                             photon_cut=cfg["photon_cut"])
+        _say(cfg, f"m = {mass:g} GeV: signal, generating, simulating and reconstructing "
+                  f"{cfg['signal_events']} events")
         cols, info = candidates_in_memory(proc, det, cfg["signal_events"], seed=cfg["seed"],
                                           label=f"inject-sig-{mass:.6f}", selection=cfg["selection"])
         sel = (cols["channel"] == chan) & np.isfinite(cols["truth_m"])
@@ -602,7 +611,7 @@ def main(args: Any) -> dict[str, Any]:
     """Run the injection study (``isrsim inject``); returns a JSON-able summary.
 
     ``args`` attributes (cli.py): card, output, detector, luminosity, mass (list), epsilon
-    (list), events (background MC events), toys, seed, workers, quiet.
+    (list), events (background MC events), toys, seed, quiet.
     """
     from ..detector import load_detector
     from ..physics.darkphoton import n_f_ll
@@ -637,6 +646,8 @@ def main(args: Any) -> dict[str, Any]:
         rng = stream_rng(cfg["seed"], f"inject-toys-{mass:.6f}", 0)
         h0 = make_histogram(np.array([mass]), lo=tpl["lo"], hi=tpl["hi"], bin_width=bw,
                             mask_windows=None, name=chan)
+        _say(cfg, f"m = {mass:g} GeV: {cfg['toys']} pseudo-experiments x {len(cfg['epsilon'])} "
+                  "couplings" + (" (templates from the cache)" if tpl["cached"] else ""))
         res = run_toys(h0, b_exp, template, mass, s_true, n_toys=cfg["toys"], rng=rng,
                        order=cfg["order"], convention=cfg["convention"], cl=cfg["cl"], n_f=nf,
                        n_scan=cfg["mass_scan_toys"])

@@ -41,6 +41,7 @@ conversion (BESIII 2017, 2-8 %) is measured from the two candidate tables
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ def _generate(proc: Any, det: Any, selection: str, n_events: int, *, weighted: b
                                  if selection == "belle2_lowmass" else None)
         parts.append(cols)
         if progress and (j + 1) % 50 == 0:
-            print(f"  {label}: {(j + 1) * BLOCK_EVENTS:,} / {n_events:,} events", flush=True)
+            print(f"  {label}: {(j + 1) * BLOCK_EVENTS:,} / {n_events:,} events", file=sys.stderr, flush=True)
     cols = {k: np.concatenate([p[k] for p in parts]) for k in COLUMNS} if parts else {}
     return cols, stats
 
@@ -546,7 +547,7 @@ def run_projection(card: dict[str, Any], *, output: str | Path, progress: bool =
         if progress:
             state = "cached" if info["cached"] else f"generated in {info['seconds']} s"
             print(f"isrsim project: {info['process']}: {info['n_events']} events, "
-                  f"{info['n_candidates']} candidates ({state})", flush=True)
+                  f"{info['n_candidates']} candidates ({state})", file=sys.stderr, flush=True)
         info["reference"] = bool(bkg.get("reference", False))
         processes[str(bkg["process"])] = p
         if not info["reference"]:
@@ -560,7 +561,7 @@ def run_projection(card: dict[str, Any], *, output: str | Path, progress: bool =
             processes["isr_ee"], processes["isr_bhabha"], mass_range=(lo, hi),
             luminosity_invnb=l_mc)
         if progress:
-            print(f"isrsim project: Bhabha correction (MC) {bh_info['summary']}", flush=True)
+            print(f"isrsim project: Bhabha correction (MC) {bh_info['summary']}", file=sys.stderr, flush=True)
     if ana.get("background", "polynomial") == "template":
         return _run_template(card, proj, ana, det, lumis, paths, infos, out, seed=seed,
                              cache_dir=cache_dir, l_mc=l_mc, progress=progress, t0=t0)
@@ -889,7 +890,7 @@ def _signal_template(proj: dict[str, Any], det: Any, *, seed: int, cache_dir: Pa
         if progress:
             print(f"isrsim project: darkphoton m = {m * 1e3:.1f} MeV: efficiency {e:.3f}, "
                   f"sigma_m {sig[-1] * 1e3:.2f} MeV ({'cached' if info['cached'] else 'generated'})",
-                  flush=True)
+                  file=sys.stderr, flush=True)
     sqrt_s = det.beam.sqrt_s
     eps_ref = 1e-3  # sigma is exactly proportional to eps^2 (physics.md 6.1)
 

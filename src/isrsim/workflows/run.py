@@ -12,6 +12,7 @@ run only redoes the statistics. Cold (numba compilation included) it takes about
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..exceptions import ConfigError
@@ -40,7 +41,7 @@ def main(args: Any) -> dict[str, Any]:
     quiet = bool(getattr(args, "quiet", False))
     summary = run_projection(card, output=output, progress=not quiet)
     if not quiet:
-        print(f"isrsim run: projection written to {summary['output_dir']}/", flush=True)
+        print(f"isrsim run: projection written to {summary['output_dir']}/", file=sys.stderr, flush=True)
         for c, p in zip(summary["csv"], summary["png"]):
-            print(f"  CSV: {c}\n  PNG: {p}", flush=True)
+            print(f"  CSV: {c}\n  PNG: {p}", file=sys.stderr, flush=True)
     return summary

@@ -39,9 +39,10 @@ must be measured).
 Closure: the prediction T N_SB(closure sample) against the closure sample's own B_SR, pull =
 (pred - true)/sqrt(sigma_pred^2 + sigma_true^2) with the MC and shape uncertainties.
 
-Outputs in ``--output`` (default ``sideband_belle2``): ``sideband_summary.json``,
-``sideband_regions.csv`` (yields per region and sample), ``sideband_grid.csv`` (every valid
-grid point), ``sideband_2d.png``, ``sideband_projections.png``, ``sideband_optimisation.png``.
+Outputs in ``--output`` (default ``sideband_<detector>``, e.g. ``sideband_belle2``):
+``sideband_summary.json``, ``sideband_regions.csv`` (yields per region and sample),
+``sideband_grid.csv`` (every valid grid point), ``sideband_2d.png``, ``sideband_projections.png``,
+``sideband_optimisation.png``.
 """
 
 from __future__ import annotations
@@ -211,16 +212,25 @@ def _cuts(cfg: dict[str, Any]) -> Any:
     return Belle2LowMassCuts(vertex_twin=cfg["vertex_twin"])
 
 
+def _say(cfg: dict[str, Any], text: str) -> None:
+    from ._common import progress
+
+    progress(cfg, "sideband", text)
+
+
 def _signal_sample(cfg: dict[str, Any], det: Any, eps: float) -> dict[str, np.ndarray]:
     from ..processes import make_process
     from .inject import candidates_in_memory
 
     proc = make_process("darkphoton", det.beam, mass=cfg["mass"], epsilon=eps, decay="ee",
                         photon_cut=_photon_cut(det, cfg["theta_lab_deg"]))
+    _say(cfg, f"signal eps = {eps:g}: generating, simulating and reconstructing "
+              f"{cfg['signal_events']} events")
     cols, info = candidates_in_memory(proc, det, cfg["signal_events"], seed=cfg["seed"],
                                       label=f"sideband-sig-{cfg['mass']:.6f}-{eps:.4e}",
                                       selection="belle2_lowmass", cuts=_cuts(cfg))
     cols["cross_section_nb"] = np.array(info["cross_section_nb"])
+    _say(cfg, f"signal eps = {eps:g}: {cols['m_ll'].size} candidates ({info['seconds']:.1f} s)")
     return cols
 
 
@@ -231,11 +241,15 @@ def _background_sample(cfg: dict[str, Any], det: Any, which: str) -> dict[str, n
     proc = make_process("diphoton", det.beam, theta_lab_deg=cfg["theta_lab_deg"],
                         conversion="forced", conversion_layers=cfg["conversion_layers"],
                         detector=det, m_pca_max=cfg["m_pca_max"])
+    _say(cfg, f"conversion background ({which} sample): generating, simulating and "
+              f"reconstructing {cfg['background_events']} events")
     cols, info = candidates_in_memory(proc, det, cfg["background_events"], seed=cfg["seed"],
                                       label=f"sideband-bkg-{which}", selection="belle2_lowmass",
                                       weighted=True, truth_extra=("conv_layer",),
                                       cuts=_cuts(cfg))
     cols["cross_section_nb"] = np.array(info["cross_section_nb"])
+    _say(cfg, f"conversion background ({which} sample): {cols['m_ll'].size} candidates "
+              f"({info['seconds']:.1f} s)")
     return cols
 
 
@@ -528,6 +542,7 @@ def main(args: Any) -> dict[str, Any]:
     clo = _background_sample(cfg, det, "closure")
     g_opt = _layer_group(det, bkg["truth_conv_layer"], cfg["layer_groups"])
     g_clo = _layer_group(det, clo["truth_conv_layer"], cfg["layer_groups"])
+    _say(cfg, "optimising the regions")
     reg, grid_rows = _optimise(bkg, sigs, cfg, g_opt)
     if reg is None:
         msg = ("no (SR, sideband) choice of the grid satisfies max_contamination = "

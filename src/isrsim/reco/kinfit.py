@@ -660,7 +660,10 @@ class EnergyFitResult:
         momenta, their correlation included); NaN where the fit failed or the propagated
         variance is not positive.
     m_recoil : float64[n]
-        Mass recoiling against the fitted photon [GeV] (negative when m^2 < 0).
+        Mass recoiling against the fitted photon [GeV] (negative when m^2 < 0), computed with
+        the NOMINAL beam 4-vector ``p4_beam``: with ``cov_beam`` the fit also moves the beam
+        (not returned), so m_recoil then differs from ``m_pair`` (by up to ~0.1 GeV for Belle
+        II ISR events); with an exact beam the two agree.
     """
 
     params: np.ndarray

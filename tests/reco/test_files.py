@@ -4,6 +4,7 @@ the 1C fit on real simulated events, candidate metadata, and one-line errors on 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -20,7 +21,7 @@ from isrsim.helix import perigee_from_state
 from isrsim.io import chunk_to_table, iter_tables, read_metadata, table_to_truth
 from isrsim.reco.files import CANDIDATE_SCHEMA, reconstruct_files, table_to_reco
 from isrsim.reco.kinfit import fit_1c_missing_photon
-from isrsim.reco.selection import COLUMNS
+from isrsim.reco.selection import COLUMNS, Belle2LowMassCuts, Besiii2017Cuts
 
 N_MUMU = 20_000
 
@@ -364,6 +365,37 @@ def test_api_errors(mumu_run, tmp_path):
     with pytest.raises(InputFileError, match="candidate table"):
         reconstruct_files([mumu_run[2]], selection="besiii2017", output=out)
     _nothing_written(out)
+
+
+def test_selection_that_cannot_select_at_these_beams(mumu_run, tmp_path, capsys):
+    """belle2_lowmass asks for a photon above 4 GeV in the CM frame; at BESIII (sqrt(s) =
+    3.7728 GeV) an ISR photon has at most sqrt(s)/2 = 1.886 GeV: one-line error naming the cut
+    and its allowed range instead of an empty candidate table."""
+    out = tmp_path / "c.parquet"
+    rc, _, err = _run(["reconstruct", str(mumu_run[1]), "--selection", "belle2_lowmass",
+                       "-o", str(out)], capsys)
+    _one_line_error(rc, err, "cuts.photon_e_cms_min = 4 GeV", "allowed: < sqrt(s)/2 = 1.886")
+    _nothing_written(out)
+
+
+def test_api_cut_values_are_validated(mumu_run, tmp_path):
+    out = tmp_path / "c.parquet"
+    ev = [mumu_run[1]]
+    for sel, cuts, needle in (
+            ("besiii2017", Belle2LowMassCuts(), "allowed: a Besiii2017Cuts"),
+            ("besiii2017", Besiii2017Cuts(chi2_max_ee=-1.0), "cuts.chi2_max_ee = -1.0; allowed: > 0"),
+            ("besiii2017", Besiii2017Cuts(d0_max=float("nan")), "cuts.d0_max = nan; allowed: a finite"),
+            ("belle2_lowmass", Belle2LowMassCuts(photon_e_cms_min=1.0, constraints="5c"),
+             "cuts.constraints = '5c'; allowed: 4c, energy"),
+            ("belle2_lowmass", Belle2LowMassCuts(photon_e_cms_min=1.0, vertex_twin="outer"),
+             "cuts.vertex_twin = 'outer'")):
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            reconstruct_files(ev, selection=sel, output=out, cuts=cuts)
+        _nothing_written(out)
+    # just below the endpoint is a valid (if tight) cut: it runs
+    s = reconstruct_files(ev, selection="belle2_lowmass", output=out,
+                          cuts=Belle2LowMassCuts(photon_e_cms_min=0.5 * 3.773 - 1e-3))
+    assert s["events"] == N_MUMU and out.exists()
 
 
 def test_inputs_twice_or_output_over_input(mumu_run, generator_file, tmp_path, capsys):

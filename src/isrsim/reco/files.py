@@ -46,7 +46,7 @@ from .. import SCHEMA_VERSION, __version__
 from ..beam import Beam
 from ..events import RecoChunk
 from ..exceptions import ConfigError, InputFileError
-from .selection import COLUMNS, SELECTIONS, Belle2LowMassCuts, Besiii2017Cuts, reconstruct_chunk
+from .selection import COLUMNS, SELECTIONS, check_cuts, reconstruct_chunk
 
 __all__ = ["CANDIDATE_SCHEMA", "reconstruct_files", "table_to_reco"]
 
@@ -371,15 +371,10 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
     if selection not in SELECTIONS:
         msg = f"selection = {selection!r}; allowed: {', '.join(SELECTIONS)}"
         raise ConfigError(msg)
-    if cuts is None:
-        cuts = Besiii2017Cuts() if selection == "besiii2017" else Belle2LowMassCuts()
-    want = Besiii2017Cuts if selection == "besiii2017" else Belle2LowMassCuts
-    if not isinstance(cuts, want):
-        msg = f"cuts = {cuts!r}; allowed: a {want.__name__} for selection {selection!r}"
-        raise ConfigError(msg)
     out = check_writable(output)
     inputs = [str(p) for p in inputs]
     metas, det, beam = _check_inputs(inputs, out)
+    cuts = check_cuts(selection, cuts, beam)
     records = [_input_record(p, m) for p, m in zip(inputs, metas)]
     processes = _combine_processes(records)
 

@@ -23,6 +23,7 @@ spread (``Beam.p4_covariance_lab()``; zero for a beam without spread).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -33,9 +34,9 @@ from ..constants import K_CURV, M_E, M_MU
 from ..events import RecoChunk, TruthChunk
 from ..exceptions import ConfigError
 from .kinfit import fit_1c_missing_photon, fit_energy_constrained
-from .vertexfit import fit_vertex
+from .vertexfit import check_twin, fit_vertex
 
-__all__ = ["SELECTIONS", "Belle2LowMassCuts", "Besiii2017Cuts", "photon_resolution",
+__all__ = ["SELECTIONS", "Belle2LowMassCuts", "Besiii2017Cuts", "check_cuts", "photon_resolution",
            "reconstruct_chunk"]
 
 SELECTIONS = ("besiii2017", "belle2_lowmass")
@@ -66,6 +67,49 @@ class Belle2LowMassCuts:
     chi2_ec_max: float = 40.0
     constraints: str = "4c"
     vertex_twin: str = "min_chi2"  # twin-minimum convention of the vertex fit (vertexfit doc)
+
+
+def check_cuts(selection: str, cuts, beam: Beam):
+    """Validate ``cuts`` for ``selection`` at these beams and return them (defaults for None).
+
+    Every cut value must be a finite number and the upper bounds (chi2, angles, |d0|, |z0|)
+    positive; belle2_lowmass's ``photon_e_cms_min`` must lie below ``sqrt(s)/2``, the largest CM
+    energy an ISR photon can have (``E*_gamma = (s - M_X^2) / (2 sqrt(s))``): a cut at or above
+    it selects nothing at these beams (the Belle II cut of 4 GeV on BESIII events, say).
+    Raises :class:`~isrsim.exceptions.ConfigError` naming the field and the allowed range.
+    """
+    if selection not in SELECTIONS:
+        msg = f"selection = {selection!r}; allowed: {', '.join(SELECTIONS)}"
+        raise ConfigError(msg)
+    want = Besiii2017Cuts if selection == "besiii2017" else Belle2LowMassCuts
+    if cuts is None:
+        cuts = want()
+    if not isinstance(cuts, want):
+        msg = f"cuts = {cuts!r}; allowed: a {want.__name__} for selection {selection!r}"
+        raise ConfigError(msg)
+    for f in dataclasses.fields(cuts):
+        v = getattr(cuts, f.name)
+        if isinstance(v, str):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            msg = f"cuts.{f.name} = {v!r}; allowed: a finite number"
+            raise ConfigError(msg)
+        if v <= 0.0 and f.name != "photon_e_cms_min":
+            msg = f"cuts.{f.name} = {v!r}; allowed: > 0"
+            raise ConfigError(msg)
+    if selection == "belle2_lowmass":
+        check_twin(cuts.vertex_twin, "cuts.vertex_twin")
+        if cuts.constraints not in ("4c", "energy"):
+            msg = f"cuts.constraints = {cuts.constraints!r}; allowed: 4c, energy"
+            raise ConfigError(msg)
+        e_max = 0.5 * beam.sqrt_s
+        if cuts.photon_e_cms_min >= e_max:
+            msg = (f"cuts.photon_e_cms_min = {cuts.photon_e_cms_min:g} GeV; allowed: < sqrt(s)/2 = "
+                   f"{e_max:.6g} GeV, the largest CM energy of an ISR photon at these beams "
+                   f"(sqrt(s) = {beam.sqrt_s:.6g} GeV): selection belle2_lowmass is meant for the "
+                   "Belle II beams; give a Belle2LowMassCuts with a lower photon_e_cms_min")
+            raise ConfigError(msg)
+    return cuts
 
 
 #: Candidate-table columns (flat) and their dtypes. Masses [GeV], lengths [cm, lab frame];
@@ -199,9 +243,7 @@ def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selec
         ``tests/reco/test_kinfit.py``), ``m_ll_raw`` the mass from the measured perigee
         momenta.
     """
-    if selection not in SELECTIONS:
-        msg = f"selection = {selection!r}; allowed: {', '.join(SELECTIONS)}"
-        raise ConfigError(msg)
+    cuts = check_cuts(selection, cuts, beam)
     n = reco.n
     eid = np.arange(n, dtype=np.int64) if event_id is None else np.asarray(event_id, np.int64)
     if weight is None:
@@ -213,9 +255,8 @@ def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selec
     if counts is None:
         counts = {}
     if selection == "besiii2017":
-        return _besiii2017(reco, truth, bz, beam, eid, weight, cuts or Besiii2017Cuts(), counts)
-    return _belle2_lowmass(reco, truth, bz, beam, eid, weight, cuts or Belle2LowMassCuts(),
-                           calorimeter, counts)
+        return _besiii2017(reco, truth, bz, beam, eid, weight, cuts, counts)
+    return _belle2_lowmass(reco, truth, bz, beam, eid, weight, cuts, calorimeter, counts)
 
 
 def _track_quality(reco: RecoChunk, c: Besiii2017Cuts, bz: float):

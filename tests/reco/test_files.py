@@ -18,7 +18,7 @@ from isrsim.detector import load_detector
 from isrsim.detector.simulate import simulate
 from isrsim.exceptions import ConfigError, InputFileError
 from isrsim.helix import perigee_from_state
-from isrsim.io import chunk_to_table, iter_tables, read_metadata, table_to_truth
+from isrsim.io import METADATA_KEY, chunk_to_table, iter_tables, read_metadata, table_to_truth
 from isrsim.reco.files import CANDIDATE_SCHEMA, reconstruct_files, table_to_reco
 from isrsim.reco.kinfit import fit_1c_missing_photon
 from isrsim.reco.selection import COLUMNS, Belle2LowMassCuts, Besiii2017Cuts
@@ -327,6 +327,23 @@ def test_corrupt_second_row_group_leaves_no_output(mumu_run, tmp_path, capsys):
                       capsys)
     _one_line_error(rc, err, "row group 1")
     _nothing_written(out)
+
+
+def test_rows_removed_with_the_metadata_kept_are_refused(mumu_run, tmp_path, capsys):
+    """A file whose rows were cut (or emptied) after writing, its isrsim metadata copied over,
+    still says n_events = 20000: its candidates would get weight sigma / 20000 each, i.e. a
+    yield 200x (or, empty, infinitely) too small. Before: accepted, rc 0, no warning."""
+    t = pq.read_table(mumu_run[1])
+    kv = {METADATA_KEY: pq.ParquetFile(mumu_run[1]).metadata.metadata[METADATA_KEY]}
+    for rows in (100, 0):
+        cut = tmp_path / f"cut{rows}.parquet"
+        pq.write_table(t.slice(0, rows).replace_schema_metadata(kv), cut)
+        assert read_metadata(cut)["n_events"] == N_MUMU
+        out = tmp_path / "c.parquet"
+        rc, _, err = _run(["reconstruct", str(cut), "--selection", "besiii2017", "-o", str(out)],
+                          capsys)
+        _one_line_error(rc, err, f"holds {rows} events", f"n_events = {N_MUMU}")
+        _nothing_written(out)
 
 
 def test_different_or_changed_detector(generator_file, tmp_path, capsys):

@@ -361,9 +361,10 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
     ConfigError
         Unknown selection, no inputs, output equal to an input.
     InputFileError
-        Missing, corrupt or truncated input; an input that was not simulated; a detector file
-        that changed since simulation; inputs with different detectors or beams. No output
-        file is left behind.
+        Missing, corrupt or truncated input; an input that was not simulated; an input whose
+        number of events differs from its metadata's ``n_events`` (rows removed or added after
+        writing: the weights would be wrong); a detector file that changed since simulation;
+        inputs with different detectors or beams. No output file is left behind.
     """
     from ..io import EventWriter, check_writable, iter_tables, schema_guard, table_to_truth
 
@@ -390,8 +391,10 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
                             if not rec["weighted"] and pinfo["cross_section_nb"] is not None
                             and pinfo["n_events"] else float("nan"))
             cand_here: dict[str, int] = {}
+            n_here = 0
             for table in iter_tables(path):
                 n = table.num_rows
+                n_here += n
                 if n == 0:
                     continue
                 with schema_guard(path):
@@ -425,6 +428,12 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
                            pa.array(np.full(m, idx, np.int16)),
                            pa.array(np.asarray(w_nb, np.float64))]
                 writer.write(pa.Table.from_arrays(arrays, schema=CANDIDATE_SCHEMA))
+            if n_here != rec["n_events"]:
+                # the weights (sigma / n_events) and the metadata would describe other events
+                msg = (f"input {path!r} holds {n_here} events but its metadata says n_events = "
+                       f"{rec['n_events']}; allowed: files written by isrsim generate / simulate, "
+                       "unmodified")
+                raise InputFileError(msg)
             rec["n_candidates"] = cand_here
             for ch, c in cand_here.items():
                 n_cand.setdefault(proc, {}).setdefault(ch, 0)

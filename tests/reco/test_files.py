@@ -171,9 +171,10 @@ def test_unfitted_pair_mass_pulls_from_error_propagation(mumu_run):
 
 
 def test_pulls_of_fitted_parameters_on_simulated_events(mumu_run):
-    """Fitted-parameter pulls (a_fit - a_true)/sigma_fit are N(0,1) within 5 % (issue 6).
+    """Fitted-parameter pulls (a_fit - a_true)/sigma_fit are N(0,1) within 5 % (issue 6), both
+    tracks (measured: means within 0.009, widths 0.993-1.002 per track and parameter).
     True perigee helix from the truth muons (exact helix propagation from the true vertex).
-    Spread of a sample sd for n ~ 1.4e4 is 1/sqrt(2n) = 0.006, so 5 % is ~8 of those."""
+    Spread of a sample sd for n ~ 3e4 (two tracks) is 1/sqrt(2n) = 0.004, so 5 % is > 10 of those."""
     det = load_detector("besiii")
     meta = read_metadata(mumu_run[1])
     p4_beam = np.array(meta["beam"]["p4_total_lab"])
@@ -190,18 +191,19 @@ def test_pulls_of_fitted_parameters_on_simulated_events(mumu_run):
                                     p4_beam=p4_beam, mass=M_MU,
                                     cov_beam=det.beam.p4_covariance_lab())
         ok = np.isfinite(fit.chi2) & (fit.chi2 < 20)
-        j = reco.trk_truth[rows, 0].astype(int)
-        p4 = truth.p4[rows, j]
-        v = truth.vtx[rows, j]
-        q = reco.charge[rows, 0].astype(float)
-        true_h = np.array([perigee_from_state(*v[i], *p4[i, :3], q[i], det.bz_T)
-                           for i in range(rows.size)])
-        diag = {1: 5, 2: 9, 4: 14}  # packed indices of the phi0, omega, tanl variances
-        for a, ic in diag.items():
-            d = fit.helix1[:, a] - true_h[:, a]
-            if a == 1:
-                d = np.angle(np.exp(1j * d))
-            pulls[a].append((d / np.sqrt(fit.cov1[:, ic]))[ok])
+        for k, (hfit, cfit) in enumerate(((fit.helix1, fit.cov1), (fit.helix2, fit.cov2))):
+            j = reco.trk_truth[rows, k].astype(int)
+            p4 = truth.p4[rows, j]
+            v = truth.vtx[rows, j]
+            q = reco.charge[rows, k].astype(float)
+            true_h = np.array([perigee_from_state(*v[i], *p4[i, :3], q[i], det.bz_T)
+                               for i in range(rows.size)])
+            diag = {1: 5, 2: 9, 4: 14}  # packed indices of the phi0, omega, tanl variances
+            for a, ic in diag.items():
+                d = hfit[:, a] - true_h[:, a]
+                if a == 1:
+                    d = np.angle(np.exp(1j * d))
+                pulls[a].append((d / np.sqrt(cfit[:, ic]))[ok])
     for a, lst in pulls.items():
         x = np.concatenate(lst)
         assert abs(np.mean(x)) < 0.05, (a, np.mean(x))

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from isrsim.beam import Beam
 from isrsim.constants import K_CURV, M_MU
@@ -16,6 +16,7 @@ from isrsim.reco.kinfit import (
     _ecfit_kernel,
     _fit1c_kernel,
     _mass_and_sigma_1c,
+    chi2_prob,
     fit_1c_missing_photon,
     fit_energy_constrained,
 )
@@ -34,6 +35,15 @@ def fit1c(isr_mumu_sample, bes_beam):
     s = isr_mumu_sample
     return fit_1c_missing_photon(s["meas1"], s["cov1"], s["meas2"], s["cov2"], bz=s["bz"],
                                  p4_beam=bes_beam.p4_total_lab(), mass=M_MU)
+
+
+@pytest.mark.parametrize("ndf", [1, 2, 3, 4])
+def test_chi2_prob_is_the_chi2_survival_function(ndf):
+    # the closed forms (ndf 1, 2, 4) against scipy's incomplete-gamma chdtrc, over 0-200 and
+    # at the edges (0 -> 1, inf -> 0, NaN and negative -> NaN as chdtrc)
+    x = np.concatenate([np.linspace(0.0, 200.0, 20001), [np.inf, np.nan, -1e-15, -3.0]])
+    np.testing.assert_allclose(chi2_prob(x, ndf), special.chdtrc(ndf, x), rtol=1e-12, atol=1e-15)
+    assert chi2_prob(np.array([0.0, np.inf]), ndf).tolist() == [1.0, 0.0]
 
 
 def test_1c_converges(fit1c):

@@ -63,6 +63,7 @@ from ._linalg import chol_factor, chol_solve, pack_sym, unpack_sym
 __all__ = [
     "EnergyFitResult",
     "OneCFitResult",
+    "chi2_prob",
     "fit_1c_missing_photon",
     "fit_energy_constrained",
 ]
@@ -104,6 +105,21 @@ def _as_cov_beam(cov_beam) -> tuple[np.ndarray, bool]:
                f"{lmin:.3g}); {allowed}")
         raise ConfigError(msg)
     return np.ascontiguousarray(c), scale > 0.0
+
+
+def chi2_prob(chi2, ndf: int) -> np.ndarray:
+    """P(chi2(ndf) > chi2), elementwise, as ``scipy.special.chdtrc`` (NaN for NaN and for
+    chi2 < 0). Closed forms for ndf = 1 (``erfc(sqrt(x/2))``) and 2, 4
+    (``exp(-x/2) sum_k (x/2)^k/k!``), ``chdtrc`` otherwise: the same values to ~1e-13
+    relative, while ``chdtrc`` (incomplete gamma function) costs ~1.3 us per value here,
+    more than a 1C fit."""
+    x = np.asarray(chi2, dtype=np.float64)
+    if ndf not in (1, 2, 4):
+        return special.chdtrc(ndf, x)
+    h = np.where(x >= 0.0, np.minimum(0.5 * x, 1e300), np.nan)  # inf -> 1e300: P = 0, no inf*0
+    if ndf == 1:
+        return special.erfc(np.sqrt(h))
+    return np.exp(-h) * (1.0 + h) if ndf == 4 else np.exp(-h)
 
 
 # --------------------------------------------------------------------------------------
@@ -447,7 +463,7 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
                       hf1, hf2, cf1, cf2, chi2, niter, conv, kmiss, mll, mraw, smll, sraw)
     pk = np.hypot(kmiss[:, 0], kmiss[:, 1])
     theta = np.arctan2(pk, kmiss[:, 2])
-    prob = special.chdtrc(1, chi2)
+    prob = chi2_prob(chi2, 1)
     smll[~np.isfinite(chi2)] = np.nan
     return OneCFitResult(hf1, hf2, cf1, cf2, chi2, prob, niter, conv, kmiss, theta, mll, mraw,
                          smll, sraw)
@@ -749,5 +765,5 @@ def fit_energy_constrained(p1, p2, cov_p, photon, sigma_photon, *, p4_beam,
     if n:
         _ecfit_kernel(a1, a2, cov6, ph, sp, beam, vbeam, has_vbeam, m, m, ncon, int(max_iter),
                       as_positive("tol", tol), afit, chi2, niter, conv, mpair, mrec, smp)
-    return EnergyFitResult(afit, chi2, special.chdtrc(ncon, chi2), ncon, niter, conv, mpair, mrec,
+    return EnergyFitResult(afit, chi2, chi2_prob(chi2, ncon), ncon, niter, conv, mpair, mrec,
                            smp)

@@ -75,7 +75,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from .._numba import kernel
 from ..exceptions import ConfigError
@@ -88,6 +87,7 @@ from ..helix import (
 )
 from ._checks import as_helices, as_positive, same_length
 from ._linalg import chol_factor, chol_inverse, chol_solve, unpack_sym
+from .kinfit import chi2_prob
 
 __all__ = ["TWIN_CHOICES", "VertexFitResult", "check_twin", "fit_vertex"]
 
@@ -596,6 +596,6 @@ def fit_vertex(helix1, cov1, helix2, cov2, *, bz: float, mass: float | tuple[flo
         sig = r / rerr
     return VertexFitResult(
         vertex=theta[:, :3], vertex_cov=cov[:, :3, :3], p1=theta[:, 3:6], p2=theta[:, 6:9],
-        cov=cov, chi2=chi2, prob=stats.chi2.sf(chi2, 1), n_iter=niter, converged=conv,
+        cov=cov, chi2=chi2, prob=chi2_prob(chi2, 1), n_iter=niter, converged=conv,
         m_before=mb, m_after=ma, delta_m=ma - mb, r_xy=r, r_xy_err=rerr, r_xy_sig=sig,
     )

@@ -115,12 +115,16 @@ def check_cuts(selection: str, cuts, beam: Beam):
 #: Candidate-table columns (flat) and their dtypes. Masses [GeV], lengths [cm, lab frame];
 #: ``theta_gamma_miss`` [rad]: besiii2017, the angle of the 1C-fitted missing photon to the
 #: nearer lab beam direction (the quantity the cut uses; NaN for belle2_lowmass).
+#: belle2_lowmass vertex: ``r_xy_sig = r_xy_cm / r_xy_err``, the error including the other chi2
+#: minimum of a twin pair; ``r_xy_twin_cm`` / ``dchi2_vtx_twin`` that minimum's r_xy and chi2
+#: minus ``chi2_vtx`` (NaN without one; :class:`isrsim.reco.vertexfit.VertexFitResult`).
 COLUMNS = {
     "event_id": np.int64, "channel": object, "m_ll": np.float64, "m_ll_raw": np.float64,
     "sigma_m_ll": np.float64, "chi2": np.float64, "ndf": np.int16, "prob": np.float64,
     "theta_gamma_miss": np.float64,
     "chi2_vtx": np.float64, "prob_vtx": np.float64, "r_xy_cm": np.float64,
-    "r_xy_sig": np.float64, "m_before": np.float64, "m_after": np.float64,
+    "r_xy_sig": np.float64, "r_xy_twin_cm": np.float64, "dchi2_vtx_twin": np.float64,
+    "m_before": np.float64, "m_after": np.float64,
     "delta_m": np.float64, "vtx_x_cm": np.float64, "vtx_y_cm": np.float64,
     "vtx_z_cm": np.float64, "e_gamma": np.float64, "truth_matched": np.bool_,
     "truth_m": np.float64, "truth_m_gen": np.float64, "truth_r_xy_cm": np.float64,
@@ -381,6 +385,8 @@ def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, ca
     cols["prob_vtx"] = vf.prob[j]
     cols["r_xy_cm"] = vf.r_xy[j]
     cols["r_xy_sig"] = vf.r_xy_sig[j]
+    cols["r_xy_twin_cm"] = np.hypot(vf.twin_vertex[j, 0], vf.twin_vertex[j, 1])
+    cols["dchi2_vtx_twin"] = vf.twin_dchi2[j]
     cols["m_before"] = vf.m_before[j]
     cols["m_after"] = vf.m_after[j]
     cols["delta_m"] = vf.delta_m[j]

@@ -149,6 +149,22 @@ def test_written_particles_carry_the_sampled_decay_angle(name):
                                rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("photon_cut", [None, {"mode": "tagged", "theta_min": 0.4, "theta_max": 1.2}])
+def test_written_photon_carries_the_sampled_angle(photon_cut):
+    """The photon-angle chi2 uses the generator's ``cos_gamma_cms``; the photon written to the
+    file (slot 2), taken back from the lab to the CM frame, has that polar angle to 1e-9 and lies
+    inside a tagged (here forward-only, asymmetric) range. A photon mirrored in z (toward the
+    e+) keeps the symmetric spectrum and the event balance, and fails here."""
+    beam = Beam(7.0, 4.0, crossing_half_angle_rad=0.0415)
+    proc = make_process("isr_mumu", beam, mass_range=(0.5, 9.0), photon_cut=photon_cut)
+    truth, _ = proc.sample(np.random.default_rng(13), 20_000)
+    k = truth.p4[:, 2] @ beam.lab_to_cms().T
+    cos_k = k[:, 2] / np.linalg.norm(k[:, :3], axis=1)
+    np.testing.assert_allclose(cos_k, truth.extra["cos_gamma_cms"], rtol=0, atol=1e-9)
+    if photon_cut is not None:
+        assert np.all((cos_k >= math.cos(1.2) - 1e-9) & (cos_k <= math.cos(0.4) + 1e-9))
+
+
 def test_decay_angle_collinear_limit_chi2():
     """Untagged photons within 20 mrad of the beam: the lepton angle in the gamma* frame
     follows 1 + cos^2 + (4m^2/M^2) sin^2 (physics.md eq. 1.9), here near threshold. The angle is

@@ -63,6 +63,8 @@ BAD_CLI = {
     "photon-cut number": (_gen(photon_cut=["untagged:abc"]), ["--photon-cut", "untagged:abc", "allowed"]),
     "photon-cut range": (_gen(photon_cut=["untagged:-1"]), ["photon_cut.theta_max", "-1", "allowed"]),
     "photon-cut inverted": (_gen(photon_cut=["tagged:2:1"]), ["photon_cut.theta_max", "1", "allowed"]),
+    "photon-cut without solid angle": (_gen(photon_cut=["untagged:1e-12"]),
+                                       ["mass_range", "photon_cut", "1e-12", "widen"]),
     "chunk not multiple": (_gen(chunk_size=["15000"]), ["chunk_size", "15000", "multiple", "10000"]),
     "chunk zero": (_gen(chunk_size=["0"]), ["chunk_size", "0", "multiple", "10000"]),
     "chunk too large": (_gen(chunk_size=["1000000000"]), ["chunk_size", "1000000000", "allowed"]),

@@ -358,7 +358,9 @@ class IsrProcess(Process):
         nodes = self._nodes()
         g = _tabulate(s, nodes, self.code, self._rad_code, self._c_lo, self._c_hi, self._bh_c)
         if not np.all(np.isfinite(g)) or g.max() <= 0.0:
-            msg = f"{self.name}: dsigma/dM vanishes in mass_range = {list(self.mass_range)}"
+            msg = (f"{self.name}: dsigma/dM vanishes in mass_range = {list(self.mass_range)} with "
+                   f"photon_cut = {self.photon_cut.to_dict()}: widen the mass window or the photon "
+                   "cut (an untagged theta_max whose cosine rounds to 1 leaves no solid angle)")
             raise ConfigError(msg)
         qdens = np.maximum(g[:-1], g[1:]) * 1.0005
         qdens = np.where(qdens > 0, qdens, 1e-300)

@@ -31,11 +31,23 @@ def client():
         yield c
 
 
+def _chunk_workers(stream) -> dict[str, str]:
+    """{task key: worker address} of isrsim's chunk tasks in a Dask task stream."""
+    return {str(t["key"]): t["worker"] for t in stream.data if str(t["key"]).startswith("isrsim-chunk-")}
+
+
 def test_dask_dataset_equals_local_run(tmp_path, client):
     """Same seed -> the same events, event for event, via 2 Dask worker processes (5 chunks,
-    the last one partial) as in one local process with a different chunk size."""
+    the last one partial) as in one local process with a different chunk size. The chunks ran
+    as tasks on both workers (task stream), not in this process."""
+    from distributed import get_task_stream
+
     local = run(_spec(tmp_path / "local.parquet", chunk_size=20_000))
-    res = run(_spec(tmp_path / "dask_ds", scheduler=client))
+    with get_task_stream(client) as stream:
+        res = run(_spec(tmp_path / "dask_ds", scheduler=client))
+    workers = _chunk_workers(stream)
+    assert len(workers) == 5, workers
+    assert set(workers.values()) == set(client.scheduler_info()["workers"])
     assert res.n_events == local.n_events == 45_000
     manifest = json.loads((tmp_path / "dask_ds" / "_manifest.json").read_text())
     assert manifest["complete"]
@@ -56,8 +68,12 @@ def test_dask_single_file_with_detector_equals_local(tmp_path, client):
 
     det = load_detector("besiii")
     kw = dict(detector=det, beam=det.beam, n_events=20_000)
+    from distributed import get_task_stream
+
     run(_spec(tmp_path / "local.parquet", **kw))
-    run(_spec(tmp_path / "dask.parquet", scheduler=client, **kw))
+    with get_task_stream(client) as stream:
+        run(_spec(tmp_path / "dask.parquet", scheduler=client, **kw))
+    assert len(_chunk_workers(stream)) == 2
     assert content_hash(tmp_path / "dask.parquet") == content_hash(tmp_path / "local.parquet")
 
 

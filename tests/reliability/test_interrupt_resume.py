@@ -29,8 +29,8 @@ GEN = ["generate", "--process", "isr_mumu", "--detector", "besiii", "--mll", "1.
 
 
 @pytest.fixture(scope="module")
-def reference_hash(tmp_path_factory) -> str:
-    """Content hash of the same run, uninterrupted, in this process (one file)."""
+def reference(tmp_path_factory) -> tuple[str, dict]:
+    """Content hash and metadata of the same run, uninterrupted, in this process (one file)."""
     from isrsim.config import build_spec
     from isrsim.runner import run
 
@@ -39,7 +39,26 @@ def reference_hash(tmp_path_factory) -> str:
                     "chunk_size": CHUNK, "seed": SEED, "output": str(out), "progress": False},
             "process": {"mass_range": [1.5, 3.4]}}
     run(build_spec(card))
-    return content_hash(out)
+    return content_hash(out), read_metadata(out)
+
+
+def _stat_parts(out: Path, manifest: dict) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of the parts a manifest lists."""
+    return {p["file"]: ((out / p["file"]).stat().st_ino, (out / p["file"]).stat().st_mtime_ns)
+            for p in manifest["parts"]}
+
+
+def _check_resumed_run(out: Path, kept: dict[str, tuple[int, int]], reference: tuple[str, dict]) -> None:
+    """The resumed dataset has the uninterrupted run's events and run metadata (cross section,
+    its error, sampling statistics, sums of weights: the statistics of the parts kept from the
+    interrupted run are counted), and --resume kept the complete parts instead of redoing them."""
+    ref_hash, ref_meta = reference
+    assert content_hash(out) == ref_hash
+    meta = read_metadata(out)
+    for key in set(ref_meta) | set(meta):
+        if key != "run_card":  # output path, resume flag
+            assert meta.get(key) == ref_meta.get(key), key
+    assert _stat_parts(out, {"parts": [{"file": f} for f in kept]}) == kept
 
 
 def _manifest(path: Path) -> dict | None:
@@ -113,14 +132,16 @@ def _check_interrupted_dataset(out: Path) -> int:
     return len(m["parts"])
 
 
-def test_sigterm_then_resume_gives_the_uninterrupted_events(tmp_path, reference_hash):
-    """Issue 10 acceptance: SIGTERM mid-run, --resume, identical content hash."""
+def test_sigterm_then_resume_gives_the_uninterrupted_events(tmp_path, reference):
+    """Issue 10 acceptance: SIGTERM mid-run, --resume, identical content hash (and run
+    metadata; the parts complete before the signal are kept)."""
     out = tmp_path / "run"
     status, err, _ = _interrupt_when_first_part(out, GEN, signal.SIGTERM, tmp_path)
     assert status == 130, err
     assert "interrupted" in err
     assert "Traceback" not in err
     _check_interrupted_dataset(out)
+    kept = _stat_parts(out, _manifest(out))
 
     res = subprocess.run(isrsim_cmd(*GEN, "-o", str(out), "--resume"), cwd=tmp_path,
                          capture_output=True, text=True, timeout=300, check=False)
@@ -129,10 +150,10 @@ def test_sigterm_then_resume_gives_the_uninterrupted_events(tmp_path, reference_
     assert m["complete"] is True
     assert [p["chunk"] for p in m["parts"]] == list(range(N_EVENTS // CHUNK))
     assert read_metadata(out)["n_events"] == N_EVENTS
-    assert content_hash(out) == reference_hash
+    _check_resumed_run(out, kept, reference)
 
 
-def test_sigterm_with_worker_processes_cleans_up(tmp_path, reference_hash):
+def test_sigterm_with_worker_processes_cleans_up(tmp_path, reference):
     """--workers 2: the pool is shut down, workers do not survive the parent, no temporary part
     is left; resuming with another number of workers is accepted and gives the same events."""
     out = tmp_path / "run"
@@ -146,11 +167,12 @@ def test_sigterm_with_worker_processes_cleans_up(tmp_path, reference_hash):
         time.sleep(0.05)
     assert not [p for p in children if _alive(p)], "orphaned worker processes"
     _check_interrupted_dataset(out)
+    kept = _stat_parts(out, _manifest(out))
 
     res = subprocess.run(isrsim_cmd(*GEN, "-o", str(out), "--resume", "--workers", "1"),
                          cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr
-    assert content_hash(out) == reference_hash
+    _check_resumed_run(out, kept, reference)
 
 
 def test_sigint_single_file_leaves_nothing(tmp_path):

@@ -85,6 +85,42 @@ def test_project_tiny_csv_png_and_cache(tmp_path):
     np.testing.assert_array_equal(data, data2)
 
 
+def test_cli_run_end_to_end(tmp_path, monkeypatch, capsys):
+    """`isrsim run` (the README's main job) through the CLI on a small configuration: the
+    bundled default card (BESIII, mu mu + e e + pi pi backgrounds, order-6 polynomials) at
+    40/pb, 1.6-3.3 GeV, 4 toys; CSV and PNG in the default ./isrsim_output, the JSON summary on
+    stdout, limits at the Fisher-information scale of :func:`_fisher_eps`, and a rerun from
+    the cache."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--luminosity", "40/pb", "--mass", "1.6", "3.3", "--toys", "4", "--quiet"]
+    assert cli_main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    s = json.loads(out)
+    csv = tmp_path / "isrsim_output" / "projection_besiii_40invpb.csv"
+    png = tmp_path / "isrsim_output" / "projection_besiii_40invpb.png"
+    assert s["csv"] == ["isrsim_output/projection_besiii_40invpb.csv"] and csv.is_file()
+    assert png.stat().st_size > 10_000
+    card = bundled_card("default")
+    assert [b["process"] for b in s["backgrounds"]] == list(card["project"]["backgrounds"])
+    assert not any(b["cached"] for b in s["backgrounds"])
+    p = s["projections"][0]
+    assert p["orders"] == {"mumu": 6, "ee": 6} and p["n_toys"] == 4
+    assert p["luminosity_invnb"] == pytest.approx(4e4)
+    header, data = _read_csv(csv)
+    m = data[:, header.index("mass_GeV")]
+    assert m.min() >= 1.6 and m.max() <= 3.3 and not np.any((m > 2.95) & (m < 3.2))
+    med = data[:, header.index("eps_exp_median")]
+    assert np.all(np.isfinite(med)) and np.all(med > 0)
+    assert np.mean(med / _fisher_eps(header, data, card)) == pytest.approx(1.0, abs=0.2)
+    assert cli_main(argv) == 0
+    s2 = json.loads(capsys.readouterr().out)
+    assert all(b["cached"] for b in s2["backgrounds"])
+    np.testing.assert_array_equal(_read_csv(csv)[1], data)
+
+
 def test_project_luminosity_list_scales_mc(tmp_path):
     """Two target luminosities with the MC capped at the smaller one: the larger is scaled
     (and says so): its QED yields per bin are 4x (to 0.2 %: the polynomial is refitted to the

@@ -197,10 +197,26 @@ def test_sideband_closure(sideband_run):
     # the prediction from the optimisation sample's transfer factor and the closure sample's
     # sideband agrees with the closure sample's own SR yield within 3 combined sigma
     # (MC statistics of both samples and the shape systematic)
-    _, s = sideband_run
+    out, s = sideband_run
     c = s["closure"]
     assert c["n_mc_sr"] >= 10 and c["n_mc_sb"] >= 10
     assert abs(c["pull"]) < 3.0
+    # it is a closure test only if the prediction is T (optimisation sample) x B_SB (closure
+    # sample) and the truth is the closure sample's SR, an independent sample: with the closure
+    # sample's own T the pull would be 0 by construction. Expected events of both samples at
+    # the first luminosity from sideband_regions.csv (same numbers written with 6 significant
+    # digits: 5e-6 relative each, 2e-5 for a product or ratio of two).
+    rows = {}
+    for line in (out / "sideband_regions.csv").read_text().splitlines():
+        if line.startswith(("optimisation,", "closure,")):
+            f = line.split(",")
+            rows[f[0]] = {"sr": float(f[3]), "sb": float(f[5])}
+    opt, clo = rows["optimisation"], rows["closure"]
+    assert s["transfer_factor"] == pytest.approx(opt["sr"] / opt["sb"], rel=2e-5)
+    assert c["predicted"] == pytest.approx(s["transfer_factor"] * clo["sb"], rel=2e-5)
+    assert c["true"] == pytest.approx(clo["sr"], rel=1e-5)
+    assert clo["sb"] != pytest.approx(opt["sb"], rel=1e-3)  # another sample, another stream
+    assert c["predicted"] != pytest.approx(c["true"], rel=1e-3)
 
 
 def test_sideband_reports_progress_unless_quiet(tmp_path, progress_lines):

@@ -9,6 +9,10 @@ by zero gives inf/NaN instead of raising: inputs are validated before kernels ru
 that take arrays or a ``Generator`` and are called per particle. A compiled call to them
 increfs and decrefs every array argument and the generator (NRT atomic operations, ~3 ns each;
 measured: ~37 ns per call of the bremsstrahlung walk with five arrays) that inlining removes.
+Inlining at numba's IR level still binds every argument to a new variable, i.e. increfs it on
+entry and decrefs it on every exit; numba's reference-count pruning removes such pairs only in
+simple control flow, not around the loops and early returns of the walk. A kernel therefore
+passes :func:`borrowed` views of its arrays and generator to inlined helpers.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import os
 from pathlib import Path
 
 import numba
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
-__all__ = ["drop_stale_caches", "kernel", "kernel_inline", "source_files"]
+__all__ = ["borrowed", "drop_stale_caches", "kernel", "kernel_inline", "source_files"]
 
 #: Name of the file, in the package's top ``__pycache__``, that records which sources the
 #: cached kernels were compiled from (see :func:`drop_stale_caches`).
@@ -81,3 +87,29 @@ drop_stale_caches(Path(__file__).resolve().parent)
 
 kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
 kernel_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+
+
+@intrinsic
+def borrowed(typingctx, x):
+    """``borrowed(x)`` inside a kernel: the same array or ``numpy.random.Generator`` (same data,
+    shape, strides, bit generator) without its reference-count owner, so that passing it to a
+    :data:`kernel_inline` helper costs no atomic incref/decref pair (an NRT call with a null
+    owner is a no-op). Measured (numba 0.68, 2026-11-22): an inlined helper taking a generator
+    and five arrays, called in a loop, 27 ns per call with the kernel's own arguments, 4.6 ns
+    with borrowed views, as fast as its body written out in the loop.
+
+    The view does not keep ``x`` alive: use it only while the kernel holds ``x`` (e.g. ``x`` is
+    one of its arguments) and never return or store it.
+    """
+    if not isinstance(x, (types.Array, types.NumPyRandomGeneratorType)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        src = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0])
+        out = cgutils.create_struct_proxy(sig.return_type)(context, builder,
+                                                           value=src._getvalue())
+        out.meminfo = cgutils.get_null_value(out.meminfo.type)
+        out.parent = cgutils.get_null_value(out.parent.type)
+        return out._getvalue()
+
+    return x(x), codegen

@@ -85,6 +85,12 @@ curvature only, most of those updates are one final update per electron: isr_ee 
 per event against 600 measured the same way on 2026-11-21, i.e. within this VM's noise).
 The walk is inlined (:data:`isrsim._numba.kernel_inline`): as a
 compiled call it increfs and decrefs its five arrays and the generator, ~37 ns per electron.
+Inlined, it still did so with the kernel's own arguments (8 atomic incref/decref pairs per walked
+electron, one pair per charged particle for :func:`_entry_region`, one per Gamma draw), so the
+kernel passes :func:`isrsim._numba.borrowed` views to its inlined helpers (2026-11-22, same
+events bit for bit: isr_ee 606 -> 567 ns/event, median of 15 alternated passes in one process).
+The output arrays are allocated uninitialised and every slot is written by the kernel (no
+memset of ~450 B per event before it).
 Polar-angle windows and photon regions are compared as cos(theta) intervals (no branch waits
 for an atan2), angles are wrapped without libm calls.
 """
@@ -95,7 +101,7 @@ import math
 
 import numpy as np
 
-from .._numba import kernel, kernel_inline
+from .._numba import borrowed, kernel, kernel_inline
 from ..constants import K_CURV, M_E, M_MU, M_PI
 from ..events import RecoChunk, TruthChunk
 from ..exceptions import ConfigError
@@ -700,15 +706,22 @@ def _brems_pass(rng, brem_n, brem_out, regions, regions_cos, nphot, phot, phot_t
 def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                      mat_r, mat_zmin, mat_zmax, mat_x, mat_phif,
                      regions, regions_cos, barrel_r, z_ec_bwd, z_ec_fwd, cal_win, mip_e, mip_spread, pp,
-                     mu_table, smear, brems_k_rec, brem_n, brem_out, ntrk, charge, helix, cov,
-                     trk_truth, nphot, phot, phot_truth, prob_e, prob_mu, prob_pi, e_over_p, p_lab):
+                     mu_table, smear, brems_k_rec, brem_n, brem_out, brem_scratch, ntrk, charge,
+                     helix, cov, trk_truth, nphot, phot, phot_truth, prob_e, prob_mu, prob_pi,
+                     e_over_p, p_lab):
     n = npart.shape[0]
     k = pdg.shape[1]
     kt = helix.shape[1]  # track and photon slots (upper bounds from _scan_truth)
     kg = phot.shape[1]
     has_daughter = np.zeros(k, np.bool_)
-    brem_e = np.zeros(_BREMS_MAX)
-    brem_phi = np.zeros(_BREMS_MAX)
+    # what the inlined helpers (_brems_walk, _gamma1p, _entry_region) take: views without a
+    # reference-count owner (isrsim._numba.borrowed; the caller holds the arguments), else every
+    # walked electron paid 8 atomic incref/decref pairs and every charged particle one
+    rng = borrowed(rng)
+    mat_r, mat_zmin, mat_zmax = borrowed(mat_r), borrowed(mat_zmin), borrowed(mat_zmax)
+    mat_x, mat_phif, cal_win = borrowed(mat_x), borrowed(mat_phif), borrowed(cal_win)
+    brem_e = borrowed(brem_scratch[0])
+    brem_phi = borrowed(brem_scratch[1])
     cos_tmin, cos_tmax = tp[0], tp[1]  # cos(theta_max) <= cos(theta) <= cos(theta_min)
     n_reg = regions_cos.shape[0]  # sorted by polar angle
     cos_first = regions_cos[0, 1] if n_reg > 0 else -2.0  # cos of the smallest region angle
@@ -910,8 +923,16 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             cv = cov[i, nt]
             cv[0] = s_d0 * s_d0
             cv[1] = rho_dp * s_d0 * s_ph
+            cv[2] = 0.0
+            cv[3] = 0.0
+            cv[4] = 0.0
             cv[5] = s_ph * s_ph
+            cv[6] = 0.0
+            cv[7] = 0.0
+            cv[8] = 0.0
             cv[9] = s_om * s_om
+            cv[10] = 0.0
+            cv[11] = 0.0
             cv[12] = s_z0 * s_z0
             cv[13] = rho_zt * s_z0 * s_tl
             cv[14] = s_tl * s_tl
@@ -985,6 +1006,25 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             prob_mu[i, nt] = lmu / tot
             prob_pi[i, nt] = lpi / tot
             nt += 1
+        # the output arrays are allocated uninitialised (simulate): the unused slots are set
+        # here, as the used ones are, with every field (zeros, truth index -1)
+        for t in range(nt, kt):
+            charge[i, t] = 0
+            trk_truth[i, t] = -1
+            for c in range(5):
+                helix[i, t, c] = 0.0
+            for c in range(15):
+                cov[i, t, c] = 0.0
+            prob_e[i, t] = 0.0
+            prob_mu[i, t] = 0.0
+            prob_pi[i, t] = 0.0
+            e_over_p[i, t] = 0.0
+            p_lab[i, t] = 0.0
+        for g in range(ng, kg):
+            phot[i, g, 0] = 0.0
+            phot[i, g, 1] = 0.0
+            phot[i, g, 2] = 0.0
+            phot_truth[i, g] = -1
         ntrk[i] = nt
         nphot[i] = ng
 
@@ -1093,12 +1133,14 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
     brems = bool(cal.brems_clusters) and bool(smear)
     kt, kg = _check_truth(truth, _BREMS_MAX if brems else 0)
     n = truth.n
+    # uninitialised: the kernel writes every slot of every event (unused ones zero, truth
+    # index -1); zero-filling them first cost ~10-15 ns per isr_ee event (memset of ~450 B)
     reco = RecoChunk(
-        ntrk=np.zeros(n, np.int16), charge=np.zeros((n, kt), np.int8),
-        helix=np.zeros((n, kt, 5)), cov=np.zeros((n, kt, 15)),
-        trk_truth=np.full((n, kt), -1, np.int16), nphot=np.zeros(n, np.int16),
-        phot=np.zeros((n, kg, 3)), phot_truth=np.full((n, kg), -1, np.int16),
-        track_extra={name: np.zeros((n, kt), np.float32) for name in TRACK_EXTRA_FIELDS},
+        ntrk=np.empty(n, np.int16), charge=np.empty((n, kt), np.int8),
+        helix=np.empty((n, kt, 5)), cov=np.empty((n, kt, 15)),
+        trk_truth=np.empty((n, kt), np.int16), nphot=np.empty(n, np.int16),
+        phot=np.empty((n, kg, 3)), phot_truth=np.empty((n, kg), np.int16),
+        track_extra={name: np.empty((n, kt), np.float32) for name in TRACK_EXTRA_FIELDS},
     )
     if n == 0:
         return reco
@@ -1125,7 +1167,8 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
         calorimeter_windows(cal.regions, cal.barrel_radius_cm, cal.endcap_backward_z_cm,
                             cal.endcap_forward_z_cm),
         float(cal.mip_energy_GeV), float(cal.mip_relative_spread), pp, det.pid.muon_table, bool(smear),
-        k_rec, brem_n, brem_out, reco.ntrk, reco.charge, reco.helix, reco.cov, reco.trk_truth,
+        k_rec, brem_n, brem_out, np.zeros((2, _BREMS_MAX)), reco.ntrk, reco.charge, reco.helix,
+        reco.cov, reco.trk_truth,
         reco.nphot, reco.phot,
         reco.phot_truth, te["prob_e"], te["prob_mu"], te["prob_pi"], te["e_over_p"], te["p_lab"],
     )

@@ -1,6 +1,6 @@
 """isrsim throughput benchmark: events/s per stage and process, against the machine's limits.
 
-    python benchmarks/run.py [--json FILE] [--events N] [--quick]
+    python benchmarks/run.py [--json FILE] [--events N] [--quick] [--besiii-reco-only]
 
 Stages (Belle II beams, 7 on 4 GeV with crossing angle; detector ``belle2``):
 
@@ -9,6 +9,9 @@ Stages (Belle II beams, 7 on 4 GeV with crossing angle; detector ``belle2``):
   both in blocks of ``runner.BLOCK_EVENTS`` = 10^4 events, as the runner calls them (one
   call for 10^6 events costs ~10 % more per event: its output arrays are fresh pages);
 * ``reconstruct``  ``reco.selection.reconstruct_chunk`` (``belle2_lowmass``), per input event;
+  the same for BESIII (``besiii_reconstruct``): ``besiii2017`` (1C fit with a missing photon)
+  on isr_mumu and isr_ee events simulated with the BESIII detector and beams, events/s and 1C
+  fits/s (``--besiii-reco-only`` runs this measurement alone);
 * ``write``        ``io.chunk_to_table`` + ``io.EventWriter`` (isrsim's Parquet settings);
 * ``gen+sim``: generate, primary vertex and simulate per block in the runner's order, each
   timed (``in_sequence``; the stages share the cache there, which costs each ~5-15 % against
@@ -342,6 +345,55 @@ def besiii_in_sequence(procs: list[str], n: int, repeat: int) -> dict:
     return out
 
 
+#: Processes whose BESIII reconstruction (``besiii2017``) is timed, when they are benchmarked.
+BESIII_RECO = ("isr_mumu", "isr_ee")
+
+
+def besiii_reconstruct(procs: list[str], n: int, repeat: int) -> dict:
+    """``reco.selection.reconstruct_chunk`` with ``besiii2017`` (two tracks, the 1C fit with a
+    missing photon per candidate channel) on ``n`` events of each process of
+    :data:`BESIII_RECO` generated and simulated with the BESIII detector and beams, the input
+    the selection is made for. As the ``reconstruct`` column: per input event, thread CPU time,
+    best of ``max(1, repeat - 1)`` after a warm-up; also 1C fits/s (the fits the selection
+    runs, ``counts["fit_1c"]``, over the same time) and fits per event."""
+    from isrsim.detector import load_detector
+    from isrsim.detector.simulate import simulate
+    from isrsim.events import concatenate_reco, concatenate_truth
+    from isrsim.processes import make_process
+    from isrsim.reco.selection import reconstruct_chunk
+    from isrsim.runner import BLOCK_EVENTS, apply_primary_vertex
+
+    det = load_detector("besiii")
+    out = {}
+    for name in (p for p in BESIII_RECO if p in procs):
+        params = dict(PROCESSES[name])
+        params["mass_range"] = [params["mass_range"][0],
+                                min(params["mass_range"][1], 0.98 * det.beam.sqrt_s)]
+        proc = make_process(name, det.beam, **params)
+        rng = np.random.default_rng(271828)
+        truths, recos = [], []
+        for s in range(0, n, BLOCK_EVENTS):
+            t = proc.sample(rng, min(BLOCK_EVENTS, n - s), weighted=False)[0]
+            apply_primary_vertex(t, det.beam, rng)
+            recos.append(simulate(t, det, rng))
+            truths.append(t)
+        truth, reco = concatenate_truth(truths), concatenate_reco(recos)
+        counts: dict[str, int] = {}
+
+        def reco_fn(reco=reco, truth=truth, counts=counts):
+            counts.clear()
+            return reconstruct_chunk(reco, truth, selection="besiii2017", bz=det.bz_T,
+                                     beam=det.beam, counts=counts)
+
+        reco_fn()                                                  # warm-up (JIT / cache load)
+        rate, cols = best_rate(reco_fn, n, max(1, repeat - 1))
+        fits = counts.get("fit_1c", 0)
+        out[name] = {"events_per_s": rate, "fits_1c_per_s": rate * fits / n,
+                     "fits_1c_per_event": fits / n, "ns_per_event": 1e9 / rate,
+                     "candidates_per_event": cols["m_ll"].size / n}
+    return out
+
+
 def all_cores(name: str, params: dict, det, n: int, ncores: int, tmp: Path) -> dict:
     """Wall-clock rates with all cores: threads for generation, worker processes for a run."""
     from isrsim.processes import make_process
@@ -533,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="100k events, 1 repeat, isr_mumu only")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--processes", nargs="*", default=list(PROCESSES))
+    ap.add_argument("--besiii-reco-only", action="store_true",
+                    help="only the BESIII besiii2017 reconstruction measurement")
     ap.add_argument("--block", type=int, default=100_000,
                     help="chunk size of the gen+sim+write comparison with the NumPy baseline")
     args = ap.parse_args(argv)
@@ -542,6 +596,13 @@ def main(argv: list[str] | None = None) -> int:
     n, repeat, procs = args.events, args.repeat, args.processes
     if args.quick:
         n, repeat, procs = 100_000, 1, ["isr_mumu"]
+    if args.besiii_reco_only:
+        res = {"machine": machine(), "events": n,
+               "besiii_reconstruct": besiii_reconstruct(procs, min(n, 300_000), repeat)}
+        print_besiii_reconstruct(res["besiii_reconstruct"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1, default=float))
+        return 0
     from isrsim.detector import load_detector
 
     det = load_detector("belle2")
@@ -580,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         r["rng_draws_per_event_est"] = draws
         r["rng_fraction"] = r["generate"] * draws / limits["rng_draws_per_s"]
     limits["raw_parquet_write_MB_s"] = {p: results[p]["raw_parquet_MB_s"] for p in procs}
+    results["besiii_reconstruct"] = besiii_reconstruct(procs, min(n, 300_000), repeat)
     if not args.quick:
         results["besiii_in_sequence"] = besiii_in_sequence(procs, min(n, 300_000), repeat)
     print_table(results, procs)
@@ -619,6 +681,8 @@ def print_table(res: dict, procs: list[str]) -> None:
     if "besiii_in_sequence" in res:
         print("the same with the BESIII detector and beams:")
         seq_lines(res["besiii_in_sequence"].items())
+    if res.get("besiii_reconstruct"):
+        print_besiii_reconstruct(res["besiii_reconstruct"])
     print("\nwrite vs pyarrow raw (flat leaves, no compression/dictionary/statistics):")
     for p in procs:
         r = res[p]
@@ -649,6 +713,16 @@ def print_table(res: dict, procs: list[str]) -> None:
               f"write {r['write'] / 1e6:.2f})")
         print(f"random numbers: ~{r['rng_draws_per_event_est']:.1f} draws/event -> "
               f"{100 * r['rng_fraction']:.0f}% of the PCG64-in-numba limit")
+
+
+def print_besiii_reconstruct(rows: dict) -> None:
+    print("\nBESIII reconstruction (besiii2017: selection + 1C fits with a missing photon), "
+          "BESIII-simulated events, one core (thread CPU time):")
+    for p, q in rows.items():
+        print(f"  {p}: {q['events_per_s'] / 1e6:.2f} M events/s ({q['ns_per_event']:.0f} "
+              f"ns/event), {q['fits_1c_per_s'] / 1e6:.2f} M 1C fits/s "
+              f"({q['fits_1c_per_event']:.2f} fits/event, {q['candidates_per_event']:.2f} "
+              "candidates/event)")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from isrsim.reco import toys
 from isrsim.reco.kinfit import (
     _ecfit_kernel,
     _fit1c_kernel,
-    _mass_and_sigma_1c,
+    _helix_p4,
+    _mass_sigma_1c,
     chi2_prob,
     fit_1c_missing_photon,
     fit_energy_constrained,
@@ -583,8 +584,8 @@ def test_1c_failed_fit_is_nan_not_the_previous_event(isr_mumu_sample, bes_beam):
     out = [np.empty((2, 5)), np.empty((2, 5)), np.empty((2, 15)), np.empty((2, 15)), np.empty(2),
            np.empty(2, np.int32), np.empty(2, np.bool_), np.empty((2, 4)), np.empty(2),
            np.empty(2), np.empty(2), np.empty(2)]
-    _fit1c_kernel(h, c, hb, c.copy(), 1.0, Beam.symmetric(3.773).p4_total_lab(), np.zeros((4, 4)),
-                  False, M_MU, M_MU, 20, 1e-3, *out)
+    _fit1c_kernel(h, c, hb, c.copy(), np.arange(2), 1.0, Beam.symmetric(3.773).p4_total_lab(),
+                  np.zeros((4, 4)), False, M_MU, M_MU, 20, 1e-3, *out)
     hf1, hf2, cf1, cf2, chi2, _, conv, kmiss, mll, _, smll, _ = out
     assert np.isfinite(chi2[0]) and np.isnan(chi2[1]) and not conv[1]
     for arr in (hf1, hf2, cf1, cf2, kmiss, mll, smll):
@@ -623,14 +624,21 @@ def test_mass_error_is_nan_when_its_variance_is_not_positive(isr_mumu_sample, b2
     # a propagated mass variance <= 0 (or NaN) is not an error of 0 (a 0 would pass as a
     # perfect measurement into weights and pulls; before: 0.0)
     s = isr_mumu_sample
-    a = np.concatenate([s["meas1"][0], s["meas2"][0]])
-    work = (np.empty(4), np.empty(4), np.empty(10))
-    m, sig = _mass_and_sigma_1c(a, np.zeros((10, 10)), s["bz"], M_MU, M_MU, *work)
+    h1, h2 = s["meas1"][0], s["meas2"][0]
+    p = _helix_p4(h1[1], h1[2], h1[4], s["bz"], M_MU)
+    q = _helix_p4(h2[1], h2[2], h2[4], s["bz"], M_MU)
+    work = (np.zeros(10), np.inf, np.empty((6, 6)), np.empty(6))
+
+    def sigma(cov):
+        return _mass_sigma_1c(p, q, h1[2], h2[2], cov, cov, 0, *work)
+
+    m, sig = sigma(np.zeros((1, 15)))
     assert m > 0 and np.isnan(sig)
-    v = np.diag(np.full(10, -1e-8))
-    assert np.isnan(_mass_and_sigma_1c(a, v, s["bz"], M_MU, M_MU, *work)[1])
-    v[0, 0] = np.nan
-    assert np.isnan(_mass_and_sigma_1c(a, v, s["bz"], M_MU, M_MU, *work)[1])
+    v = np.zeros((1, 15))
+    v[0, DIAG] = -1e-8
+    assert np.isnan(sigma(v)[1])
+    v[0, 5] = np.nan  # var(phi0)
+    assert np.isnan(sigma(v)[1])
     # energy constraint on the audit's event with cov_p = -1e-5 I: S stays positive (photon
     # term), the fit runs, the mass variance is negative -> NaN (before: converged, 0.0)
     cov6 = np.zeros((1, 21))
@@ -754,3 +762,100 @@ def test_1c_raw_mass_error_with_correlated_helix_parameters(isr_mumu_sample, bes
                          - _pair_mass(_p4_helices(dn, bz, M_MU) + other)) / (2 * step)
         var += np.einsum("ni,nij,nj->n", jac, _unpack(c), jac)
     np.testing.assert_allclose(fit.sigma_m_ll_raw, np.sqrt(var), rtol=2e-5)
+
+
+def _complex_step_grad(f, x):
+    """Gradient of the real-analytic ``f`` at ``x`` by complex steps (exact to rounding)."""
+    h = 1e-30
+    out = np.empty(x.size)
+    for j in range(x.size):
+        z = x.astype(complex)
+        z[j] += 1j * h
+        out[j] = f(z).imag / h
+    return out
+
+
+def _reference_1c_dense(a0, v, bz, beam, v_beam, mass, max_iter=20, tol=1e-3):
+    """The 1C fit written out generically: the 10x10 covariance as a dense matrix, ``D``,
+    ``D_P`` and the mass Jacobian by complex steps of ``g`` and ``M`` (not the kernel's
+    formulas), ``S`` a 1x1 matrix inverted by ``np.linalg.inv`` and ``V_fit`` by the full
+    product ``V - V D^T S^-1 D V``."""
+    def p4(a, off, m):
+        sign = np.sign(a[off + 2].real)
+        pt = K_CURV * bz / (sign * a[off + 2])
+        return np.array([pt * np.cos(a[off + 1]), pt * np.sin(a[off + 1]), pt * a[off + 4],
+                         np.sqrt(pt * pt * (1 + a[off + 4] ** 2) + m * m)])
+
+    def g(a, b=beam):
+        k = b - p4(a, 0, mass) - p4(a, 5, mass)
+        return k[3] ** 2 - k[0] ** 2 - k[1] ** 2 - k[2] ** 2
+
+    def mass_of(a):
+        q = p4(a, 0, mass) + p4(a, 5, mass)
+        return np.sqrt(q[3] ** 2 - q[0] ** 2 - q[1] ** 2 - q[2] ** 2)
+
+    a, chi2 = a0.copy(), np.inf
+    for _ in range(max_iter):
+        d = _complex_step_grad(g, a)[None, :]
+        d_p = _complex_step_grad(lambda b, a=a: g(a.astype(complex), b), beam)[None, :]
+        da = a0 - a
+        da[[1, 6]] = _wrap(da[[1, 6]])
+        r = g(a) + d @ da
+        s_inv = np.linalg.inv(d @ v @ d.T + d_p @ v_beam @ d_p.T)
+        a = a0 - (v @ d.T @ s_inv @ r)
+        chi2_new = float(r @ s_inv @ r)
+        done = abs(chi2_new - chi2) < tol
+        chi2 = chi2_new
+        if done:
+            break
+    v_fit = v - v @ d.T @ s_inv @ d @ v
+    a[[1, 6]] = _wrap(a[[1, 6]])
+    jac = _complex_step_grad(mass_of, a)
+    jac0 = _complex_step_grad(mass_of, a0)
+    return {"a": a, "v_fit": v_fit, "chi2": chi2, "k": beam - p4(a, 0, mass) - p4(a, 5, mass),
+            "m": mass_of(a), "sigma_m": np.sqrt(jac @ v_fit @ jac), "m_raw": mass_of(a0),
+            "sigma_raw": np.sqrt(jac0 @ v @ jac0)}
+
+
+@pytest.mark.parametrize("with_beam_cov", [False, True])
+def test_1c_kernel_matches_the_dense_lagrange_solution(isr_mumu_sample, bes_beam, b2_beam,
+                                                       with_beam_cov):
+    """The rank-one kernel (block-diagonal V, D non-zero only for phi0, omega, tanl, the
+    scalar S) against the dense generic solution (:func:`_reference_1c_dense`) for 40 events
+    with fully correlated 5x5 helix covariances and, optionally, the beam covariance: every
+    output to 1e-8 relative (covariances: of their diagonal scale)."""
+    s = isr_mumu_sample
+    n, bz = 40, s["bz"]
+    beam = bes_beam.p4_total_lab()
+    # a beam covariance with all elements non-zero: Belle II's energy-spread one, scaled
+    v_beam = (b2_beam.p4_covariance_lab() * (3.773 / b2_beam.sqrt_s) ** 2 if with_beam_cov
+              else np.zeros((4, 4)))
+    corr = np.eye(5)
+    for (i, j), rho in {(0, 1): -0.4, (0, 2): 0.1, (1, 2): 0.5, (1, 4): -0.3, (2, 4): 0.2,
+                        (3, 4): 0.4, (0, 3): 0.05}.items():
+        corr[i, j] = corr[j, i] = rho
+    iu = np.triu_indices(5)
+    covs = []
+    for c in (s["cov1"][:n], s["cov2"][:n]):
+        sig = np.sqrt(c[:, DIAG])
+        covs.append((sig[:, :, None] * corr[None] * sig[:, None, :])[:, iu[0], iu[1]])
+    h1, h2 = s["meas1"][:n], s["meas2"][:n]
+    fit = fit_1c_missing_photon(h1, covs[0], h2, covs[1], bz=bz, p4_beam=beam, mass=M_MU,
+                                cov_beam=v_beam if with_beam_cov else None)
+    assert fit.converged.all()
+    v = np.zeros((n, 10, 10))
+    v[:, :5, :5] = _unpack(covs[0])
+    v[:, 5:, 5:] = _unpack(covs[1])
+    for i in range(n):
+        ref = _reference_1c_dense(np.concatenate([h1[i], h2[i]]), v[i], bz, beam, v_beam, M_MU)
+        np.testing.assert_allclose(np.concatenate([fit.helix1[i], fit.helix2[i]]), ref["a"],
+                                   rtol=1e-8, atol=1e-12)
+        scale = np.sqrt(np.outer(np.diag(v[i]), np.diag(v[i])))
+        for c, blk in ((fit.cov1[i], slice(0, 5)), (fit.cov2[i], slice(5, 10))):
+            dev = np.abs(_unpack(c[None])[0] - ref["v_fit"][blk, blk]) / scale[blk, blk]
+            assert dev.max() < 1e-8
+        np.testing.assert_allclose(fit.chi2[i], ref["chi2"], rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(fit.k_miss[i], ref["k"], rtol=1e-8, atol=1e-10)
+        for key, ref_key in (("m_ll", "m"), ("sigma_m_ll", "sigma_m"), ("m_ll_raw", "m_raw"),
+                             ("sigma_m_ll_raw", "sigma_raw")):
+            np.testing.assert_allclose(getattr(fit, key)[i], ref[ref_key], rtol=1e-8)

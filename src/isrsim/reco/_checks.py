@@ -19,12 +19,16 @@ import math
 
 import numpy as np
 
-from .._numba import kernel
+from .._numba import kernel, kernel_inline
 from ..exceptions import ConfigError
 from ._linalg import chol_factor, unpack_sym
 
-__all__ = ["PSD_EPS", "as_beam4", "as_cov_matrices", "as_helices", "as_positive", "check_psd",
-           "same_length"]
+__all__ = ["PSD_EPS", "as_beam4", "as_cov_matrices", "as_helices", "as_positive",
+           "check_helix_rows", "check_psd", "same_length"]
+
+#: Packed index (row-major upper triangle) of element (i, j) of a symmetric 5x5 matrix.
+_PK5 = np.array([[0, 1, 2, 3, 4], [1, 5, 6, 7, 8], [2, 6, 9, 10, 11], [3, 7, 10, 12, 13],
+                 [4, 8, 11, 13, 14]], dtype=np.int64)
 
 #: Tolerance on the smallest eigenvalue of a covariance's correlation matrix (module docstring).
 PSD_EPS = 1e-6
@@ -39,7 +43,9 @@ def as_helices(name: str, helix, cov) -> tuple[np.ndarray, np.ndarray]:
 
     Checks shape, finiteness, ``omega != 0``, positive diagonal covariance elements
     (indices 0, 5, 9, 12, 14 of the packed upper triangle) and that every covariance is
-    positive semi-definite (:func:`check_psd`).
+    positive semi-definite (:func:`check_psd`). The contents are checked in one compiled pass
+    (:func:`_first_bad_helix`); only when it finds a bad event are the checks repeated one by
+    one to name the first failure.
     """
     h = np.ascontiguousarray(helix, dtype=np.float64)
     c = np.ascontiguousarray(cov, dtype=np.float64)
@@ -49,6 +55,23 @@ def as_helices(name: str, helix, cov) -> tuple[np.ndarray, np.ndarray]:
     if c.shape != (h.shape[0], 15):
         msg = f"{name}.cov has shape {c.shape}; allowed: ({h.shape[0]}, 15) packed upper triangle"
         raise ConfigError(msg)
+    if h.shape[0] and _first_bad_helix(h, c, np.arange(h.shape[0]), PSD_EPS) >= 0:
+        _raise_helix_error(name, h, c)
+    return h, c
+
+
+def check_helix_rows(name: str, helix: np.ndarray, cov: np.ndarray, rows: np.ndarray) -> None:
+    """:func:`as_helices` of ``(helix[rows], cov[rows])`` without gathering them: ``helix``
+    ``[n, 5]`` and ``cov`` ``[n, 15]`` float64 (views allowed), ``rows`` int64 indices. The
+    error, if any, names the position in ``rows`` (as ``as_helices`` of the gathered arrays)."""
+    if helix.ndim != 2 or helix.shape[1] != 5 or cov.shape != (helix.shape[0], 15):
+        as_helices(name, helix[rows], cov[rows])  # raises the shape error
+    if rows.size and _first_bad_helix(helix, cov, rows, PSD_EPS) >= 0:
+        _raise_helix_error(name, np.ascontiguousarray(helix[rows]), np.ascontiguousarray(cov[rows]))
+
+
+def _raise_helix_error(name: str, h: np.ndarray, c: np.ndarray) -> None:
+    """The ConfigError of the first failed check of :func:`as_helices`, in its order."""
     bad = ~np.isfinite(h)
     if bad.any():
         i = _first_bad(bad)
@@ -71,7 +94,74 @@ def as_helices(name: str, helix, cov) -> tuple[np.ndarray, np.ndarray]:
         msg = f"{name}.cov[{i}] diagonal = {diag[i].tolist()}; allowed: all > 0"
         raise ConfigError(msg)
     check_psd(f"{name}.cov", c, 5)
-    return h, c
+    msg = f"{name}: invalid helix or covariance; allowed: finite helices, omega != 0, covariances"
+    raise ConfigError(msg)  # not reached: _first_bad_helix and the checks above agree
+
+
+@kernel
+def _corr_chol_ok(m, dim, eps, low, d):
+    """Whether the correlation matrix ``R`` of the ``dim x dim`` covariance ``m`` (positive
+    diagonal; overwritten by ``R + eps I``) has Cholesky factor of ``R + eps I``, i.e. all
+    eigenvalues above ``-eps``. ``low`` (dim x dim) and ``d`` (dim) are scratch."""
+    for i in range(dim):
+        d[i] = 1.0 / math.sqrt(m[i, i])
+    for i in range(dim):
+        for j in range(dim):
+            m[i, j] *= d[i] * d[j]
+        m[i, i] += eps
+    return chol_factor(m, dim, low)
+
+
+@kernel_inline
+def _psd5_ok(c, ev, eps, low, d):
+    """:func:`_corr_chol_ok` of the packed 5x5 covariance ``c[ev]`` (positive diagonal), read in
+    place: the same operations in the same order (so the same verdict as :func:`check_psd`),
+    with the constant size unrolled and only the lower triangle that the factorisation reads
+    (``low`` 5x5 and ``d`` 5 are scratch; ``low`` holds ``R + eps I`` below the diagonal)."""
+    d[0] = 1.0 / math.sqrt(c[ev, 0])
+    d[1] = 1.0 / math.sqrt(c[ev, 5])
+    d[2] = 1.0 / math.sqrt(c[ev, 9])
+    d[3] = 1.0 / math.sqrt(c[ev, 12])
+    d[4] = 1.0 / math.sqrt(c[ev, 14])
+    for j in range(5):
+        dd = c[ev, _PK5[j, j]] * (d[j] * d[j]) + eps
+        for k in range(j):
+            dd -= low[j, k] * low[j, k]
+        if not (dd > 1e-300) or not math.isfinite(dd):
+            return False
+        ljj = math.sqrt(dd)
+        low[j, j] = ljj
+        for i in range(j + 1, 5):
+            s = c[ev, _PK5[i, j]] * (d[i] * d[j])
+            for k in range(j):
+                s -= low[i, k] * low[j, k]
+            low[i, j] = s / ljj
+    return True
+
+
+@kernel
+def _first_bad_helix(h, c, rows, eps):
+    """Position in ``rows`` of the first event whose helix ``h[ev]`` (5) or packed covariance
+    ``c[ev]`` (15) fails a check of :func:`as_helices` (finite, omega != 0, positive diagonal,
+    positive semi-definite as :func:`check_psd`), or -1."""
+    low = np.empty((5, 5))
+    d = np.empty(5)
+    for k in range(rows.shape[0]):
+        ev = rows[k]
+        for i in range(5):
+            if not math.isfinite(h[ev, i]):
+                return k
+        for i in range(15):
+            if not math.isfinite(c[ev, i]):
+                return k
+        if h[ev, 2] == 0.0:
+            return k
+        if not (c[ev, 0] > 0.0 and c[ev, 5] > 0.0 and c[ev, 9] > 0.0 and c[ev, 12] > 0.0
+                and c[ev, 14] > 0.0):
+            return k
+        if not _psd5_ok(c, ev, eps, low, d):
+            return k
+    return -1
 
 
 @kernel
@@ -83,13 +173,7 @@ def _first_not_psd(packed, dim, eps):
     d = np.empty(dim)
     for ev in range(packed.shape[0]):
         unpack_sym(packed[ev], dim, m)
-        for i in range(dim):
-            d[i] = 1.0 / math.sqrt(m[i, i])
-        for i in range(dim):
-            for j in range(dim):
-                m[i, j] *= d[i] * d[j]
-            m[i, i] += eps
-        if not chol_factor(m, dim, low):
+        if not _corr_chol_ok(m, dim, eps, low, d):
             return ev
     return -1
 

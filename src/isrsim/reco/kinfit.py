@@ -53,12 +53,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .._numba import kernel
+from .._numba import kernel, kernel_inline
 from ..constants import K_CURV
 from ..exceptions import ConfigError
 from ..helix import wrap_angle
-from ._checks import as_beam4, as_cov_matrices, as_helices, as_positive, same_length
-from ._linalg import chol_factor, chol_solve, pack_sym, unpack_sym
+from ._checks import _PK5, as_beam4, as_cov_matrices, as_helices, as_positive, same_length
+from ._linalg import chol_factor, chol_solve, unpack_sym
 
 __all__ = [
     "EnergyFitResult",
@@ -125,227 +125,209 @@ def chi2_prob(chi2, ndf: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # 1C fit with a missing photon
 # --------------------------------------------------------------------------------------
+#: The helix parameters (phi0, omega, tanl) of the two tracks, in the 10-vector of both, that
+#: the constraint and the pair mass depend on; d0 and z0 do not enter (zero derivatives).
+_ACTIVE = np.array([1, 2, 4, 6, 7, 9], dtype=np.int64)
+
+
 @kernel
-def _track_p4(a, off, bz, m, p):
-    """4-momentum of the track whose helix parameters start at ``a[off]``; also returns pT."""
-    phi = a[off + 1]
-    om = a[off + 2]
-    tl = a[off + 4]
+def _helix_p4(phi, om, tl, bz, m):
+    """(px, py, pz, E, pT) [GeV] of a track of mass ``m`` at the perigee (phi0, omega, tanl)."""
     pt = K_CURV * bz / abs(om)
-    p[0] = pt * math.cos(phi)
-    p[1] = pt * math.sin(phi)
-    p[2] = pt * tl
-    p[3] = math.sqrt(pt * pt * (1.0 + tl * tl) + m * m)
-    return pt
+    return (pt * math.cos(phi), pt * math.sin(phi), pt * tl,
+            math.sqrt(pt * pt * (1.0 + tl * tl) + m * m), pt)
 
 
 @kernel
-def _fit1c_one(a0, vmat, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol, a, vfit, kout):
-    """Fit one event. ``a0`` (10), ``vmat`` (10x10); fills ``a``, ``vfit``, ``kout`` (4).
-
-    ``vbeam`` (4x4, (px, py, pz, E) [GeV^2]) is the beam covariance, added to ``S`` only
-    when ``has_vbeam`` (so that an exact beam runs exactly the arithmetic without it).
-    Returns (chi2, n_iter, converged). A failed fit (``S`` not positive or not finite) returns
-    NaN chi2 and fills ``a``, ``vfit`` and ``kout`` with NaN.
-    """
-    n = 10
-    p1 = np.empty(4)
-    p2 = np.empty(4)
-    dvec = np.zeros(n)
-    vd = np.zeros(n)
-    dbeam = np.zeros(4)
-    for i in range(n):
-        a[i] = a0[i]
-    chi2 = np.inf
-    converged = False
-    it = 0
-    s = 1.0
-    for it in range(1, max_iter + 1):
-        pt1 = _track_p4(a, 0, bz, m1, p1)
-        pt2 = _track_p4(a, 5, bz, m2, p2)
-        k0 = beam[3] - p1[3] - p2[3]
-        kx = beam[0] - p1[0] - p2[0]
-        ky = beam[1] - p1[1] - p2[1]
-        kz = beam[2] - p1[2] - p2[2]
-        g = k0 * k0 - kx * kx - ky * ky - kz * kz
-        # D = dg/da = -2 (k0 dE/da - k . dp/da) for each track's (phi0, omega, tanl)
-        for t in range(2):
-            off = 5 * t
-            p = p1 if t == 0 else p2
-            pt = pt1 if t == 0 else pt2
-            om = a[off + 2]
-            # dp/dphi0 = (-py, px, 0); dp/domega = -p/omega; dp/dtanl = (0, 0, pT)
-            dpx_phi, dpy_phi = -p[1], p[0]
-            de_phi = 0.0
-            kdp_phi = kx * dpx_phi + ky * dpy_phi
-            # dE/domega = (p . dp/domega)/E = -|p|^2/(omega E)
-            de_om = -(p[0] ** 2 + p[1] ** 2 + p[2] ** 2) / (om * p[3])
-            kdp_om = -(kx * p[0] + ky * p[1] + kz * p[2]) / om
-            de_tl = p[2] * pt / p[3]
-            kdp_tl = kz * pt
-            dvec[off + 0] = 0.0
-            dvec[off + 1] = -2.0 * (k0 * de_phi - kdp_phi)
-            dvec[off + 2] = -2.0 * (k0 * de_om - kdp_om)
-            dvec[off + 3] = 0.0
-            dvec[off + 4] = -2.0 * (k0 * de_tl - kdp_tl)
-        r = g
-        for i in range(n):
-            da = a0[i] - a[i]
-            if i == 1 or i == 6:
-                da = wrap_angle(da)
-            r += dvec[i] * da
-        s = 0.0
-        for i in range(n):
-            acc = 0.0
-            for j in range(n):
-                acc += vmat[i, j] * dvec[j]
-            vd[i] = acc
-            s += dvec[i] * acc
-        if has_vbeam:
-            # beam term D_P V_P D_P^T, D_P = dg/dP = 2 (-kx, -ky, -kz, k0) in (px, py, pz, E)
-            dbeam[0] = -2.0 * kx
-            dbeam[1] = -2.0 * ky
-            dbeam[2] = -2.0 * kz
-            dbeam[3] = 2.0 * k0
-            for i in range(4):
-                for j in range(4):
-                    s += dbeam[i] * vbeam[i, j] * dbeam[j]
-        if not (s > 0.0) or not math.isfinite(s):
-            a[:] = np.nan
-            vfit[:, :] = np.nan
-            kout[:] = np.nan
-            return np.nan, it, False
-        lam = r / s
-        for i in range(n):
-            a[i] = a0[i] - vd[i] * lam
-        chi2_new = r * lam
-        if abs(chi2_new - chi2) < tol:
-            chi2 = chi2_new
-            converged = True
-            break
-        chi2 = chi2_new
-    for i in range(n):
-        for j in range(n):
-            vfit[i, j] = vmat[i, j] - vd[i] * vd[j] / s
-    a[1] = wrap_angle(a[1])
-    a[6] = wrap_angle(a[6])
-    _track_p4(a, 0, bz, m1, p1)
-    _track_p4(a, 5, bz, m2, p2)
-    for i in range(4):
-        kout[i] = beam[i] - p1[i] - p2[i]
-    return chi2, it, converged
+def _near_angle(x):
+    """``wrap_angle(x)`` (into (-pi, pi]); ``x`` itself when it already lies there, where
+    ``wrap_angle`` = atan2(sin x, cos x) returns ``x`` to rounding (1 ulp) at the cost of three
+    libm calls. The fit's angle differences and fitted phi0 almost always do."""
+    if -math.pi < x <= math.pi:
+        return x
+    return wrap_angle(x)
 
 
 @kernel
-def _mass_and_sigma_1c(a, vmat, bz, m1, m2, p1, p2, jac):
-    """Pair mass [GeV] at the helix parameters ``a`` (10) and its standard error
-    ``sqrt(J V J^T)`` for the 10x10 covariance ``vmat``, ``J = dM/da``: at the perigee,
-    ``dM = (E dE_i - P . dp_i)/M`` (``E``, ``P`` the pair's) with ``dp/dphi0 = (-py, px, 0)``,
-    ``dp/domega = -p/omega``, ``dp/dtanl = (0, 0, pT)``; d0 and z0 do not enter. NaN error for
-    ``M = 0`` and for a variance that is not positive (or NaN); NaN mass for NaN input."""
-    pt1 = _track_p4(a, 0, bz, m1, p1)
-    pt2 = _track_p4(a, 5, bz, m2, p2)
-    m = _mass(p1, p2)
+def _dg_track(p, om, k0, kx, ky, kz):
+    """The non-zero elements (d/dphi0, d/domega, d/dtanl) of ``D = dg/da`` for one track, ``g =
+    k0^2 - |k|^2``, ``k = P - p1 - p2``: ``D = -2 (k0 dE/da - k . dp/da)`` with ``dp/dphi0 =
+    (-py, px, 0)``, ``dp/domega = -p/omega``, ``dp/dtanl = (0, 0, pT)``, ``dE/dphi0 = 0``,
+    ``dE/domega = -|p|^2/(omega E)``, ``dE/dtanl = pz pT / E``. ``p`` = ``_helix_p4``'s tuple."""
+    kdp_phi = kx * -p[1] + ky * p[0]
+    de_om = -(p[0] ** 2 + p[1] ** 2 + p[2] ** 2) / (om * p[3])
+    kdp_om = -(kx * p[0] + ky * p[1] + kz * p[2]) / om
+    de_tl = p[2] * p[4] / p[3]
+    kdp_tl = kz * p[4]
+    return (-2.0 * (k0 * 0.0 - kdp_phi), -2.0 * (k0 * de_om - kdp_om),
+            -2.0 * (k0 * de_tl - kdp_tl))
+
+
+@kernel_inline
+def _mass_jac_1c(p, q, om1, om2, jac):
+    """Pair mass [GeV] of the tracks with ``_helix_p4`` tuples ``p``, ``q`` (0 below threshold,
+    NaN for NaN input) and, for ``M > 0``, ``jac`` (6) = dM/d(phi0, omega, tanl) of both
+    tracks: ``dM = (E dE_i - P . dp_i)/M`` (``E``, ``P`` the pair's; derivatives as in
+    :func:`_dg_track`)."""
+    e = p[3] + q[3]
+    px = p[0] + q[0]
+    py = p[1] + q[1]
+    pz = p[2] + q[2]
+    m2 = e * e - px * px - py * py - pz * pz
+    if math.isnan(m2):
+        return np.nan
+    m = math.sqrt(m2) if m2 > 0.0 else 0.0
+    if not m > 0.0:
+        return m
+    for t in range(2):
+        r = p if t == 0 else q
+        om = om1 if t == 0 else om2
+        jac[3 * t] = -(-px * r[1] + py * r[0]) / m
+        jac[3 * t + 1] = (-e * (r[0] ** 2 + r[1] ** 2 + r[2] ** 2) / (om * r[3])
+                          + (px * r[0] + py * r[1] + pz * r[2]) / om) / m
+        jac[3 * t + 2] = (e * r[2] * r[4] / r[3] - pz * r[4]) / m
+    return m
+
+
+@kernel_inline
+def _quad6(w, jac):
+    """Standard error ``sqrt(J W J^T)`` for the 6x6 covariance ``w`` of the active parameters;
+    NaN when the variance is not positive (or NaN)."""
+    var = 0.0
+    for i in range(6):
+        acc = 0.0
+        for j in range(6):
+            acc += w[i, j] * jac[j]
+        var += jac[i] * acc
+    return math.sqrt(var) if var > 0.0 else np.nan
+
+
+@kernel_inline
+def _mass_sigma_1c(p, q, om1, om2, cv1, cv2, ev, vd, s, w, jac):
+    """Pair mass [GeV] and its standard error ``sqrt(J V J^T)``: ``V`` the 10x10 covariance of
+    both tracks, block-diagonal from the packed 5x5 blocks ``cv1[ev]``, ``cv2[ev]`` minus, when
+    ``s`` is finite, the rank-one fit term ``vd vd^T / s`` of the track1-track2 blocks (the
+    diagonal blocks of a fitted covariance already hold it). NaN error for ``M = 0`` and for
+    a variance that is not positive; ``w`` (6x6) and ``jac`` (6) are scratch."""
+    m = _mass_jac_1c(p, q, om1, om2, jac)
     if not m > 0.0:
         return m, np.nan
-    e = p1[3] + p2[3]
-    px = p1[0] + p2[0]
-    py = p1[1] + p2[1]
-    pz = p1[2] + p2[2]
-    for t in range(2):
-        off = 5 * t
-        p = p1 if t == 0 else p2
-        pt = pt1 if t == 0 else pt2
-        om = a[off + 2]
-        jac[off] = 0.0
-        jac[off + 1] = -(-px * p[1] + py * p[0]) / m
-        jac[off + 2] = (-e * (p[0] ** 2 + p[1] ** 2 + p[2] ** 2) / (om * p[3])
-                        + (px * p[0] + py * p[1] + pz * p[2]) / om) / m
-        jac[off + 3] = 0.0
-        jac[off + 4] = (e * p[2] * pt / p[3] - pz * pt) / m
-    var = 0.0
-    for i in range(10):
-        acc = 0.0
-        for j in range(10):
-            acc += vmat[i, j] * jac[j]
-        var += jac[i] * acc
-    return m, math.sqrt(var) if var > 0.0 else np.nan
+    for a in range(3):
+        ia = _ACTIVE[a]
+        for b in range(3):
+            ib = _ACTIVE[b]
+            w[a, b] = cv1[ev, _PK5[ia, ib]]
+            w[3 + a, 3 + b] = cv2[ev, _PK5[ia, ib]]
+            x = 0.0 - vd[ia] * vd[5 + ib] / s if math.isfinite(s) else 0.0
+            w[a, 3 + b] = x
+            w[3 + b, a] = x
+    return m, _quad6(w, jac)
 
 
 @kernel
-def _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol,
+def _fit1c_kernel(h1, c1, h2, c2, rows, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol,
                   hfit1, hfit2, cfit1, cfit2, chi2, niter, conv, kmiss, mll, mll_raw, smll,
                   smll_raw):
-    n = h1.shape[0]
+    """The 1C fit of the events ``rows`` of ``h1``, ``c1``, ``h2``, ``c2`` (output ``k`` is
+    event ``rows[k]``; module docstring): linearised Lagrange iterations of the one
+    constraint ``g = (P - p1 - p2)^2``, so ``S = D V D^T`` is a scalar and each step is the
+    rank-one update ``a = a0 - V D^T r / S``; ``V_fit = V - V D^T D V / S``.
+
+    ``V`` is block-diagonal (one packed 5x5 per track) and ``D`` vanishes for d0 and z0, so
+    ``V D^T`` takes three columns of each block; the sums skip only exact zeros and keep the
+    order of the dense 10x10 products, so the results are those of the dense arithmetic (angle
+    wrapping aside: :func:`_near_angle`). ``vbeam`` (4x4, (px, py, pz, E) [GeV^2]) is added to
+    ``S`` only when ``has_vbeam``. A failed fit (``S`` not positive or not finite) gives NaN in
+    every fitted output; ``m_ll_raw``, ``sigma_m_ll_raw`` keep their values.
+    """
     a0 = np.empty(10)
     a = np.empty(10)
-    vmat = np.zeros((10, 10))
-    vfit = np.zeros((10, 10))
-    blk = np.zeros((5, 5))
-    k = np.empty(4)
-    p1 = np.empty(4)
-    p2 = np.empty(4)
-    jac = np.empty(10)
-    for ev in range(n):
-        for i in range(10):
-            for j in range(10):
-                vmat[i, j] = 0.0
+    vd = np.empty(10)
+    w = np.empty((6, 6))
+    jac = np.empty(6)
+    for out in range(rows.shape[0]):
+        ev = rows[out]
         for i in range(5):
             a0[i] = h1[ev, i]
             a0[5 + i] = h2[ev, i]
-        unpack_sym(c1[ev], 5, blk)
-        for i in range(5):
-            for j in range(5):
-                vmat[i, j] = blk[i, j]
-        unpack_sym(c2[ev], 5, blk)
-        for i in range(5):
-            for j in range(5):
-                vmat[5 + i, 5 + j] = blk[i, j]
-        mll_raw[ev], smll_raw[ev] = _mass_and_sigma_1c(a0, vmat, bz, m1, m2, p1, p2, jac)
-        c, it, ok = _fit1c_one(a0, vmat, bz, beam, vbeam, has_vbeam, m1, m2, max_iter, tol, a,
-                               vfit, k)
-        chi2[ev] = c
-        niter[ev] = it
-        conv[ev] = ok
-        if not math.isfinite(c):
-            # failed fit: NaN in every fitted output (the scratch arrays are reused by events)
-            chi2[ev] = np.nan
-            conv[ev] = False
-            hfit1[ev, :] = np.nan
-            hfit2[ev, :] = np.nan
-            cfit1[ev, :] = np.nan
-            cfit2[ev, :] = np.nan
-            kmiss[ev, :] = np.nan
-            mll[ev] = np.nan
-            smll[ev] = np.nan
+            a[i] = a0[i]
+            a[5 + i] = a0[5 + i]
+        # the measured momenta: the raw mass and the first linearisation point
+        p = _helix_p4(a0[1], a0[2], a0[4], bz, m1)
+        q = _helix_p4(a0[6], a0[7], a0[9], bz, m2)
+        mll_raw[out], smll_raw[out] = _mass_sigma_1c(p, q, a0[2], a0[7], c1, c2, ev, vd, np.inf,
+                                                   w, jac)
+        c = np.inf
+        ok = False
+        failed = False
+        it = 0
+        s = 1.0
+        for it in range(1, max_iter + 1):
+            if it > 1:
+                p = _helix_p4(a[1], a[2], a[4], bz, m1)
+                q = _helix_p4(a[6], a[7], a[9], bz, m2)
+            k0 = beam[3] - p[3] - q[3]
+            kx = beam[0] - p[0] - q[0]
+            ky = beam[1] - p[1] - q[1]
+            kz = beam[2] - p[2] - q[2]
+            g = k0 * k0 - kx * kx - ky * ky - kz * kz
+            d1, d2, d4 = _dg_track(p, a[2], k0, kx, ky, kz)
+            d6, d7, d9 = _dg_track(q, a[7], k0, kx, ky, kz)
+            r = (g + d1 * _near_angle(a0[1] - a[1]) + d2 * (a0[2] - a[2]) + d4 * (a0[4] - a[4])
+                 + d6 * _near_angle(a0[6] - a[6]) + d7 * (a0[7] - a[7]) + d9 * (a0[9] - a[9]))
+            for i in range(5):
+                vd[i] = (c1[ev, _PK5[i, 1]] * d1 + c1[ev, _PK5[i, 2]] * d2
+                         + c1[ev, _PK5[i, 4]] * d4)
+                vd[5 + i] = (c2[ev, _PK5[i, 1]] * d6 + c2[ev, _PK5[i, 2]] * d7
+                             + c2[ev, _PK5[i, 4]] * d9)
+            s = d1 * vd[1] + d2 * vd[2] + d4 * vd[4] + d6 * vd[6] + d7 * vd[7] + d9 * vd[9]
+            if has_vbeam:
+                # beam term D_P V_P D_P^T, D_P = dg/dP = 2 (-kx, -ky, -kz, k0) in (px, py, pz, E)
+                db = (-2.0 * kx, -2.0 * ky, -2.0 * kz, 2.0 * k0)
+                for i in range(4):
+                    for j in range(4):
+                        s += db[i] * vbeam[i, j] * db[j]
+            if not (s > 0.0) or not math.isfinite(s):
+                failed = True
+                break
+            lam = r / s
+            for i in range(10):
+                a[i] = a0[i] - vd[i] * lam
+            c_new = r * lam
+            if abs(c_new - c) < tol:
+                c = c_new
+                ok = True
+                break
+            c = c_new
+        niter[out] = it
+        if failed or not math.isfinite(c):
+            chi2[out] = np.nan
+            conv[out] = False
+            hfit1[out, :] = np.nan
+            hfit2[out, :] = np.nan
+            cfit1[out, :] = np.nan
+            cfit2[out, :] = np.nan
+            kmiss[out, :] = np.nan
+            mll[out] = np.nan
+            smll[out] = np.nan
             continue
+        chi2[out] = c
+        conv[out] = ok
+        # V_fit = V - vd vd^T / s: the two diagonal blocks (the cross block enters sigma_m)
         for i in range(5):
-            hfit1[ev, i] = a[i]
-            hfit2[ev, i] = a[5 + i]
+            for j in range(i, 5):
+                cfit1[out, _PK5[i, j]] = c1[ev, _PK5[i, j]] - vd[i] * vd[j] / s
+                cfit2[out, _PK5[i, j]] = c2[ev, _PK5[i, j]] - vd[5 + i] * vd[5 + j] / s
+        a[1] = _near_angle(a[1])
+        a[6] = _near_angle(a[6])
         for i in range(5):
-            for j in range(5):
-                blk[i, j] = vfit[i, j]
-        pack_sym(blk, 5, cfit1[ev])
-        for i in range(5):
-            for j in range(5):
-                blk[i, j] = vfit[5 + i, 5 + j]
-        pack_sym(blk, 5, cfit2[ev])
+            hfit1[out, i] = a[i]
+            hfit2[out, i] = a[5 + i]
+        p = _helix_p4(a[1], a[2], a[4], bz, m1)
+        q = _helix_p4(a[6], a[7], a[9], bz, m2)
         for i in range(4):
-            kmiss[ev, i] = k[i]
-        mll[ev], smll[ev] = _mass_and_sigma_1c(a, vfit, bz, m1, m2, p1, p2, jac)
-
-
-@kernel
-def _mass(p1, p2):
-    """Pair mass [GeV] of two 4-momenta; 0 below threshold (m^2 <= 0), NaN for NaN input."""
-    e = p1[3] + p2[3]
-    x = p1[0] + p2[0]
-    y = p1[1] + p2[1]
-    z = p1[2] + p2[2]
-    m2 = e * e - x * x - y * y - z * z
-    if math.isnan(m2):
-        return np.nan
-    return math.sqrt(m2) if m2 > 0.0 else 0.0
+            kmiss[out, i] = beam[i] - p[i] - q[i]
+        mll[out], smll[out] = _mass_sigma_1c(p, q, a[2], a[7], cfit1, cfit2, out, vd, s, w, jac)
 
 
 @dataclass(frozen=True)
@@ -436,6 +418,17 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
     h1, c1 = as_helices("track1", helix1, cov1)
     h2, c2 = as_helices("track2", helix2, cov2)
     n = same_length(track1=h1, track2=h2)
+    return _fit_1c_rows(h1, c1, h2, c2, np.arange(n), bz=bz, p4_beam=p4_beam, mass=mass,
+                        max_iter=max_iter, tol=tol, cov_beam=cov_beam)
+
+
+def _fit_1c_rows(h1, c1, h2, c2, rows, *, bz, p4_beam, mass, max_iter=20, tol=1e-3,
+                 cov_beam=None) -> OneCFitResult:
+    """:func:`fit_1c_missing_photon` of the events ``rows`` (int64) of ``h1`` ``[n, 5]``, ``c1``
+    ``[n, 15]``, ``h2``, ``c2`` (float64, views allowed: the kernel reads the rows in place,
+    no gathered copies), whose helices and covariances have been validated
+    (:func:`isrsim.reco._checks.check_helix_rows`). Output ``k`` is event ``rows[k]``."""
+    n = rows.shape[0]
     bz = as_positive("bz", bz)
     beam = as_beam4(p4_beam)
     vbeam, has_vbeam = _as_cov_beam(cov_beam)
@@ -459,8 +452,8 @@ def fit_1c_missing_photon(helix1, cov1, helix2, cov2, *, bz: float, p4_beam,
     smll = np.empty(n)
     sraw = np.empty(n)
     if n:
-        _fit1c_kernel(h1, c1, h2, c2, bz, beam, vbeam, has_vbeam, m1, m2, int(max_iter), tol,
-                      hf1, hf2, cf1, cf2, chi2, niter, conv, kmiss, mll, mraw, smll, sraw)
+        _fit1c_kernel(h1, c1, h2, c2, rows, bz, beam, vbeam, has_vbeam, m1, m2, int(max_iter),
+                      tol, hf1, hf2, cf1, cf2, chi2, niter, conv, kmiss, mll, mraw, smll, sraw)
     pk = np.hypot(kmiss[:, 0], kmiss[:, 1])
     theta = np.arctan2(pk, kmiss[:, 2])
     prob = chi2_prob(chi2, 1)

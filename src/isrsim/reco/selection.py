@@ -29,11 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._numba import kernel
 from ..beam import Beam
 from ..constants import K_CURV, M_E, M_MU
 from ..events import RecoChunk, TruthChunk
 from ..exceptions import ConfigError
-from .kinfit import fit_1c_missing_photon, fit_energy_constrained
+from ._checks import check_helix_rows
+from .kinfit import _fit_1c_rows, fit_energy_constrained
 from .vertexfit import check_twin, fit_vertex
 
 __all__ = ["SELECTIONS", "Belle2LowMassCuts", "Besiii2017Cuts", "check_cuts", "photon_resolution",
@@ -167,21 +169,43 @@ def _empty(n: int) -> dict[str, np.ndarray]:
     return cols
 
 
-def _truth_fields(cols, rows, trk_idx, truth: TruthChunk | None):
+def _truth_fields(cols, rows, trk_truth, truth: TruthChunk | None):
+    """Truth columns of the candidates ``rows``: ``trk_truth`` [n, >=2] the truth indices of
+    every event's tracks (``RecoChunk.trk_truth``, -1: not matched)."""
     if truth is None or rows.size == 0:
         return
-    ti = trk_idx  # [m, 2] truth indices of the two tracks
-    ok = (ti >= 0).all(axis=1)
-    ti_safe = np.where(ti >= 0, ti, 0)
-    p4 = truth.p4[rows[:, None], ti_safe]  # [m, 2, 4]
-    s = p4.sum(axis=1)
-    m2 = s[:, 3] ** 2 - np.sum(s[:, :3] ** 2, axis=1)
-    cols["truth_matched"] = ok
-    cols["truth_m"] = np.where(ok, np.sqrt(np.maximum(m2, 0.0)), np.nan)
-    v = truth.vtx[rows, ti_safe[:, 0]]
-    cols["truth_r_xy_cm"] = np.where(ok, np.hypot(v[:, 0], v[:, 1]), np.nan)
+    m = rows.size
+    cols["truth_matched"] = np.empty(m, np.bool_)
+    cols["truth_m"] = np.empty(m)
+    cols["truth_r_xy_cm"] = np.empty(m)
+    _truth_kernel(rows, trk_truth, truth.p4, truth.vtx, cols["truth_matched"], cols["truth_m"],
+                  cols["truth_r_xy_cm"])
     if "m_true" in truth.extra:
         cols["truth_m_gen"] = np.asarray(truth.extra["m_true"], dtype=np.float64)[rows]
+
+
+@kernel
+def _truth_kernel(rows, trk_truth, p4, vtx, matched, m_true, r_xy):
+    """Per candidate: both tracks matched; mass of the two matched truth particles
+    (``sqrt(max(E^2 - |p|^2, 0))``) and the transverse distance of the first one's production
+    vertex [cm]; NaN when not matched."""
+    for k in range(rows.shape[0]):
+        ev = rows[k]
+        i0 = np.int64(trk_truth[ev, 0])
+        i1 = np.int64(trk_truth[ev, 1])
+        ok = i0 >= 0 and i1 >= 0
+        matched[k] = ok
+        if not ok:
+            m_true[k] = np.nan
+            r_xy[k] = np.nan
+            continue
+        x = p4[ev, i0, 0] + p4[ev, i1, 0]
+        y = p4[ev, i0, 1] + p4[ev, i1, 1]
+        z = p4[ev, i0, 2] + p4[ev, i1, 2]
+        e = p4[ev, i0, 3] + p4[ev, i1, 3]
+        m2 = e * e - (x * x + y * y + z * z)
+        m_true[k] = math.sqrt(0.0 if m2 < 0.0 else m2)  # noqa: FURB136 - NaN stays NaN
+        r_xy[k] = math.hypot(vtx[ev, i0, 0], vtx[ev, i0, 1])
 
 
 def _two_track_events(reco: RecoChunk) -> np.ndarray:
@@ -202,9 +226,20 @@ def _extra(reco: RecoChunk, name: str) -> np.ndarray:
         raise ConfigError(msg) from None
 
 
+def _extra_raw(reco: RecoChunk, name: str) -> np.ndarray:
+    """``track_extra[name]`` as stored when it is float32 or float64 (for the kernels, which
+    compare in float64 as :func:`_extra`'s conversion does), else converted to float64."""
+    if name not in reco.track_extra:
+        _extra(reco, name)  # raises the ConfigError naming the field
+    x = np.asarray(reco.track_extra[name])
+    return x if x.dtype in (np.float32, np.float64) else np.asarray(x, dtype=np.float64)
+
+
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not parts:
         return _empty(0)
+    if len(parts) == 1:
+        return parts[0]  # fresh arrays of one selection pass: no copy
     return {k: np.concatenate([p[k] for p in parts]) for k in COLUMNS}
 
 
@@ -278,30 +313,80 @@ def _count(counts: dict[str, int], key: str, n: int) -> None:
     counts[key] = counts.get(key, 0) + int(n)
 
 
+@kernel
+def _besiii_tracks(ntrk, charge, helix, bz, d0_max, z0_max, theta_min, pt_min):
+    """Events with exactly two tracks of opposite charge (:func:`_two_track_events`) that both
+    pass the impact-parameter, polar-angle and pT cuts (:func:`_track_quality`), as indices."""
+    n = ntrk.shape[0]
+    out = np.empty(n, np.int64)
+    m = 0
+    if charge.shape[1] < 2:
+        return out[:0]
+    for ev in range(n):
+        if ntrk[ev] != 2:
+            continue
+        q0 = np.int64(charge[ev, 0])
+        q1 = np.int64(charge[ev, 1])
+        if q0 + q1 != 0 or q0 == 0:
+            continue
+        ok = True
+        for t in range(2):
+            om = abs(helix[ev, t, 2])
+            pt = K_CURV * bz / om if om > 0 else 0.0
+            theta = 0.5 * math.pi - math.atan(helix[ev, t, 4])
+            if not (abs(helix[ev, t, 0]) < d0_max and abs(helix[ev, t, 3]) < z0_max
+                    and theta > theta_min and theta < math.pi - theta_min and pt > pt_min):
+                ok = False
+        if ok:
+            out[m] = ev
+            m += 1
+    return out[:m]
+
+
+@kernel
+def _rows_both_above(rows, x, y, thr, use_y):
+    """The ``rows`` whose first two tracks both have ``x > y`` (``use_y``; ``y`` [n, >=2]) or
+    ``x > thr``; ``x``, ``y`` float32 or float64, compared in float64."""
+    out = np.empty(rows.shape[0], np.int64)
+    m = 0
+    for k in range(rows.shape[0]):
+        ev = rows[k]
+        ok = (x[ev, 0] > y[ev, 0] and x[ev, 1] > y[ev, 1]) if use_y else (
+            x[ev, 0] > thr and x[ev, 1] > thr)
+        if ok:
+            out[m] = ev
+            m += 1
+    return out[:m]
+
+
 def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts, counts):
-    sel = _two_track_events(reco)
-    ok, pt = _track_quality(reco, c, bz)
-    sel &= ok.all(axis=1) & (pt > c.pt_min).all(axis=1)
-    rows_all = np.flatnonzero(sel)
+    helix = np.asarray(reco.helix, dtype=np.float64)
+    cov = np.asarray(reco.cov, dtype=np.float64)
+    rows_all = _besiii_tracks(reco.ntrk, reco.charge, helix, float(bz), float(c.d0_max),
+                              float(c.z0_max), float(c.theta_min), float(c.pt_min))
     parts = []
     for channel in ("mumu", "ee"):
         if channel == "mumu":
-            pid = (_extra(reco, "prob_mu") > _extra(reco, "prob_e"))[:, :2].all(axis=1)
+            pm, pe = _extra_raw(reco, "prob_mu"), _extra_raw(reco, "prob_e")
+            if pm.dtype != pe.dtype:
+                pm, pe = pm.astype(np.float64), pe.astype(np.float64)
+            rows = _rows_both_above(rows_all, pm, pe, 0.0, True)
             mass, chi2_max, th_max = M_MU, c.chi2_max_mumu, c.theta_gamma_max_mumu
         else:
-            pid = (_extra(reco, "e_over_p") > c.e_over_p_min)[:, :2].all(axis=1)
+            eop = _extra_raw(reco, "e_over_p")
+            rows = _rows_both_above(rows_all, eop, eop, float(c.e_over_p_min), False)
             mass, chi2_max, th_max = M_E, c.chi2_max_ee, c.theta_gamma_max_ee
-        rows = rows_all[pid[rows_all]]
         if rows.size == 0:
             continue
-        h = reco.helix[rows]
-        cv = reco.cov[rows]
         _count(counts, "fit_1c", rows.size)
-        fit = fit_1c_missing_photon(h[:, 0], cv[:, 0], h[:, 1], cv[:, 1], bz=bz,
-                                    p4_beam=beam.p4_total_lab(), mass=mass,
-                                    cov_beam=beam.p4_covariance_lab())
+        h1, c1, h2, c2 = helix[:, 0], cov[:, 0], helix[:, 1], cov[:, 1]
+        check_helix_rows("track1", h1, c1, rows)
+        check_helix_rows("track2", h2, c2, rows)
+        fit = _fit_1c_rows(h1, c1, h2, c2, rows, bz=bz, p4_beam=beam.p4_total_lab(), mass=mass,
+                           cov_beam=beam.p4_covariance_lab())
         th = _angle_to_beams(fit.k_miss, beam)
-        keep = fit.converged & np.isfinite(fit.chi2) & (fit.chi2 < chi2_max) & (th < th_max)
+        keep = np.flatnonzero(fit.converged & np.isfinite(fit.chi2) & (fit.chi2 < chi2_max)
+                              & (th < th_max))
         r = rows[keep]
         cols = _empty(r.size)
         cols["event_id"] = eid[r]
@@ -315,7 +400,7 @@ def _besiii2017(reco, truth, bz, beam, eid, weight, c: Besiii2017Cuts, counts):
         cols["theta_gamma_miss"] = th[keep]
         cols["m_before"] = fit.m_ll_raw[keep]
         cols["weight"] = weight[r]
-        _truth_fields(cols, r, reco.trk_truth[r, :2].astype(np.int64), truth)
+        _truth_fields(cols, r, reco.trk_truth, truth)
         parts.append(cols)
     return _concat(parts)
 
@@ -395,5 +480,5 @@ def _belle2_lowmass(reco, truth, bz, beam, eid, weight, c: Belle2LowMassCuts, ca
     cols["vtx_z_cm"] = vf.vertex[j, 2]
     cols["e_gamma"] = g[k2, 0]
     cols["weight"] = weight[r]
-    _truth_fields(cols, r, reco.trk_truth[r, :2].astype(np.int64), truth)
+    _truth_fields(cols, r, reco.trk_truth, truth)
     return cols

@@ -116,7 +116,11 @@ def _spot_diagnostic(n_events: int = 200_000, n_profile: int = 300, seed: int = 
                 p0 = np.concatenate([f.p1[i], f.p2[i]])
                 dchi.append(_profile_chi2(np.stack([h1[i], h2[i]]), w, q, bz, true_v[i], p0) - f.chi2[i])
             out["dchi2"] = np.array(dchi)
-            out["corner_r_err_median"] = float(np.median(f.r_xy_err[corner]))
+            # the along-flight resolution: the radial error from the reported minimum's
+            # covariance alone (r_xy_err also holds the other minimum of a twin pair)
+            u = f.vertex[corner, :2] / f.r_xy[corner, None]
+            err_one = np.sqrt(np.einsum("ni,nij,nj->n", u, f.vertex_cov[corner, :2, :2], u))
+            out["corner_r_err_median"] = float(np.median(err_one))
     return out
 
 

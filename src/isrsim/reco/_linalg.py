@@ -14,7 +14,7 @@ import numpy as np
 
 from .._numba import kernel
 
-__all__ = ["chol_factor", "chol_inverse", "chol_solve", "pack_sym", "unpack_sym"]
+__all__ = ["chol_factor", "chol_inverse", "chol_solve", "unpack_sym"]
 
 
 @kernel
@@ -93,12 +93,3 @@ def unpack_sym(packed, n, out):
             out[j, i] = packed[k]
             k += 1
 
-
-@kernel
-def pack_sym(mat, n, out):
-    """Pack the upper triangle (row-major) of the symmetric ``n x n`` ``mat`` into ``out``."""
-    k = 0
-    for i in range(n):
-        for j in range(i, n):
-            out[k] = mat[i, j]
-            k += 1

@@ -458,7 +458,17 @@ _COMMANDS = {"generate": cmd_generate, "simulate": cmd_simulate, "info": cmd_inf
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (130 after an interrupt, however late it comes)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # a second Ctrl-C / SIGTERM while the first one's message is printed (the run's handlers
+        # are already restored then; seen once in a fresh-clone CI run under load: exit by
+        # SIGINT, -2, after "interrupted; no partial output was left"), or one before any output
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not faulthandler.is_enabled():  # a crash in native code prints where it happened

@@ -116,3 +116,38 @@ def test_run_stops_on_an_interrupt_swallowed_mid_run(tmp_path, monkeypatch, capf
         assert not [p for p in out.iterdir() if ".tmp" in p.name]
     else:
         assert list(tmp_path.iterdir()) == []
+
+
+def test_second_interrupt_while_the_first_is_reported_still_exits_130(tmp_path, monkeypatch):
+    """A second Ctrl-C that arrives after the run's handlers were restored, while the CLI prints
+    the first one's message, must not escape ``main`` (Python would then exit by SIGINT, -2,
+    instead of 130)."""
+    import sys
+
+    from isrsim import cli
+
+    def interrupted_run(args):
+        raise KeyboardInterrupt
+
+    class _SignalOnWrite:
+        """stderr that receives the second signal while the message is written."""
+
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, s: str) -> int:
+            self.text += s
+            signal.raise_signal(signal.SIGINT)  # default handler restored: KeyboardInterrupt
+            return len(s)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setitem(cli._COMMANDS, "generate", interrupted_run)
+    err = _SignalOnWrite()
+    monkeypatch.setattr(sys, "stderr", err)
+    out = tmp_path / "x.parquet"
+    assert cli.main(["generate", "--process", "isr_mumu", "--events", "10", "-o", str(out)]) == 130
+    assert "interrupted" in err.text
+    assert not out.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

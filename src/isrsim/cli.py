@@ -462,9 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        # a second Ctrl-C / SIGTERM while the first one's message is printed (the run's handlers
-        # are already restored then; seen once in a fresh-clone CI run under load: exit by
-        # SIGINT, -2, after "interrupted; no partial output was left"), or one before any output
+        # a second Ctrl-C while the first one's message is printed (the run's handlers are
+        # already restored then, so it raises KeyboardInterrupt; seen once in a fresh-clone CI
+        # run under load: exit by SIGINT, -2, after "interrupted; no partial output was left"),
+        # or one before any output
         return 130
 
 

@@ -12,7 +12,7 @@ from isrsim.detector import load_detector
 from isrsim.exceptions import ConfigError
 from isrsim.physics.darkphoton import n_f, sigma_aprime_gamma_isr_nb
 from isrsim.workflows._common import parse_luminosities, read_candidate_tables
-from isrsim.workflows.project import run_projection
+from isrsim.workflows.project import result_lines, run_projection
 
 
 def _tiny_card(lumi="40/pb", toys=4, cap=None):
@@ -78,6 +78,13 @@ def test_project_tiny_csv_png_and_cache(tmp_path):
     m = cands.m_ll[cands.select("mumu")]
     n_in = np.sum((m > 1.6) & (m < 3.3) & ~((m > 2.95) & (m < 3.2)))
     assert 5 * nq.sum() == pytest.approx(n_in, rel=0.04)
+    # the line `isrsim run` / `isrsim project` print quotes the CSV's ranges
+    (line,) = result_lines(s1)
+    obs = data[:, header.index("eps_obs")]
+    mass = data[:, header.index("mass_GeV")]
+    assert line.startswith(f"  40/pb, {mass.min():.4g}-{mass.max():.4g} GeV: epsilon 90% CL upper limit: ")
+    assert f"expected (median) {med.min():.2e} - {med.max():.2e}" in line
+    assert f"pseudo-data {np.nanmin(obs):.2e} - {np.nanmax(obs):.2e}" in line
     # rerun: everything from the cache, identical numbers
     s2 = run_projection(card, output=tmp_path / "out", progress=False)
     assert all(b["cached"] for b in s2["backgrounds"])
@@ -227,6 +234,13 @@ def test_project_belle2_template_tiny(tmp_path):
     assert abs(q.mean() - 1.0) < 4 * err
     # the 17 MeV region is not a hypothesis here; the summary still reports the nearest
     assert s["projections"][0]["epsilon_at_17MeV"] is not None
+    lines = result_lines(s)
+    assert [ln.split(",")[0] for ln in lines] == ["  314/fb", "  1/ab"]
+    assert f"expected (median) {np.nanmin(d1[:, j]):.2e} - {np.nanmax(d1[:, j]):.2e}" in lines[0]
+    x = s["projections"][0]["epsilon_at_17MeV"]
+    i = np.argmin(np.abs(d1[:, h.index("mass_GeV")] - 0.017))
+    assert f"expected at {d1[i, h.index('mass_GeV')] * 1e3:.3g} MeV {d1[i, j]:.2e} (68 %: " in lines[0]
+    assert x["eps_median"] == pytest.approx(d1[i, j], rel=1e-5)  # the CSV has 6 digits
     # cache reuse: second run generates nothing
     s2 = run_projection(_tiny_belle2_card(), output=tmp_path / "b2", progress=False)
     assert all(b["cached"] for b in s2["backgrounds"])
@@ -490,7 +504,10 @@ def test_progress_lines_on_stderr_stdout_stays_the_summary(tmp_path, monkeypatch
     out, err = capsys.readouterr()
     assert out == ""
     assert "isrsim project: isr_mumu: 10 events, 5 candidates (cached)" in err
-    fake = {"output_dir": "d", "csv": ["d/a.csv"], "png": ["d/a.png"]}
+    fake = {"output_dir": "d", "csv": ["d/a.csv"], "png": ["d/a.png"],
+            "projections": [{"luminosity": "2.93/fb", "mass_range_GeV": [1.5, 3.4],
+                             "epsilon_exp_median_range": [5e-4, 1e-3], "epsilon_obs_range": None,
+                             "max_local_z": 2.5, "global_p_toys": None}]}
     monkeypatch.setattr(project, "run_projection", lambda card, **kwargs: fake)
     args = argparse.Namespace(card=None, output=str(tmp_path / "r"), detector=None, luminosity=None,
                               mass=None, epsilon=None, events=None, toys=None, seed=None,
@@ -499,3 +516,5 @@ def test_progress_lines_on_stderr_stdout_stays_the_summary(tmp_path, monkeypatch
     out, err = capsys.readouterr()
     assert out == ""
     assert "isrsim run: projection written to d/" in err and "CSV: d/a.csv" in err
+    assert err.endswith("  2.93/fb, 1.5-3.4 GeV: epsilon 90% CL upper limit: expected (median) "
+                        "5.00e-04 - 1.00e-03; max local Z 2.50\n")

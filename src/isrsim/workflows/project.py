@@ -774,7 +774,42 @@ def main(args: Any) -> dict[str, Any]:
         card.setdefault("project", {})["detector"] = args.detector
     card = card_from_args(args, card)
     output = args.output or f"isrsim_project_{card['project']['detector']}"
-    return run_projection(card, output=output, progress=not getattr(args, "quiet", False))
+    quiet = bool(getattr(args, "quiet", False))
+    summary = run_projection(card, output=output, progress=not quiet)
+    lines = result_lines(summary)
+    if lines and not quiet:
+        print("\n".join(["isrsim project: results"] + lines), file=sys.stderr, flush=True)
+    return summary
+
+
+def result_lines(summary: dict[str, Any]) -> list[str]:
+    """What a reader of a projection wants first, one line per luminosity (the rest is in the
+    JSON summary and the CSV): the ranges over the mass scan of the expected (median) and the
+    pseudo-data 90 % CL upper limits on epsilon, the largest local significance with its
+    global p-value, and for a template projection the expected limit and its 68 % band at the
+    scanned mass nearest to 17 MeV."""
+    lines = []
+    for p in summary.get("projections", []):
+        lo, hi = p["mass_range_GeV"]
+        parts = []
+        if p.get("epsilon_exp_median_range"):
+            parts.append("expected (median) {:.2e} - {:.2e}".format(*p["epsilon_exp_median_range"]))
+        if p.get("epsilon_obs_range"):
+            what = "scaled-MC spectrum" if p.get("mc_scaled_to_luminosity") else "pseudo-data"
+            parts.append("{} {:.2e} - {:.2e}".format(what, *p["epsilon_obs_range"]))
+        if p.get("epsilon_at_17MeV") is not None:  # the scan's mass nearest to 17 MeV
+            x = p["epsilon_at_17MeV"]
+            parts.append(f"expected at {x['mass_GeV'] * 1e3:.3g} MeV {x['eps_median']:.2e} "
+                         f"(68 %: {x['eps_m1sigma']:.2e} - {x['eps_p1sigma']:.2e})")
+        if p.get("max_local_z") is not None:
+            z = f"max local Z {p['max_local_z']:.2f}"
+            if p.get("global_p_toys") is not None:
+                z += f" (global p {p['global_p_toys']:.2g}"
+                z += f" +- {p['global_p_error']:.1g})" if p.get("global_p_error") is not None else ")"
+            parts.append(z)
+        lines.append(f"  {p['luminosity']}, {lo:.4g}-{hi:.4g} GeV: epsilon 90% CL upper limit: "
+                     + "; ".join(parts))
+    return lines
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ DEFAULT_OUTPUT = "isrsim_output"
 def main(args: Any) -> dict[str, Any]:
     """``isrsim run [--card FILE] [-o DIR] [--luminosity L] [--mass MIN MAX] [--toys N]
     [--seed S]``: run the default (or given) projection card; returns the summary and prints
-    where the CSV and PNG are."""
+    where the CSV and PNG are and the ranges of the limits (:func:`.project.result_lines`)."""
     from ..config import bundled_card, load_card
-    from .project import card_from_args, run_projection
+    from .project import card_from_args, result_lines, run_projection
 
     card = load_card(args.card) if getattr(args, "card", None) else bundled_card("default")
     card = card_from_args(args, card)  # ConfigError for a card without [project]
@@ -44,4 +44,7 @@ def main(args: Any) -> dict[str, Any]:
         print(f"isrsim run: projection written to {summary['output_dir']}/", file=sys.stderr, flush=True)
         for c, p in zip(summary["csv"], summary["png"]):
             print(f"  CSV: {c}\n  PNG: {p}", file=sys.stderr, flush=True)
+        lines = result_lines(summary)
+        if lines:
+            print("\n".join(lines), file=sys.stderr, flush=True)
     return summary

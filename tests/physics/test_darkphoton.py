@@ -211,8 +211,11 @@ def test_describe():
     (lambda: dp.gamma_ee(0.001, 1e-3), r"m=0\.001 GeV outside the allowed range \(0\.0010219979, 10\.5\) GeV"),
     (lambda: dp.gamma_total(10.5, 1e-3), r"m=10\.5 GeV outside the allowed range"),
     (lambda: dp.n_f(float("nan")), r"m=nan GeV outside the allowed range"),
-    (lambda: dp.ctau_cm(0.017, 0.0), r"eps=0\.0 outside the allowed range \(0, 1\)"),
-    (lambda: dp.gamma_had(1.0, 1.0), r"eps=1\.0 outside the allowed range \(0, 1\)"),
+    (lambda: dp.ctau_cm(0.017, 0.0), r"eps=0\.0 outside the allowed range 1e-12 <= epsilon < 1"),
+    (lambda: dp.gamma_had(1.0, 1.0), r"eps=1\.0 outside the allowed range 1e-12 <= epsilon < 1"),
+    # eps^2 underflows below ~1e-154 (c tau = inf, widths 0): refused, not returned
+    (lambda: dp.ctau_cm(0.017, 1e-160), r"eps=1e-160 outside the allowed range 1e-12 <= epsilon"),
+    (lambda: dp.sigma_aprime_gamma_nb(0.017, 1e-13, 3.773), r"eps=1e-13 outside the allowed range"),
     (lambda: dp.gamma_ll(1.0, 1e-3, -0.1), r"m_l=-0\.1 GeV outside the allowed range"),
     (lambda: dp.sigma_aprime_gamma_nb(4.0, 1e-3, 3.773), r"sqrt_s=3\.773 GeV outside the allowed range \(m = 4\.0"),
     (lambda: dp.sigma_aprime_gamma_nb(1.0, 1e-3, 3.773, cos_theta_range=(0.5, 0.2)),

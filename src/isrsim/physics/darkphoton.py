@@ -80,9 +80,9 @@ def _check_mass(m) -> np.ndarray:
 
 def _check_eps(eps) -> np.ndarray:
     arr = np.asarray(eps, dtype=np.float64)
-    bad = ~np.isfinite(arr) | (arr <= 0.0) | (arr >= 1.0)
+    bad = ~np.isfinite(arr) | (arr < EPSILON_MIN) | (arr >= 1.0)
     if np.any(bad):
-        msg = f"eps={float(arr[bad].ravel()[0])!r} outside the allowed range (0, 1)"
+        msg = f"eps={float(arr[bad].ravel()[0])!r} outside the allowed range {EPSILON_ALLOWED}"
         raise ConfigError(msg)
     return arr
 

@@ -15,17 +15,21 @@ Candidate table = the columns of :data:`isrsim.reco.selection.COLUMNS` plus
 * ``input`` (int16): index of that input in the metadata list ``inputs``;
 * ``weight_nb`` (float64): the candidate's cross-section weight [nb], so that the expected
   number of candidates in a luminosity ``L`` [nb^-1] is ``L * sum(weight_nb)``. Unweighted
-  runs: ``sigma / N`` (cross section and event count of the input; if several inputs hold
-  the same process they are treated as one sample, ``sigma / sum N``); weighted runs: the
-  event weight itself (already nb per event, runner.py).
+  runs: ``sigma / N`` (cross section and event count of the input; several inputs of the
+  same process and generator configuration are one sample, ``sigma / sum N``; the same
+  process with other configurations, e.g. another mass window, is a separate sample with its
+  own ``sigma / N``); weighted runs: the event weight itself (already nb per event,
+  runner.py), divided among the inputs of a sample.
 
 Run metadata (``isrsim.io.read_metadata``): ``kind = "candidates"``, ``selection``, the cuts,
 ``detector`` (name, sha256, path), ``beam`` (the lab beam the fit used, with the sqrt(s)
 spread whose beam covariance the fits took), ``inputs`` (per input: path, process,
 process_config, n_events, cross_section_nb and its error, luminosity_invnb,
 equivalent_luminosity_invnb, weighted, sum_weights, sum_weights2,
-seed_entropy, n_candidates per channel), ``processes`` (the same per process, inputs of one
-process combined) and, when all inputs hold one process, the input fields ``process``,
+seed_entropy, n_candidates per channel, ``sample``), ``processes`` (the same per sample,
+keyed by the process name, or ``process[k]`` when a process comes with k = 0, 1, ... different
+configurations; with ``process`` and ``process_config``) and, when all inputs are one sample,
+the input fields ``process``,
 ``n_events``, ``cross_section_nb``, ``cross_section_err_nb``, ``luminosity_invnb``,
 ``equivalent_luminosity_invnb`` at top level, as in an event file.
 """
@@ -257,34 +261,75 @@ def _input_record(path: str, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _config_key(cfg: Any) -> str:
+    import json
+
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def _check_windows(proc: str, cfgs: list[Any]) -> None:
+    """Refuse configurations of one process that differ only in their mass window when the
+    windows overlap: as separate samples the overlap would be counted once per sample, and
+    pooled the weights would be wrong everywhere (no per-event combination is attempted)."""
+    for i, a in enumerate(cfgs):
+        for b in cfgs[:i]:
+            if not (isinstance(a, dict) and isinstance(b, dict)):
+                continue
+            ra, rb = a.get("mass_range"), b.get("mass_range")
+            if ra is None or rb is None:
+                continue
+            rest_a = {k: v for k, v in a.items() if k != "mass_range"}
+            rest_b = {k: v for k, v in b.items() if k != "mass_range"}
+            if _config_key(rest_a) == _config_key(rest_b) and max(ra[0], rb[0]) < min(ra[1], rb[1]):
+                msg = (f"inputs of process {proc!r} have overlapping mass windows {list(rb)} and "
+                       f"{list(ra)} GeV; allowed: identical windows (one sample, different seeds) "
+                       "or disjoint windows (separate samples whose expected counts add)")
+                raise InputFileError(msg)
+
+
 def _combine_processes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per process: inputs of the same process are one sample (events and luminosities add,
-    the cross section is the event-weighted mean of the inputs' estimates)."""
-    groups: dict[str, list[int]] = {}
+    """Combine the inputs into samples; sets ``records[i]["sample"]`` to its sample's key.
+
+    Inputs of the same process *and* the same generator configuration (``process_config``: mass
+    window, photon cut, A' mass, ...) are one sample that differs only in its seeds: events and
+    luminosities add, the cross section is the event-weighted mean of the inputs' estimates and
+    every event weighs ``sigma / sum N``. Inputs of one process with different configurations
+    (e.g. two ``--mll`` windows, two A' masses) are separate samples, each normalised to its own
+    cross section, so that their expected counts add, as for different processes: right for
+    disjoint phase spaces; configurations that differ only in overlapping mass windows are
+    refused (:func:`_check_windows`). Keys: the process name, or ``process[k]`` (k = 0, 1, ...
+    in input order) when the process has several configurations."""
+    by_proc: dict[str, dict[str, list[int]]] = {}
     for i, r in enumerate(records):
-        groups.setdefault(r["process"], []).append(i)
+        by_proc.setdefault(r["process"], {}).setdefault(_config_key(r["process_config"]), []).append(i)
     combined: dict[str, dict[str, Any]] = {}
-    for proc, idx in groups.items():
-        rs = [records[i] for i in idx]
-        kinds = {r["weighted"] for r in rs}
-        if len(kinds) > 1:
-            msg = f"process {proc!r} has both weighted and unweighted inputs; allowed: one kind"
-            raise InputFileError(msg)
-        n = sum(r["n_events"] for r in rs)
-        ok = n > 0 and all(r["cross_section_nb"] is not None for r in rs)
-        sigma = err = None
-        if ok:
-            sigma = sum(r["n_events"] * r["cross_section_nb"] for r in rs) / n
-            err = math.sqrt(sum((r["n_events"] * (r["cross_section_err_nb"] or 0.0)) ** 2
-                                for r in rs)) / n
-        lum = [r["luminosity_invnb"] for r in rs]
-        eq = [r["equivalent_luminosity_invnb"] for r in rs]
-        combined[proc] = {
-            "inputs": idx, "n_events": n, "cross_section_nb": sigma, "cross_section_err_nb": err,
-            "luminosity_invnb": sum(lum) if all(v is not None for v in lum) else None,
-            "equivalent_luminosity_invnb": sum(eq) if all(v is not None for v in eq) else None,
-            "weighted": kinds.pop(),
-        }
+    for proc, groups in by_proc.items():
+        _check_windows(proc, [records[idx[0]]["process_config"] for idx in groups.values()])
+        for k, idx in enumerate(groups.values()):
+            key = proc if len(groups) == 1 else f"{proc}[{k}]"
+            rs = [records[i] for i in idx]
+            for r in rs:
+                r["sample"] = key
+            kinds = {r["weighted"] for r in rs}
+            if len(kinds) > 1:
+                msg = f"sample {key!r} has both weighted and unweighted inputs; allowed: one kind"
+                raise InputFileError(msg)
+            n = sum(r["n_events"] for r in rs)
+            ok = n > 0 and all(r["cross_section_nb"] is not None for r in rs)
+            sigma = err = None
+            if ok:
+                sigma = sum(r["n_events"] * r["cross_section_nb"] for r in rs) / n
+                err = math.sqrt(sum((r["n_events"] * (r["cross_section_err_nb"] or 0.0)) ** 2
+                                    for r in rs)) / n
+            lum = [r["luminosity_invnb"] for r in rs]
+            eq = [r["equivalent_luminosity_invnb"] for r in rs]
+            combined[key] = {
+                "process": proc, "process_config": rs[0]["process_config"],
+                "inputs": idx, "n_events": n, "cross_section_nb": sigma, "cross_section_err_nb": err,
+                "luminosity_invnb": sum(lum) if all(v is not None for v in lum) else None,
+                "equivalent_luminosity_invnb": sum(eq) if all(v is not None for v in eq) else None,
+                "weighted": kinds.pop(),
+            }
     return combined
 
 
@@ -386,7 +431,7 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
     with EventWriter(out, compression=compression) as writer:
         for idx, (path, meta, rec) in enumerate(zip(inputs, metas, records)):
             proc = rec["process"]
-            pinfo = processes[proc]
+            pinfo = processes[rec["sample"]]
             per_event_nb = (pinfo["cross_section_nb"] / pinfo["n_events"]
                             if not rec["weighted"] and pinfo["cross_section_nb"] is not None
                             and pinfo["n_events"] else float("nan"))
@@ -418,7 +463,7 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
                     cand_here[ch] = cand_here.get(ch, 0) + int(np.sum(cols["channel"] == ch))
                 if m == 0:
                     continue
-                if rec["weighted"]:  # nb/event of this input; inputs of a process share it
+                if rec["weighted"]:  # nb/event of this input; inputs of a sample share it
                     w_nb = cols["weight"] * (rec["n_events"] / pinfo["n_events"])
                 else:
                     w_nb = np.full(m, per_event_nb)
@@ -481,7 +526,14 @@ def _output_metadata(records, processes, selection, cuts, det, beam, metas) -> d
                      "sum_weights": sum(r["sum_weights"] or 0.0 for r in records),
                      "sum_weights2": sum(r["sum_weights2"] or 0.0 for r in records)})
     else:
-        meta["process"] = "mixed"
+        names = {info["process"] for info in processes.values()}
+        meta["process"] = next(iter(names)) if len(names) == 1 else "mixed"
         meta["n_events"] = sum(r["n_events"] for r in records)
+        sig = [info["cross_section_nb"] for info in processes.values()]
+        if len(names) == 1 and all(v is not None for v in sig):
+            # one process in separate samples (disjoint configurations): their cross sections add
+            meta["cross_section_nb"] = sum(sig)
+            meta["cross_section_err_nb"] = math.sqrt(sum(
+                (info["cross_section_err_nb"] or 0.0) ** 2 for info in processes.values()))
     return json.loads(json.dumps(meta, default=float).replace("NaN", "null"))
 

@@ -51,7 +51,7 @@ def _toy(seed, index, signal=0.0, mass=0.1):
 
 
 class _Reference:
-    """-ln L of order-1 background + mu * Gaussian (+ 5 % normalisation nuisance t), written
+    """-ln L of order-1 background + mu * Gaussian (x exp(0.05 t): log-normal normalisation), written
     independently of isrsim, minimised with SLSQP under nu_i >= 0 in every bin."""
 
     def __init__(self, n, mass, norm_unc=0.0):
@@ -61,7 +61,7 @@ class _Reference:
         self.norm_unc = norm_unc
 
     def nu(self, x, mu):
-        return self.basis @ x[:2] + mu * (1 + self.norm_unc * x[2]) * self.shape
+        return self.basis @ x[:2] + mu * np.exp(self.norm_unc * x[2]) * self.shape
 
     def nll(self, x, mu):
         nu = self.nu(x, mu)

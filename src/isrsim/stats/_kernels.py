@@ -2,11 +2,15 @@
 
 Model for the used bins i (all channels flattened into one array):
 
-    nu_i = mu * r_i * (1 + sn_i * theta_n) * S_i(theta_r) + b0_i + sum_j D_ij a_j,
+    nu_i = mu * r_i * exp(sn_i * theta_n) * S_i(theta_r) + b0_i + sum_j D_ij a_j,
     S_i(theta_r) = s0_i + theta_r * ds_i + 0.5 * theta_r**2 * d2s_i,
 
 i.e. a signal template (quadratically morphed in the standardised resolution nuisance
-theta_r), a Gaussian-constrained normalisation/efficiency nuisance theta_n, a fixed
+theta_r), a log-normal normalisation/efficiency factor exp(sn_i theta_n) with a Gaussian
+constraint on theta_n (HistFactory's exponential normalisation: relative uncertainty sn_i for
+small sn_i; a linear factor 1 + sn_i theta_n reached zero at theta_n = -1/sn_i, where the
+signal could be switched off at a finite cost, so that q~_mu levelled off below its
+threshold for sn_i >~ 0.3 and no upper limit existed), a fixed
 background part b0 and a background linear in the (unconstrained) polynomial coefficients a.
 The per-bin loss (flag ``poisson[i]``) is Poisson (Baker-Cousins form, so that 2*nll is the
 likelihood-ratio chi2) or Gaussian with the sum-of-weights-squared variance (weighted
@@ -14,7 +18,7 @@ histograms). The constraint term is 0.5 * (theta - aux)**2 for both nuisances.
 
 Parameter vector layout: p[0:P] = a, p[P] = theta_n, p[P+1] = theta_r, p[P+2] = mu.
 
-Both kernels evaluate nu_i with the same expression, ``mu * (r_i * (1 + sn_i theta_n) * S_i)
+Both kernels evaluate nu_i with the same expression, ``mu * (r_i * exp(sn_i theta_n) * S_i)
 + b0_i + sum_j D_ij a_j``, in the same order, so a point that :func:`nll_value` accepts is a
 valid point for :func:`profile_fit` too.
 
@@ -72,7 +76,7 @@ def _objective(p, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux, tau):  # prag
     for i in range(nb):
         # same expression and order as in profile_fit
         s = s0[i] + tr * ds[i] + 0.5 * tr * tr * d2s[i]
-        fn = 1.0 + sn[i] * tn
+        fn = np.exp(sn[i] * tn)
         g = r[i] * fn * s
         nu = mu * g + b0[i]
         mag = abs(mu * g) + abs(b0[i])
@@ -163,13 +167,13 @@ def _bin_terms(i, p, npb, fit_mu, D, b0, r, sn, s0, ds, d2s, jac):  # pragma: no
     mu = p[npb + 2]
     s = s0[i] + tr * ds[i] + 0.5 * tr * tr * d2s[i]
     sp = ds[i] + tr * d2s[i]
-    fn = 1.0 + sn[i] * tn
+    fn = np.exp(sn[i] * tn)
     g = r[i] * fn * s
     nu = mu * g + b0[i]
     for j in range(npb):
         nu += D[i, j] * p[j]
         jac[j] = D[i, j]
-    jac[npb] = mu * r[i] * sn[i] * s
+    jac[npb] = mu * r[i] * sn[i] * fn * s
     jac[npb + 1] = mu * r[i] * fn * sp
     if fit_mu:
         jac[npb + 2] = g
@@ -263,10 +267,11 @@ def profile_fit(p_start, fit_mu, n, var, poisson, D, b0, r, sn, s0, ds, d2s, aux
                         hess[a, b] += l2 * jac[a] * jac[b]
                         hgn[a, b] += l2gn * jac[a] * jac[b]
             # second derivatives of nu (only the nuisance/mu block is non-linear)
-            hess[npb, npb + 1] += l1 * mu * r[i] * sn[i] * sp
+            hess[npb, npb] += l1 * mu * r[i] * sn[i] * sn[i] * fn * s
+            hess[npb, npb + 1] += l1 * mu * r[i] * sn[i] * fn * sp
             hess[npb + 1, npb + 1] += l1 * mu * r[i] * fn * d2s[i]
             if fit_mu:
-                hess[npb, npb + 2] += l1 * r[i] * sn[i] * s
+                hess[npb, npb + 2] += l1 * r[i] * sn[i] * fn * s
                 hess[npb + 1, npb + 2] += l1 * r[i] * fn * sp
         grad[npb] += tn - aux[0]
         grad[npb + 1] += tr - aux[1]

@@ -581,6 +581,10 @@ def _profile_gamma(s: np.ndarray, b: np.ndarray, n: np.ndarray, tau: np.ndarray,
     return out
 
 
+#: Largest |log| of a normalisation factor the template model evaluates (beyond: nll = inf).
+_MAX_LOG_FACTOR = 50.0
+
+
 @dataclass
 class TemplateModel:
     """Binned signal + MC-template background model in one mass window.
@@ -594,9 +598,12 @@ class TemplateModel:
     tau : ndarray (n_bins,)
         Relative per-bin uncertainty of the total background (MC statistics (+) shape).
     bkg_unc : ndarray (n_components,)
-        Gaussian normalisation uncertainty per component (relative).
+        Normalisation uncertainty per component (relative; log-normal: the component scales
+        by ``exp(bkg_unc theta)`` with a unit Gaussian constraint on theta).
     signal_unc : float
-        Gaussian normalisation uncertainty of the signal (relative).
+        Normalisation uncertainty of the signal (relative; log-normal, ``exp(signal_unc
+        theta)``: a linear ``1 + signal_unc theta`` could switch the signal off at a finite
+        cost, so that the limit did not exist for ``signal_unc >~ 0.3``).
     """
 
     signal: np.ndarray
@@ -644,10 +651,10 @@ class TemplateModel:
              grad_mu: bool = False):
         """Profiled (over gamma) -ln L and its gradient wrt theta (and mu)."""
         ts, tk = theta[0], theta[1:]
-        fs = 1.0 + self.signal_unc * ts
-        fk = 1.0 + self.bkg_unc * tk
-        if fs <= 0 or np.any(fk <= 0):
-            return np.inf, np.zeros(theta.size + int(grad_mu))
+        if abs(self.signal_unc * ts) > _MAX_LOG_FACTOR or np.any(np.abs(self.bkg_unc * tk) > _MAX_LOG_FACTOR):
+            return np.inf, np.zeros(theta.size + int(grad_mu))  # a factor e^+-50: far outside
+        fs = math.exp(self.signal_unc * ts)
+        fk = np.exp(self.bkg_unc * tk)
         s = mu * self.signal * fs
         b = fk @ self.backgrounds
         gam = _profile_gamma(s, b, n, self.tau, g)
@@ -661,8 +668,9 @@ class TemplateModel:
         f += 0.5 * float(np.sum((theta - aux) ** 2))
         r = 1.0 - n / nu
         grad = np.empty(theta.size + int(grad_mu))
-        grad[0] = float(np.sum(r * mu * self.signal)) * self.signal_unc + (ts - aux[0])
-        grad[1:theta.size] = (self.backgrounds * (r * gam)).sum(axis=1) * self.bkg_unc + (tk - aux[1:])
+        grad[0] = float(np.sum(r * mu * self.signal)) * self.signal_unc * fs + (ts - aux[0])
+        grad[1:theta.size] = ((self.backgrounds * (r * gam)).sum(axis=1) * self.bkg_unc * fk
+                              + (tk - aux[1:]))
         if grad_mu:
             grad[-1] = float(np.sum(r * self.signal * fs))
         return f, grad

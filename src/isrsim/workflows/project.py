@@ -368,6 +368,7 @@ def _check_analysis(ana: dict[str, Any], lo: float, hi: float, method: str,
                     processes: list[str]) -> None:
     """Every ``[analysis]`` value: types and allowed ranges (those of the limit code)."""
     from ..stats import CONVENTIONS
+    from ..stats.limits import RES_UNC_MAX
     from ._common import (
         CANDIDATE_CHANNELS,
         check_channels,
@@ -399,8 +400,9 @@ def _check_analysis(ana: dict[str, Any], lo: float, hi: float, method: str,
     elif order is not None:
         check_int("analysis.order", order, 0, MAX_ORDER)
     check_choice("analysis.convention", ana.get("convention", "qtilde_asymptotic"), CONVENTIONS)
-    for key, default in (("norm_unc", 0.05), ("res_unc", 0.02), ("signal_unc", 0.05)):
+    for key, default in (("norm_unc", 0.05), ("signal_unc", 0.05)):
         check_float(f"analysis.{key}", ana.get(key, default), lo=0.0, hi=0.5, hi_open=True)
+    check_float("analysis.res_unc", ana.get("res_unc", 0.02), lo=0.0, hi=RES_UNC_MAX)
     check_float("analysis.bin_unc", ana.get("bin_unc", 0.0), lo=0.0, hi=1.0, hi_open=True)
     check_float("analysis.window_nsigma", ana.get("window_nsigma", 5.0), lo=1.0, hi=100.0)
     if ana.get("mask_windows") is not None:

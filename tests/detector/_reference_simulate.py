@@ -1,6 +1,10 @@
 """Frozen copy of the original (pre-optimisation, commit 35be654) detector-simulation kernel.
 
-Two deliberate physics changes since: bremsstrahlung losses at or beyond the first sensitive
+Three deliberate physics changes since: a sensitive layer with partial azimuthal coverage
+(a material layer at its radius with ``phi_fraction < 1``) is hit with that probability, drawn
+right after the perigee of every charged particle whose first layer outside the production
+point it is (the layers from the first hit one on count for the lever arm and ``min_layers``);
+bremsstrahlung losses at or beyond the first sensitive
 layer outside the production point change the measured curvature only (the track's position
 and direction are measured there before the loss), and a charged particle's calorimeter region
 is that of the point where its helix enters the front surface (barrel cylinder between the
@@ -23,7 +27,7 @@ import numpy as np
 from isrsim.constants import K_CURV, M_E, M_MU, M_PI
 from isrsim.detector.material import bremsstrahlung_survival_fraction, crossing_arclength
 from isrsim.detector.model import DetectorModel
-from isrsim.detector.simulate import TRACK_EXTRA_FIELDS
+from isrsim.detector.simulate import TRACK_EXTRA_FIELDS, sensitive_layer_coverage
 from isrsim.events import RecoChunk, TruthChunk
 from isrsim.exceptions import ConfigError
 from isrsim.helix import arclength_to_point_xy, perigee_from_state, state_at_arclength
@@ -100,7 +104,7 @@ def _clip_prob(p):
 
 
 @kernel
-def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
+def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r, layer_cov,
                      mat_r, mat_zmin, mat_zmax, mat_x, mat_phif,
                      regions, barrel_r, z_ec_bwd, z_ec_fwd, mip_e, mip_spread, pp, mu_table, smear,
                      ntrk, charge, helix, cov, trk_truth, nphot, phot, phot_truth,
@@ -175,6 +179,14 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             x, y, z = vtx[i, j, 0], vtx[i, j, 1], vtx[i, j, 2]
             r_prod = math.sqrt(x * x + y * y)
             d0, phi0, om, z0, tl = perigee_from_state(x, y, z, px, py, pz, q, bz)
+            m_first = n_layers  # first sensitive layer outside the production point that is hit
+            for m in range(n_layers):
+                if layer_r[m] > r_prod:
+                    m_first = m
+                    break
+            while m_first < n_layers and layer_cov[m_first] < 1.0 and \
+                    not rng.random() < layer_cov[m_first]:
+                m_first += 1
             alive = True
             e_cur = math.sqrt(ptot * ptot + mass * mass)
             # ---- bremsstrahlung in the material before the momentum measurement ----------
@@ -182,11 +194,7 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                 s_prod = arclength_to_point_xy(d0, phi0, om, x, y)
                 # losses at or beyond the first sensitive layer outside the production point
                 # change the measured curvature only (see isrsim.detector.simulate._brems_walk)
-                r_pin = r_meas
-                for m in range(n_layers):
-                    if layer_r[m] > r_prod:
-                        r_pin = layer_r[m]
-                        break
+                r_pin = layer_r[m_first] if m_first < n_layers else r_meas
                 e_pin = e_cur
                 for m in range(n_mat):
                     rm = mat_r[m]
@@ -237,8 +245,8 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
             if tracked:
                 nl = 0
                 r_first = -1.0
-                for m in range(n_layers):
-                    if r_prod < layer_r[m] <= r_max:
+                for m in range(m_first, n_layers):
+                    if layer_r[m] <= r_max:
                         nl += 1
                         if r_first < 0.0:
                             r_first = layer_r[m]
@@ -402,7 +410,7 @@ def simulate_reference(truth: TruthChunk, det: DetectorModel, rng: np.random.Gen
         rng, np.ascontiguousarray(truth.npart), np.ascontiguousarray(truth.pdg),
         np.ascontiguousarray(truth.p4, dtype=np.float64), np.ascontiguousarray(truth.vtx, dtype=np.float64),
         np.ascontiguousarray(truth.parent), float(det.bz_T), det.tracker.params(),
-        det.tracker.layer_radius_cm, mat.r_cm, mat.z_min_cm, mat.z_max_cm, mat.x_over_x0,
+        det.tracker.layer_radius_cm, sensitive_layer_coverage(det), mat.r_cm, mat.z_min_cm, mat.z_max_cm, mat.x_over_x0,
         mat.phi_fraction, cal.regions, float(cal.barrel_radius_cm),
         float(cal.endcap_backward_z_cm), float(cal.endcap_forward_z_cm), float(cal.mip_energy_GeV),
         float(cal.mip_relative_spread), det.pid.params(), det.pid.muon_table, bool(smear),

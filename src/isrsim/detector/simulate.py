@@ -38,7 +38,11 @@ Model (all numbers from the detector file, see ``detectors/README.md``):
   arm of the extrapolation: ``r_first`` the first sensitive layer outside the production radius,
   ``r_0`` the innermost layer (displaced tracks have worse impact parameters). A particle
   produced on a layer radius (within :data:`_R_ON_LAYER`, e.g. a conversion in a thin layer) is
-  outside that layer: neither its first sensitive layer nor material it crosses.
+  outside that layer: neither its first sensitive layer nor material it crosses. A sensitive
+  layer at the radius of a material layer with ``phi_fraction < 1`` (Belle II Run-1 PXD L2: 2
+  of 12 ladders) is hit with that probability (:func:`sensitive_layer_coverage`; drawn
+  independently of the material crossing in the bremsstrahlung walk); when it is missed, the
+  next layer is the first.
   Smearing: exact Cholesky factor of the two 2x2 blocks (d0, phi0), (z0, tanl) and omega.
 * **Acceptance / efficiency.** True polar angle within the tracking acceptance; at least
   ``min_layers`` sensitive layers between the production radius and the helix' maximum radius
@@ -703,7 +707,7 @@ def _brems_pass(rng, brem_n, brem_out, regions, regions_cos, nphot, phot, phot_t
 
 
 @kernel
-def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
+def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r, layer_cov,
                      mat_r, mat_zmin, mat_zmax, mat_x, mat_phif,
                      regions, regions_cos, barrel_r, z_ec_bwd, z_ec_fwd, cal_win, mip_e, mip_spread, pp,
                      mu_table, smear, brems_k_rec, brem_n, brem_out, brem_scratch, ntrk, charge,
@@ -816,6 +820,11 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
                     else:
                         hi = mid
                 i0 = lo
+            # a partially covered sensitive layer is hit with its coverage probability; one that
+            # is missed is not the first measurement (lever arm, r_pin, min_layers count from the
+            # next). Drawn only for such a layer: prompt tracks start on a full layer.
+            while i0 < n_layers and layer_cov[i0] < 1.0 and not rng.random() < layer_cov[i0]:
+                i0 += 1
             # ---- bremsstrahlung in the material before the momentum measurement ----------
             # (only where it can be seen: a track in the polar-angle acceptance, which the
             # losses do not change, or a cluster, which they cannot bring into a region if
@@ -1029,6 +1038,19 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r,
         nphot[i] = ng
 
 
+def sensitive_layer_coverage(det: DetectorModel) -> np.ndarray:
+    """Hit probability of each sensitive layer (``tracker.layer_radius_cm``): the
+    ``phi_fraction`` of a material layer at the same radius (within 1e-6 cm), else 1."""
+    layers = det.tracker.layer_radius_cm
+    cov = np.ones(layers.size)
+    mat = det.material
+    for k, r in enumerate(layers):
+        at = np.abs(mat.r_cm - r) < 1e-6
+        if np.any(at):
+            cov[k] = float(mat.phi_fraction[at].min())
+    return cov
+
+
 def _check_truth(truth: TruthChunk, brems_per_electron: int = 0) -> tuple[int, int]:
     """Validate the chunk's shapes, ``npart`` and the particles the simulation reads; return the
     output slot counts ``(kt, kg)`` (:func:`_scan_truth`; ``brems_per_electron`` more photon
@@ -1161,7 +1183,7 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
         rng, np.ascontiguousarray(truth.npart), np.ascontiguousarray(truth.pdg),
         np.ascontiguousarray(truth.p4, dtype=np.float64), np.ascontiguousarray(truth.vtx, dtype=np.float64),
         np.ascontiguousarray(truth.parent), float(det.bz_T), tp,
-        det.tracker.layer_radius_cm, mat.r_cm, mat.z_min_cm, mat.z_max_cm, mat.x_over_x0,
+        det.tracker.layer_radius_cm, sensitive_layer_coverage(det), mat.r_cm, mat.z_min_cm, mat.z_max_cm, mat.x_over_x0,
         mat.phi_fraction, cal.regions, regions_cos, float(cal.barrel_radius_cm),
         float(cal.endcap_backward_z_cm), float(cal.endcap_forward_z_cm),
         calorimeter_windows(cal.regions, cal.barrel_radius_cm, cal.endcap_backward_z_cm,

@@ -163,3 +163,22 @@ def test_sqrt_s_spread_flag_reaches_the_events(tmp_path, capsys):
     w = np.sqrt(tot["E"] ** 2 - tot["px"] ** 2 - tot["py"] ** 2 - tot["pz"] ** 2)
     assert abs(w.std() - 0.002) < 4 * 0.002 / math.sqrt(2 * w.size)
     assert abs(w.mean() - 3.773) < 4 * 0.002 / math.sqrt(w.size)
+
+
+@pytest.mark.parametrize(("n_blocks", "bpc"), [(0, 10), (1, 10), (10, 10), (11, 10), (25, 7), (5, 1)])
+def test_chunks_are_the_chunk_list_made_lazily(n_blocks, bpc):
+    """The runner's chunks: (first block, blocks, n_total, index) as the list it used to build;
+    ``without`` leaves out done parts (resume). Built lazily: the largest allowed run (10^13
+    events, 10^8 chunks at the default size) took ~15 GB as a list before any event was made."""
+    from isrsim.runner import _Chunks
+
+    expected = [(b, min(bpc, n_blocks - b), 123, i) for i, b in enumerate(range(0, n_blocks, bpc))]
+    c = _Chunks(n_blocks, bpc, 123)
+    assert list(c) == expected and len(c) == len(expected) and bool(c) == bool(expected)
+    done = {0, 2, 99}
+    rest = c.without(done)
+    assert list(rest) == [x for x in expected if x[3] not in done]
+    assert len(rest) == len(list(rest))
+    huge = _Chunks(10**9, 10, 10**13)
+    assert len(huge) == 10**8
+    assert next(iter(huge.without({0}))) == (10, 10, 10**13, 1)

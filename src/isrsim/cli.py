@@ -265,10 +265,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_darkphoton(args: argparse.Namespace) -> int:
-    from .physics.darkphoton import EPSILON_ALLOWED, EPSILON_MIN, describe
+    from .physics.darkphoton import EPSILON_ALLOWED, EPSILON_MIN, M_MAX, M_MIN, describe
     from .processes.base import check_number
 
-    m = check_number("--mass", args.mass, lo=0.0, lo_open=True)
+    m = check_number("--mass", args.mass, lo=M_MIN, hi=M_MAX, lo_open=True, hi_open=True,
+                     allowed=f"{M_MIN:.9g} < mass < {M_MAX} GeV (2 m_e < m < 10.5 GeV)")
     eps = check_number("--epsilon", args.epsilon, lo=EPSILON_MIN, hi=1.0, hi_open=True,
                        allowed=EPSILON_ALLOWED)
     sqrt_s = check_number("--sqrt-s", args.sqrt_s, lo=0.0, lo_open=True)

@@ -322,6 +322,21 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def check_file_output(path: str | os.PathLike[str]) -> Path:
+    """:func:`check_writable` for a command that writes one Parquet file (``simulate``,
+    ``reconstruct``): the path must end in ``.parquet`` and must not be an existing directory."""
+    p = check_writable(path)
+    if p.is_dir():
+        msg = (f"output = {str(p)!r} is a directory: allowed a .parquet file path (this command "
+               "writes one file)")
+        raise OutputError(msg)
+    if p.suffix.lower() != ".parquet":
+        msg = (f"output = {str(p)!r} is invalid: allowed a path ending in .parquet (this command "
+               "writes one file)")
+        raise OutputError(msg)
+    return p
+
+
 class EventWriter:
     """Streams row groups into ``path`` atomically: a hidden temporary file is written,
     fsync'ed and renamed on :meth:`close`; :meth:`abort` (or an exception inside a ``with``
@@ -337,6 +352,9 @@ class EventWriter:
     def __init__(self, path: str | os.PathLike[str], *, compression: str = "lz4",
                  compression_level: int | None = 1, lean: bool = True) -> None:
         self.path = check_writable(path)
+        if self.path.is_dir():  # the final rename would fail after all the work
+            msg = f"output = {str(self.path)!r} is a directory: allowed a file path"
+            raise OutputError(msg)
         self.tmp = _tmp_name(self.path)
         self.compression = compression
         self.compression_level = compression_level if compression == "zstd" else None

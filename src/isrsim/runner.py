@@ -414,7 +414,7 @@ def _run(spec: RunSpec) -> RunResult:
         n_total = int(spec.n_events)
     n_blocks = math.ceil(n_total / BLOCK_EVENTS)
     bpc = spec.chunk_size // BLOCK_EVENTS
-    chunks = [(b, min(bpc, n_blocks - b), n_total, i) for i, b in enumerate(range(0, n_blocks, bpc))]
+    chunks: Any = _Chunks(n_blocks, bpc, n_total)
     if not chunks and spec.dataset_mode:
         # a dataset needs a part to be readable: one empty part with every column
         chunks = [(0, 0, 0, 0)]
@@ -482,6 +482,28 @@ def _run(spec: RunSpec) -> RunResult:
         io_thread.shutdown(wait=True)
         bar.close()
     return RunResult(spec.output, n_written, stats, meta, time.perf_counter() - t0)
+
+
+class _Chunks:
+    """The run's chunks ``(first block, blocks, n_total, chunk index)`` in order, made as they
+    are iterated: a list of them took memory in proportion to the event count (10^8 tuples,
+    ~15 GB, for the largest allowed run at the default chunk size) before any event was made.
+    ``skip`` leaves out the chunks of these indices (parts already done when resuming)."""
+
+    def __init__(self, n_blocks: int, bpc: int, n_total: int, skip: frozenset[int] = frozenset()) -> None:
+        self.n_blocks, self.bpc, self.n_total, self.skip = n_blocks, bpc, n_total, skip
+        self.n_all = -(-n_blocks // bpc)
+
+    def __len__(self) -> int:
+        return self.n_all - sum(1 for i in self.skip if 0 <= i < self.n_all)
+
+    def __iter__(self):
+        for i, b in enumerate(range(0, self.n_blocks, self.bpc)):
+            if i not in self.skip:
+                yield (b, min(self.bpc, self.n_blocks - b), self.n_total, i)
+
+    def without(self, done: Any) -> _Chunks:
+        return _Chunks(self.n_blocks, self.bpc, self.n_total, self.skip | frozenset(done))
 
 
 def _non_nullable_field(f: Any) -> Any:
@@ -677,7 +699,7 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
     for stale in [*out.glob(".part-*.tmp-*"), *out.glob(f".{_MANIFEST}.tmp-*")]:
         stale.unlink(missing_ok=True)
     state = dict(state, part_dir=str(out), part_meta=base)
-    todo = [c for c in chunks if c[3] not in done]
+    todo = chunks.without(done) if isinstance(chunks, _Chunks) else [c for c in chunks if c[3] not in done]
     manifest = {"isrsim_version": __version__, "schema_version": SCHEMA_VERSION,
                 "run_card_sha256": base["run_card_sha256"], "run_identity": identity, "n_total": n_total,
                 "n_parts": len(chunks), "complete": False, "parts": [], "metadata": base}
@@ -776,6 +798,7 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
     from .io import (
         EventWriter,
         check_distinct_paths,
+        check_file_output,
         chunk_to_table,
         iter_tables,
         read_metadata,
@@ -784,8 +807,13 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
     )
 
     t0 = time.perf_counter()
+    check_file_output(output)
     check_distinct_paths([inp], [output])
     meta = read_metadata(inp)
+    if meta.get("kind") == "candidates":
+        msg = (f"input = {str(inp)!r} is a candidate table (isrsim reconstruct), not an event file; "
+               "allowed: a generator-level event file (isrsim generate without --detector)")
+        raise InputFileError(msg)
     if meta.get("detector"):
         det_meta = meta["detector"]
         name = det_meta.get("name") if isinstance(det_meta, dict) else det_meta
@@ -823,7 +851,7 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
         apply_primary_vertex(truth, detector.beam, rng1)
         reco = simulate(truth, detector, rng1)
         out = chunk_to_table(truth, int(ids[0]), process, reco)
-        if int(ids[-1]) - int(ids[0]) + 1 != ids.size:  # ids with gaps (e.g. a filtered file)
+        if int(ids[-1]) - int(ids[0]) + 1 != ids.size:  # ids with gaps (a block cut by the event count)
             out = out.set_column(0, out.schema.field(0), pa.array(ids, pa.int64()))
         return out
 
@@ -886,6 +914,13 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
                 truth = table_to_truth(empty, k) if empty is not None else TruthChunk.empty(0, k)
             reco = simulate(truth, detector, block_rng(0, 1, 0))  # no draws for 0 events
             empty_schema = chunk_to_table(truth, 0, process, reco).schema
+        n_meta = meta.get("n_events")
+        if n_meta is not None and n != n_meta:
+            # the output's weights (sigma / n_events) and its equivalent luminosity, sum_weights
+            # (copied from the input) would describe different event counts
+            msg = (f"input = {str(inp)!r} holds {n} events but its metadata says n_events = "
+                   f"{n_meta}; allowed: files written by isrsim generate, unmodified")
+            raise InputFileError(msg)
         new_meta["n_events"] = n
         writer.close(new_meta, empty_schema=empty_schema)
     stats = SampleStats.from_dict(meta["sampling"]) if "sampling" in meta else SampleStats()

@@ -198,10 +198,13 @@ def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["darkphoton", "--mass", "-1", "--epsilon", "1e-3"], ["--mass", "-1", "allowed"]),
+    (["darkphoton", "--mass", "0.0001", "--epsilon", "1e-3"], ["--mass", "0.0001", "2 m_e < m < 10.5"]),
     (["darkphoton", "--mass", "1", "--epsilon", "2"], ["--epsilon", "2", "1e-12 <= epsilon < 1"]),
     (["darkphoton", "--mass", "0.017", "--epsilon", "1e-160"], ["--epsilon", "1e-12 <= epsilon"]),
     (["project", "--detector", "besiii", "--seed=-1"], ["--seed", "-1", "0 <= seed"]),
     (["run", "--workers", "0"], ["--workers", "1 <= workers"]),
+    # the default card has no weighted background: --events was silently ignored
+    (["run", "--events", "1000"], ["--events = 1000", "mc_luminosity_max (here '2.93/fb')"]),
     (["sideband", "--toys=-1"], ["--toys", "0 <= toys"]),
     (["project", "--detector", "besiii", "--epsilon", "1e-3"], ["--epsilon", "not used"]),
     (["sideband", "--toys", "5"], ["--toys", "not used"]),

@@ -197,6 +197,11 @@ def test_simulate_refuses_already_simulated(tmp_path, monkeypatch):
     _assert_cli_error(["simulate", "det.parquet", "--detector", "besiii", "-o", "again.parquet"],
                       "already simulated")
     assert not (tmp_path / "again.parquet").exists()
+    # a candidate table is named as such (was: "already simulated with detector 'besiii'")
+    assert run_main(["reconstruct", "det.parquet", "--selection", "besiii2017", "-o", "c.parquet"])[0] == 0
+    _assert_cli_error(["simulate", "c.parquet", "--detector", "besiii", "-o", "again.parquet"],
+                      "is a candidate table (isrsim reconstruct), not an event file")
+    assert not (tmp_path / "again.parquet").exists()
 
 
 def _edited_columns(src: Path, dst: Path, edit) -> Path:
@@ -260,3 +265,33 @@ def test_part_from_another_run_is_refused(copy_dataset, tmp_path):
     shutil.copyfile(other / "part-00001.parquet", copy_dataset / "part-00001.parquet")
     with pytest.raises(InputFileError, match="another run"):
         read_metadata(copy_dataset)
+
+
+def test_rows_removed_with_the_metadata_kept_are_refused_by_simulate(small_file, tmp_path, monkeypatch):
+    """The first 1000 of 20000 rows kept by pyarrow with isrsim's metadata: ``simulate`` wrote
+    n_events = 1000 next to the input's equivalent luminosity and sum of weights for 20000, and
+    ``reconstruct`` and ``limit`` then took that luminosity (background 20x too low at a target
+    luminosity; review 2026-11-22). ``reconstruct`` already refused such a file."""
+    monkeypatch.chdir(tmp_path)
+    _edited_columns(small_file, tmp_path / "sliced.parquet", lambda t: t.slice(0, 1000))
+    _assert_cli_error(["simulate", "sliced.parquet", "--detector", "besiii", "--allow-other-beams",
+                       "-o", "out.parquet"], "sliced.parquet", "holds 1000 events",
+                      "n_events = 20000")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sliced.parquet"]
+
+
+@pytest.mark.parametrize("output", ["out.pq", "outdir", "existing_dir"])
+def test_single_file_commands_refuse_other_outputs_before_any_work(small_file, tmp_path, monkeypatch,
+                                                                    output):
+    """``simulate`` and ``reconstruct`` write one file: a path not ending in .parquet (the
+    README's rule: such a path is a dataset directory for ``generate``) or an existing directory
+    is refused up front (a directory failed at the final rename, as an internal error, after
+    all the work)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing_dir").mkdir()
+    for argv in (["simulate", str(small_file), "--detector", "besiii", "--allow-other-beams", "-o", output],
+                 ["reconstruct", str(small_file), "--selection", "besiii2017", "-o", output]):
+        expected = "is a directory" if output == "existing_dir" else "allowed a path ending in .parquet"
+        _assert_cli_error(argv, repr(output), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_dir"]
+    assert list((tmp_path / "existing_dir").iterdir()) == []

@@ -411,13 +411,13 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
         writing: the weights would be wrong); a detector file that changed since simulation;
         inputs with different detectors or beams. No output file is left behind.
     """
-    from ..io import EventWriter, check_writable, iter_tables, schema_guard, table_to_truth
+    from ..io import EventWriter, check_file_output, iter_tables, schema_guard, table_to_truth
 
     t_start, c_start = time.perf_counter(), time.process_time()
     if selection not in SELECTIONS:
         msg = f"selection = {selection!r}; allowed: {', '.join(SELECTIONS)}"
         raise ConfigError(msg)
-    out = check_writable(output)
+    out = check_file_output(output)
     inputs = [str(p) for p in inputs]
     metas, det, beam = _check_inputs(inputs, out)
     cuts = check_cuts(selection, cuts, beam)

@@ -753,8 +753,16 @@ def card_from_args(args: Any, card: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(msg)
         bk = {n: {"events": int(args.events)} for n, b in card["project"]["backgrounds"].items()
               if isinstance(b, dict) and b.get("weighted")}
-        if bk:
-            over["backgrounds"] = bk
+        if not bk:
+            mc = card["project"].get("mc_luminosity_max")
+            msg = (f"--events = {args.events} sets the event count of weighted backgrounds "
+                   "(project.backgrounds.NAME.weighted = true) and this card has none: its "
+                   "unweighted samples are sized by project.mc_luminosity_max"
+                   + (f" (here {mc!r})" if mc is not None else "")
+                   + "; allowed: --events with such a card, or a card with a smaller "
+                   "mc_luminosity_max (--card)")
+            raise ConfigError(msg)
+        over["backgrounds"] = bk
     return merge(card, {"project": over})
 
 

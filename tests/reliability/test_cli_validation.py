@@ -203,6 +203,13 @@ def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
     (["darkphoton", "--mass", "0.017", "--epsilon", "1e-160"], ["--epsilon", "1e-12 <= epsilon"]),
     (["project", "--detector", "besiii", "--seed=-1"], ["--seed", "-1", "0 <= seed"]),
     (["run", "--workers", "0"], ["--workers", "1 <= workers"]),
+    (["inject", "--mass", "0.1"], ["masses: 0.1 GeV", "reaches below 0.3 GeV", "allowed masses > 0.45"]),
+    # was "project.backgrounds.isr_mumu: mass_range = [0.001, 3.565] is invalid", a derived window
+    (["run", "--mass", "0.1", "3.4"], ["project.mass (--mass) = [0.1, ...]", "isr_mumu",
+                                       "threshold 2 m = 0.211317 GeV"]),
+    # was "allowed 0.279141 < min < max < 0.19999 GeV", an empty range
+    (["generate", "--process", "isr_pipi", "--sqrt-s", "0.2", "--mll", "0.1", "0.15", "--events", "10",
+      "-o", "p.parquet"], ["sqrt_s = 0.2 GeV is below the isr_pipi threshold", "2 m = 0.279"]),
     # the default card has no weighted background: --events was silently ignored
     (["run", "--events", "1000"], ["--events = 1000", "mc_luminosity_max (here '2.93/fb')"]),
     (["sideband", "--toys=-1"], ["--toys", "0 <= toys"]),

@@ -311,6 +311,10 @@ class IsrProcess(Process):
         self.spin = 0 if self.code == FS_PIPI else 1
         s = beam.s
         m_hi = math.sqrt(s * (1.0 - X_MIN))
+        if m_hi <= 2.0 * self.m_f:
+            msg = (f"sqrt_s = {math.sqrt(s):.6g} GeV is below the {self.name} threshold: allowed "
+                   f"sqrt_s > 2 m = {2.0 * self.m_f:.6g} GeV (with room for the ISR photon)")
+            raise ConfigError(msg)
         if mass_range is None:
             msg = (f"process.mass_range is missing ({self.name}): allowed two numbers "
                    f"{2.0 * self.m_f:.6g} < min < max < {m_hi:.6g} GeV")

@@ -162,6 +162,10 @@ def load_config(args: Any) -> dict[str, Any]:
     return cfg
 
 
+#: Lowest generated ISR mass [GeV] of the background samples (above the mu mu threshold).
+_GENERATOR_FLOOR = 0.3
+
+
 def _check_processes(cfg: dict[str, Any], det: Any) -> None:
     """Build the background and signal processes of every mass with the detector's beams
     before any is generated (a mass outside the kinematic range fails here, not after the
@@ -171,9 +175,16 @@ def _check_processes(cfg: dict[str, Any], det: Any) -> None:
     proc_name, chan, _ = _PROCESS_OF_CHANNEL[cfg["channel"]]
     for mass in cfg["masses"]:
         lo, hi = mass - cfg["half_window"], mass + cfg["half_window"]
+        if lo <= _GENERATOR_FLOOR:
+            msg = (f"masses: {mass:g} GeV: its fit window {lo:g}-{hi:g} GeV (half_window "
+                   f"{cfg['half_window']:g}) reaches below {_GENERATOR_FLOOR} GeV, where the "
+                   f"{proc_name} background is not generated; allowed masses > "
+                   f"{_GENERATOR_FLOOR + cfg['half_window']:g} GeV")
+            raise ConfigError(msg)
         try:
             make_process(proc_name, det.beam, photon_cut=cfg["photon_cut"],
-                         mass_range=[max(lo - cfg["generator_margin"], 0.3), hi + cfg["generator_margin"]])
+                         mass_range=[max(lo - cfg["generator_margin"], _GENERATOR_FLOOR),
+                                     hi + cfg["generator_margin"]])
             make_process("darkphoton", det.beam, mass=mass, epsilon=1e-3, decay=chan,
                          photon_cut=cfg["photon_cut"])
         except ConfigError as exc:
@@ -368,7 +379,7 @@ def _templates(cfg: dict[str, Any], det: Any, mass: float, cache_dir: Path) -> d
     cached = bkg is not None
     if bkg is None:
         proc = make_process(proc_name, det.beam, photon_cut=cfg["photon_cut"],
-                            mass_range=[max(lo - cfg["generator_margin"], 0.3),
+                            mass_range=[max(lo - cfg["generator_margin"], _GENERATOR_FLOOR),
                                         hi + cfg["generator_margin"]])
         _say(cfg, f"m = {mass:g} GeV: background {proc_name}, generating, simulating and "
                   f"reconstructing {cfg['background_events']} events")

@@ -464,10 +464,32 @@ def _background_tables(proj: dict[str, Any], ana: dict[str, Any]) -> list[tuple[
         if str(bkg["process"]).startswith("isr_"):
             # generate the ISR spectrum a little beyond the scan range (resolution, edges)
             params = dict(bkg.get("params", {}) or {})
-            params.setdefault("mass_range", [max(lo - margin, 1e-3), hi + margin])
+            if "mass_range" not in params:
+                _check_above_threshold(label, str(bkg["process"]), lo, margin)
+                params["mass_range"] = [max(lo - margin, 1e-3), hi + margin]
             bkg["params"] = params
         out.append((label, bkg))
     return out
+
+
+def _check_above_threshold(label: str, process: str, lo: float, margin: float) -> None:
+    """The generator window of an ISR background starts ``margin`` below the scan range: refuse
+    a scan range whose lower end leaves no room above the process threshold 2 m, naming
+    ``project.mass`` (the error otherwise named the derived window, which the user never gave)."""
+    from ..processes import get_process
+    from ..processes.isr import FINAL_STATES
+
+    fs = getattr(get_process(process), "final_state", None)
+    if fs not in FINAL_STATES:
+        return  # not a known ISR final state: the process's own check applies
+    m2 = 2.0 * FINAL_STATES[fs][1]
+    if lo - margin <= m2:
+        what = label if label == process else f"{label} ({process})"
+        msg = (f"project.mass (--mass) = [{lo:g}, ...]: the generator window of background {what} "
+               f"starts {margin:g} GeV below it, under its threshold 2 m = {m2:.6g} GeV; "
+               f"allowed project.mass min > {m2 + margin:.6g} GeV (or "
+               f"project.backgrounds.{label}.params.mass_range)")
+        raise ConfigError(msg)
 
 
 def _check_backgrounds(backgrounds: list[tuple[str, dict[str, Any]]], det: Any) -> None:

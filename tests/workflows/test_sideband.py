@@ -196,7 +196,7 @@ def test_sideband_separates_signal_from_conversions(sideband_run):
 def test_sideband_closure(sideband_run):
     # the prediction from the optimisation sample's transfer factor and the closure sample's
     # sideband agrees with the closure sample's own SR yield within 3 combined sigma
-    # (MC statistics of both samples and the shape systematic)
+    # (MC statistics of both samples; the shape systematic cannot differ between them)
     out, s = sideband_run
     c = s["closure"]
     assert c["n_mc_sr"] >= 10 and c["n_mc_sb"] >= 10
@@ -217,6 +217,9 @@ def test_sideband_closure(sideband_run):
     assert c["true"] == pytest.approx(clo["sr"], rel=1e-5)
     assert clo["sb"] != pytest.approx(opt["sb"], rel=1e-3)  # another sample, another stream
     assert c["predicted"] != pytest.approx(c["true"], rel=1e-3)
+    assert c["predicted_err"] < c["predicted_err_with_shape"]
+    assert c["pull"] == pytest.approx((c["predicted"] - c["true"]) / math.hypot(c["predicted_err"],
+                                                                              c["true_mc_err"]))
 
 
 def test_sideband_reports_progress_unless_quiet(tmp_path, progress_lines):

@@ -269,7 +269,9 @@ def main() -> None:
         "taken from that sample), so the test of the method is the closure on an independent sample:",
         "",
         f"Closure (independent background sample, expected counts at 314/fb): predicted "
-        f"{_fmt(c['predicted'])} +- {_fmt(c['predicted_err'])}, simulated {_fmt(c['true'])} +- "
+        f"{_fmt(c['predicted'])} +- {_fmt(c['predicted_err'])} (MC: T and the closure sample's "
+        f"sideband; +- {_fmt(c['predicted_err_with_shape'])} with the shape systematic, which cannot "
+        f"differ between the two samples and is left out of the pull), simulated {_fmt(c['true'])} +- "
         f"{_fmt(c['true_mc_err'])} (MC); ratio {c['ratio']:.3f}, pull {c['pull']:+.2f}.",
         "",
         "Limit recipe: counting experiment in the signal region with the Asimov background-only "

@@ -374,7 +374,16 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                        name=c, expectation=cands.scaled)
         _check_coverage(h, c)
         if order is None:
-            o, fit = choose_order(h)
+            if cands.scaled:
+                # the order test needs the spectrum's real fluctuations, the MC's (variance
+                # sum w^2): with Poisson errors of the target luminosity its chi2 grew by L/L_MC
+                from ..stats import fit_background
+
+                o, _ = choose_order(_histogram(m, w, lo=lo, hi=hi, bin_width=bin_width,
+                                               mask_windows=mask_windows, name=c, expectation=False))
+                fit = fit_background(h, o)
+            else:
+                o, fit = choose_order(h)
         else:
             if isinstance(order, Mapping) and c not in order:
                 msg = (f"order = {dict(order)!r} has no entry for the channel {c!r}: give an "
@@ -430,7 +439,9 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                          "global significance")
         zl = scan.limits.z_local
         good = scan.limits.converged & np.isfinite(zl)
-        if not np.any(good):
+        if cands.scaled:
+            pass  # no significance of a scaled-MC spectrum (note below)
+        elif not np.any(good):
             notes.append("no observed fit converged: no global significance")
         elif not np.any(np.isfinite(exp.z_max)):
             notes.append("no pseudo-experiment converged at every mass: no global significance")
@@ -440,13 +451,17 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
             if g.upper_bound:
                 notes.append(f"global p-value < {gp:.3g}: no pseudo-experiment reached the observed "
                              f"maximum local Z = {g.z_local:.3g} (global_p is that upper bound)")
+    z_local = scan.limits.z_local
     if cands.scaled:
         notes.append("Monte Carlo rescaled to the target luminosity: the 'observed' limit is that of "
                      "the expected spectrum (MC fluctuations scaled), the bands are Poisson toys at "
-                     "the target luminosity")
+                     "the target luminosity; no local or global significance is given (z_local = "
+                     "nan): the spectrum's bin-to-bin fluctuations are the MC's, sqrt(L/L_MC) times "
+                     "those of data at L, and would inflate Z by that factor")
+        z_local = np.full_like(z_local, np.nan)
     return LimitResult(
         mass=masses, channels=tuple(chan_names), epsilon_obs=scan.epsilon_ul, bands=bands,
-        yield_ul=scan.yield_ul, n_qed_bin=n_qed, sigma_m=sigma_m, z_local=scan.limits.z_local,
+        yield_ul=scan.yield_ul, n_qed_bin=n_qed, sigma_m=sigma_m, z_local=z_local,
         converged=scan.limits.converged, orders=orders, fits=fits, hists=hists,
         resolution=res_models, convention=convention, n_toys=int(n_toys),
         luminosity_invnb=cands.luminosity_invnb, scaled=cands.scaled, global_p=gp,
@@ -767,7 +782,7 @@ def _cls_template(model: TemplateModel, n, g, q, cache, cl: float, step: float):
 
     g = np.ones(model.signal.size) if g is None else g
     th0 = cache["th0"]
-    b = (1.0 + model.bkg_unc * th0[1:]) @ model.backgrounds
+    b = np.exp(model.bkg_unc * th0[1:]) @ model.backgrounds  # the model's log-normal factors
     gam0 = _profile_gamma(np.zeros_like(b), b, n, model.tau, g)
     n_a = np.maximum(gam0 * b, 1e-12)
     fa0, tha0 = model.profile(0.0, n_a, th0, gam0, start=th0)

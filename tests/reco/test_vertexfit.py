@@ -60,6 +60,28 @@ def test_prompt_pair_pulls_and_chi2():
     assert abs(np.median(r.m_after) - 0.3) < 1e-3
 
 
+def test_displaced_pair_r_xy_pull_is_standard_normal():
+    """r_xy and its error for a pair from a displaced vertex (2, 1, 0.5) cm, R = 2.236 cm: the
+    pull (r_xy - R)/r_xy_err is N(0, 1) (N = 4000: mean +-0.05, width +-0.05, 4.5 sd). Two-sided,
+    so an inflated error fails too (the other r_xy checks bound it from above only: an error
+    doubled passed them). Where the fit has no twin minimum the error is the radial projection
+    u^T V_xy u of the vertex covariance, u = (x, y)/r, computed here."""
+    rng = np.random.default_rng(12)
+    n = 4000
+    vtx = np.array([2.0, 1.0, 0.5])
+    em, ep = toys.two_body_pair(rng, n, 0.3, 1.0, M_E)
+    r = fit_vertex(*_measure(rng, em, ep, np.tile(vtx, (n, 1))), bz=BZ, mass=M_E)
+    assert r.converged.all()
+    pull = (r.r_xy - np.hypot(vtx[0], vtx[1])) / r.r_xy_err
+    assert abs(pull.mean()) < 0.05
+    assert abs(pull.std() - 1.0) < 0.05
+    single = ~np.isfinite(r.twin_dchi2)
+    assert single.sum() > 100
+    u = r.vertex[single, :2] / r.r_xy[single, None]
+    proj = np.sqrt(np.einsum("ni,nij,nj->n", u, r.vertex_cov[single, :2, :2], u))
+    np.testing.assert_allclose(r.r_xy_err[single], proj, rtol=1e-10)
+
+
 def test_prompt_17mev_aprime_delta_m_centred():
     # physics.md 5.4: a prompt A' has Delta M ~ 0. 17 MeV at 2 GeV (opening ~17 mrad).
     rng = np.random.default_rng(12)

@@ -1201,15 +1201,42 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
 
 
 @kernel
-def _shift_vertices(rng, npart, vtx, sx, sy, sz):
+def _shift_vertices(rng, npart, pdg, parent, p4, vtx, sx, sy, sz):
+    """Shift each event by a Gaussian primary vertex. A photon conversion (a particle whose
+    parent is a photon) happened in the detector's material, which does not move with the
+    beam spot: its vertex is put where the photon's line from its shifted origin crosses the
+    same radius from the detector axis (the radius the conversion was generated at), not
+    shifted with the event; the draws (3 normals per event) are those of a rigid shift."""
     for i in range(npart.shape[0]):
         dx = sx * rng.standard_normal()
         dy = sy * rng.standard_normal()
         dz = sz * rng.standard_normal()
-        for j in range(npart[i]):
-            vtx[i, j, 0] += dx
-            vtx[i, j, 1] += dy
-            vtx[i, j, 2] += dz
+        n_i = npart[i]
+        for j in range(n_i):
+            par = parent[i, j]
+            if not (0 <= par < n_i and pdg[i, par] == 22):
+                vtx[i, j, 0] += dx
+                vtx[i, j, 1] += dy
+                vtx[i, j, 2] += dz
+        for j in range(n_i):
+            par = parent[i, j]
+            if not (0 <= par < n_i and pdg[i, par] == 22):
+                continue
+            x0, y0 = vtx[i, par, 0], vtx[i, par, 1]  # the photon's (shifted) origin
+            ux, uy, uz = p4[i, par, 0], p4[i, par, 1], p4[i, par, 2]
+            r2 = vtx[i, j, 0] ** 2 + vtx[i, j, 1] ** 2  # conversion radius from the axis
+            a = ux * ux + uy * uy
+            b = x0 * ux + y0 * uy
+            disc = b * b - a * (x0 * x0 + y0 * y0 - r2)
+            t = (-b + math.sqrt(disc)) / a if a > 0.0 and disc >= 0.0 else -1.0
+            if t > 0.0:
+                vtx[i, j, 0] = x0 + t * ux
+                vtx[i, j, 1] = y0 + t * uy
+                vtx[i, j, 2] = vtx[i, par, 2] + t * uz
+            else:  # no outward crossing (not reached for a beam spot inside the layer)
+                vtx[i, j, 0] += dx
+                vtx[i, j, 1] += dy
+                vtx[i, j, 2] += dz
 
 
 def add_primary_vertex(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator) -> TruthChunk:
@@ -1223,8 +1250,10 @@ def add_primary_vertex(truth: TruthChunk, det: DetectorModel, rng: np.random.Gen
 
 def shift_primary_vertex(truth: TruthChunk, sigma_xyz_cm, rng: np.random.Generator) -> TruthChunk:
     """Shift the vertices of every event by one Gaussian primary vertex with sizes
-    ``sigma_xyz_cm`` [cm] (in place; no draws when all sizes are zero)."""
+    ``sigma_xyz_cm`` [cm] (in place; no draws when all sizes are zero). Photon conversions
+    already in the event (``diphoton`` with ``conversion``) stay on their material radius, on
+    the photon's line from the shifted vertex (:func:`_shift_vertices`)."""
     sx, sy, sz = (float(v) for v in sigma_xyz_cm)
     if sx > 0 or sy > 0 or sz > 0:
-        _shift_vertices(rng, truth.npart, truth.vtx, sx, sy, sz)
+        _shift_vertices(rng, truth.npart, truth.pdg, truth.parent, truth.p4, truth.vtx, sx, sy, sz)
     return truth

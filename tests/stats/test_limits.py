@@ -90,21 +90,24 @@ def test_counting_limits_match_closed_form(n, b):
     assert ul.upper_limit == pytest.approx(_ref_limit_cls(n, b), rel=1e-5)
 
 
-def test_counting_limit_with_efficiency_systematic():
-    # independent profile over a log-normal efficiency exp(rel t), t Gaussian-constrained
-    # (scipy minimize_scalar)
-    n, b, eff, rel = 40, 30.0, 0.8, 0.1
-
+def _ref_counting_limit_lognormal(n, b, eff, rel, cl, t_bounds, s_hi):
+    """Independent q~ limit of a counting experiment with a log-normal efficiency exp(rel t),
+    t Gaussian-constrained: profile over t and the root in s with scipy."""
     def prof(s):
         def f(t):
             nu = s * eff * np.exp(rel * t) + b
             return nu - n * np.log(nu) + 0.5 * t * t
-        return optimize.minimize_scalar(f, bounds=(-5, 5), method="bounded",
+        return optimize.minimize_scalar(f, bounds=t_bounds, method="bounded",
                                         options={"xatol": 1e-10}).fun
 
-    shat = optimize.minimize_scalar(lambda s: prof(s), bounds=(0, 60), method="bounded").x
+    shat = optimize.minimize_scalar(prof, bounds=(0, 60), method="bounded").x
     f0 = prof(shat)
-    ref = optimize.brentq(lambda s: 2 * (prof(s) - f0) - stats.norm.ppf(0.9) ** 2, shat + 1e-6, 200)
+    return optimize.brentq(lambda s: 2 * (prof(s) - f0) - stats.norm.ppf(cl) ** 2, shat + 1e-6, s_hi)
+
+
+def test_counting_limit_with_efficiency_systematic():
+    n, b, eff, rel = 40, 30.0, 0.8, 0.1
+    ref = _ref_counting_limit_lognormal(n, b, eff, rel, 0.9, (-5, 5), 200)
     ul = counting_upper_limit(n, b, efficiency=eff, efficiency_unc=rel)
     # same equations, numerical minimisers on both sides: agreement to their accuracy
     assert ul.upper_limit == pytest.approx(ref, rel=1e-4)
@@ -119,17 +122,7 @@ def test_counting_limit_exists_for_large_efficiency_uncertainty(rel):
     the profile grows without bound, and the limit agrees with an independent profile
     (scipy) of the same likelihood."""
     n, b, eff, cl = 20, 10.0, 1.0, 0.99
-
-    def prof(s):
-        def f(t):
-            nu = s * eff * np.exp(rel * t) + b
-            return nu - n * np.log(nu) + 0.5 * t * t
-        return optimize.minimize_scalar(f, bounds=(-12, 8), method="bounded",
-                                        options={"xatol": 1e-10}).fun
-
-    shat = optimize.minimize_scalar(prof, bounds=(0, 60), method="bounded").x
-    f0 = prof(shat)
-    ref = optimize.brentq(lambda s: 2 * (prof(s) - f0) - stats.norm.ppf(cl) ** 2, shat + 1e-6, 1e4)
+    ref = _ref_counting_limit_lognormal(n, b, eff, rel, cl, (-12, 8), 1e4)
     ul = counting_upper_limit(n, b, efficiency=eff, efficiency_unc=rel, cl=cl)
     assert ul.converged
     assert ul.upper_limit == pytest.approx(ref, rel=1e-4)

@@ -851,7 +851,7 @@ def simulate_file(inp: str | os.PathLike[str], detector: Any, output: str | os.P
         apply_primary_vertex(truth, detector.beam, rng1)
         reco = simulate(truth, detector, rng1)
         out = chunk_to_table(truth, int(ids[0]), process, reco)
-        if int(ids[-1]) - int(ids[0]) + 1 != ids.size:  # ids with gaps (a block cut by the event count)
+        if int(ids[-1]) - int(ids[0]) + 1 != ids.size:  # ids with gaps (rows removed, n_events updated)
             out = out.set_column(0, out.schema.field(0), pa.array(ids, pa.int64()))
         return out
 

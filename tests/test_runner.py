@@ -179,6 +179,10 @@ def test_chunks_are_the_chunk_list_made_lazily(n_blocks, bpc):
     rest = c.without(done)
     assert list(rest) == [x for x in expected if x[3] not in done]
     assert len(rest) == len(list(rest))
+    if n_blocks == 0:  # a dataset with no events still gets one (empty) part
+        one = _Chunks(0, bpc, 0, at_least_one=True)
+        assert list(one) == [(0, 0, 0, 0)] and len(one) == 1
+        assert list(one.without({0})) == [] and len(one.without({0})) == 0
     huge = _Chunks(10**9, 10, 10**13)
     assert len(huge) == 10**8
     assert next(iter(huge.without({0}))) == (10, 10, 10**13, 1)

@@ -414,10 +414,8 @@ def _run(spec: RunSpec) -> RunResult:
         n_total = int(spec.n_events)
     n_blocks = math.ceil(n_total / BLOCK_EVENTS)
     bpc = spec.chunk_size // BLOCK_EVENTS
-    chunks: Any = _Chunks(n_blocks, bpc, n_total)
-    if not chunks and spec.dataset_mode:
-        # a dataset needs a part to be readable: one empty part with every column
-        chunks = [(0, 0, 0, 0)]
+    # a dataset needs a part to be readable: with no events, one empty part with every column
+    chunks = _Chunks(n_blocks, bpc, n_total, at_least_one=spec.dataset_mode)
     base = _base_metadata(spec, proc)
     state = {"process": proc, "entropy": int(spec.seed), "weighted": spec.weighted,
              "detector": spec.detector, "conversions": spec.conversions,
@@ -488,22 +486,28 @@ class _Chunks:
     """The run's chunks ``(first block, blocks, n_total, chunk index)`` in order, made as they
     are iterated: a list of them took memory in proportion to the event count (10^8 tuples,
     ~15 GB, for the largest allowed run at the default chunk size) before any event was made.
-    ``skip`` leaves out the chunks of these indices (parts already done when resuming)."""
+    ``skip`` leaves out the chunks of these indices (parts already done when resuming);
+    ``at_least_one`` makes a run of no blocks one empty chunk ``(0, 0, 0, 0)``."""
 
-    def __init__(self, n_blocks: int, bpc: int, n_total: int, skip: frozenset[int] = frozenset()) -> None:
+    def __init__(self, n_blocks: int, bpc: int, n_total: int, skip: frozenset[int] = frozenset(),
+                 at_least_one: bool = False) -> None:
         self.n_blocks, self.bpc, self.n_total, self.skip = n_blocks, bpc, n_total, skip
-        self.n_all = -(-n_blocks // bpc)
+        self.at_least_one = at_least_one
+        self.n_all = max(-(-n_blocks // bpc), 1 if at_least_one else 0)
 
     def __len__(self) -> int:
         return self.n_all - sum(1 for i in self.skip if 0 <= i < self.n_all)
 
     def __iter__(self):
+        if self.n_blocks == 0 and self.at_least_one and 0 not in self.skip:
+            yield (0, 0, 0, 0)
         for i, b in enumerate(range(0, self.n_blocks, self.bpc)):
             if i not in self.skip:
                 yield (b, min(self.bpc, self.n_blocks - b), self.n_total, i)
 
     def without(self, done: Any) -> _Chunks:
-        return _Chunks(self.n_blocks, self.bpc, self.n_total, self.skip | frozenset(done))
+        return _Chunks(self.n_blocks, self.bpc, self.n_total, self.skip | frozenset(done),
+                       self.at_least_one)
 
 
 def _non_nullable_field(f: Any) -> Any:
@@ -543,7 +547,7 @@ def _from_another_process(result: tuple[Any, Any]) -> tuple[Any, Any]:
     return table, st
 
 
-def _execute(spec: RunSpec, state: dict[str, Any], chunks: list[tuple[int, int, int, int]]):
+def _execute(spec: RunSpec, state: dict[str, Any], chunks: _Chunks):
     """Yield chunk results in order, with at most 2*workers chunks in flight."""
     if spec.scheduler is not None:
         from .distributed import execute_on_dask
@@ -699,7 +703,7 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
     for stale in [*out.glob(".part-*.tmp-*"), *out.glob(f".{_MANIFEST}.tmp-*")]:
         stale.unlink(missing_ok=True)
     state = dict(state, part_dir=str(out), part_meta=base)
-    todo = chunks.without(done) if isinstance(chunks, _Chunks) else [c for c in chunks if c[3] not in done]
+    todo = chunks.without(done)
     manifest = {"isrsim_version": __version__, "schema_version": SCHEMA_VERSION,
                 "run_card_sha256": base["run_card_sha256"], "run_identity": identity, "n_total": n_total,
                 "n_parts": len(chunks), "complete": False, "parts": [], "metadata": base}

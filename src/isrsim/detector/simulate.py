@@ -1041,14 +1041,8 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r, layer_co
 def sensitive_layer_coverage(det: DetectorModel) -> np.ndarray:
     """Hit probability of each sensitive layer (``tracker.layer_radius_cm``): the
     ``phi_fraction`` of a material layer at the same radius (within 1e-6 cm), else 1."""
-    layers = det.tracker.layer_radius_cm
-    cov = np.ones(layers.size)
-    mat = det.material
-    for k, r in enumerate(layers):
-        at = np.abs(mat.r_cm - r) < 1e-6
-        if np.any(at):
-            cov[k] = float(mat.phi_fraction[at].min())
-    return cov
+    at = np.abs(det.tracker.layer_radius_cm[:, None] - det.material.r_cm[None, :]) < 1e-6
+    return np.where(at, det.material.phi_fraction[None, :], 1.0).min(axis=1, initial=1.0)
 
 
 def _check_truth(truth: TruthChunk, brems_per_electron: int = 0) -> tuple[int, int]:
@@ -1183,7 +1177,8 @@ def simulate(truth: TruthChunk, det: DetectorModel, rng: np.random.Generator, *,
         rng, np.ascontiguousarray(truth.npart), np.ascontiguousarray(truth.pdg),
         np.ascontiguousarray(truth.p4, dtype=np.float64), np.ascontiguousarray(truth.vtx, dtype=np.float64),
         np.ascontiguousarray(truth.parent), float(det.bz_T), tp,
-        det.tracker.layer_radius_cm, sensitive_layer_coverage(det), mat.r_cm, mat.z_min_cm, mat.z_max_cm, mat.x_over_x0,
+        det.tracker.layer_radius_cm, sensitive_layer_coverage(det),
+        mat.r_cm, mat.z_min_cm, mat.z_max_cm, mat.x_over_x0,
         mat.phi_fraction, cal.regions, regions_cos, float(cal.barrel_radius_cm),
         float(cal.endcap_backward_z_cm), float(cal.endcap_forward_z_cm),
         calorimeter_windows(cal.regions, cal.barrel_radius_cm, cal.endcap_backward_z_cm,

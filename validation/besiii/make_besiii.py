@@ -147,6 +147,13 @@ def main() -> None:
     def inside(x):
         return bool(np.all((x >= PUB_LO / 2) & (x <= PUB_HI * 2)))
 
+    def strictly(x):
+        return bool(np.all((x >= PUB_LO) & (x <= PUB_HI)))
+
+    def max_abs_residual(res):
+        resid = sum(res.fits[c].residuals() for c in res.channels)
+        return float(np.max(np.abs(resid[res.hists[res.channels[0]].mask])))
+
     med6, med4 = res6.median, res4.median
     rows = []
     for m0 in (1.5, 2.0, 2.5, 2.9, 3.25, 3.4):
@@ -196,7 +203,8 @@ spurious-signal study in validation/stats finds up to ~3 sigma_S fake signals be
 (`cards/project_besiii.toml`), and the order-4 result is shown for comparison. `residuals_fig2.png`
 is the analogue of the paper's Fig. 2: the sum over mu mu and e e of (data - polynomial) with the
 90% CL in-bin limit (total-yield limit x Gaussian containment of the +-5 MeV bin). The paper's
-Fig. 2 axis spans +-2000 events / 10 MeV, the same scale as here.
+Fig. 2 axis spans +-2000 events / 10 MeV; here the largest |data - fit| is
+{max_abs_residual(res4):.0f} (order 4) and {max_abs_residual(res6):.0f} (order 6) events / 10 MeV.
 
 ## epsilon limit (epsilon_limit.png)
 
@@ -213,23 +221,28 @@ eps^2), 5 % normalisation and 2 % resolution systematics, q~_mu one-sided 90% CL
 - expected median (order 6): {med6.min():.2e} - {med6.max():.2e}; order 4: {np.nanmin(med4):.2e} - {np.nanmax(med4):.2e}
 - pseudo-data limit (order 6): {res6.epsilon_obs.min():.2e} - {res6.epsilon_obs.max():.2e}; max local Z = {np.nanmax(res6.z_local):.2f}, global p (toys) = {res6.global_p:.2f}
 
-### Comparison with the published limit (acceptance: within a factor 2 everywhere)
+### Level comparison with the published limit (a plausibility range, not a test of the curve)
 
 The published curve (Fig. 3 of the paper) is not stored in the repository and we did not digitise it;
 the paper's text states the observed limit lies "between 1e-3 and 1e-4" over 1.5-3.4 GeV. The paper
 gives no other number for the limit curve (the Fig. 2 scale only bounds the in-bin limit below
 ~2000 events / 10 MeV). The comparison is therefore: the isrsim expected median must lie inside the
 published range widened by a factor 2 on each side, [5e-5, 2e-3], at every mass hypothesis (165
-hypotheses, 10 MeV step, J/psi window excluded).
+hypotheses, 10 MeV step, J/psi window excluded). The factor 2 is a judgement of how far a toy
+detector model may sit from the real analysis, not a spread derived from either; the
+check is a plausibility range for the level, not an agreement test, and it compares isrsim's
+*expected* median with the paper's *observed* limit.
 
 - order 6 (isrsim choice): largest median / 1e-3 = {ratio_hi:.2f}, smallest median / 1e-4 = {ratio_lo:.2f}
-  -> **{'PASS' if inside(med6) else 'FAIL'}** (all medians in [5e-5, 2e-3]); strictly inside [1e-4, 1e-3]: {bool(np.all((med6 >= PUB_LO) & (med6 <= PUB_HI)))}
-- order 4 (paper's choice): **{'PASS' if inside(med4) else 'FAIL'}**
+  -> all medians in [5e-5, 2e-3]: **{'yes' if inside(med6) else 'no'}**; strictly inside the
+  published [1e-4, 1e-3]: **{'yes' if strictly(med6) else 'no'}**; pseudo-data limit strictly
+  inside it: **{'yes' if strictly(res6.epsilon_obs) else 'no'}**
+- order 4 (paper's choice): all medians in [5e-5, 2e-3]: **{'yes' if inside(med4) else 'no'}**
 
-This check cannot test the shape of the curve, only its level; a digitised Fig. 3 would be needed for
-a point-by-point factor-2 comparison. Differences expected from the model: isrsim's resolution is
-~35 % better than the paper's 5-12 MeV (detector model; a narrower signal gives a lower limit by
-~sqrt(ratio)), no FSR and no Bhabha/continuum backgrounds.
+A digitised Fig. 3 would be needed for a point-by-point comparison of the curve. Differences
+expected from the model: isrsim's resolution is ~35 % better than the paper's 5-12 MeV
+(detector model; a narrower signal gives a lower limit by ~sqrt(ratio)), no FSR and no
+Bhabha/continuum backgrounds.
 """
     (OUT / "README.md").write_text(text)
     print(text)

@@ -250,17 +250,24 @@ def main() -> None:
         reach.append(f"{p['luminosity']}: eps_UL = {_fmt(e)} -> "
                      + (f"reaches into the window (excludes {_fmt(e)} - 1.4e-3)" if inside
                         else "does NOT reach into the window"))
+    b_sr = [p["b_sr_prediction"]["prediction"] for p in s["projections"]]
+    s_sr = [p["signal_sr"]["0.001"] for p in s["projections"]]
+    stat_only = "; ".join(
+        f"{p['luminosity']}: {_fmt(p['epsilon_ul_median_stat_only'])}, "
+        + ("inside the window" if p["epsilon_ul_median_stat_only"] < WINDOW[1] else "above the window")
+        for p in s["projections"])
     lines += [
         "",
         "![](x17_epsilon_limit.png)",
         "",
         "**Does the projection reach into the open window (6.8e-4 - 1.4e-3)?** " + "; ".join(reach) + ".",
         "",
-        "Reading: B_SR is ~1e5 events while S_SR is ~1e2-1e3, and the relative uncertainty of the "
+        f"Reading: B_SR is {_fmt(min(b_sr))} - {_fmt(max(b_sr))} events while S_SR (epsilon = 1e-3) is "
+        f"{_fmt(min(s_sr))} - {_fmt(max(s_sr))}, and the relative uncertainty of the "
         "prediction (shape systematic + transfer-factor MC statistics, a few %) is far larger than "
         "1/sqrt(B). The limit is therefore systematics-limited and (almost) independent of the "
-        "luminosity: S_up and S both grow like L. Only with the background known exactly (statistics "
-        "only, last column) does the projection approach (314/fb) or enter (1/ab) the window. Reaching "
+        "luminosity: S_up and S both grow like L. With the background known exactly (statistics "
+        f"only, last column): {stat_only}. Reaching "
         "the window needs a much stronger conversion rejection than this cut-based (r_xy, Delta M) "
         "signal region in isrsim's parameterised detector (e.g. a multivariate selection, a "
         "conversion-constrained fit, hit-level information) or a background prediction known to ~0.1 %.",

@@ -534,7 +534,12 @@ class VertexFitResult:
     cov : float64[n, 9, 9]
         Covariance of (vertex, p1, p2).
     chi2, prob : float64[n]
-        Fit chi2 (1 dof) and its upper-tail probability; NaN when the fit failed.
+        Fit chi2 (1 dof) and its upper-tail chi2(1) probability; NaN when the fit failed.
+        For a ``twin = "min_chi2"`` pair with two minima the chi2 is the smaller of two, so
+        ``prob`` is not uniform there (prompt 17 MeV Belle II A' pairs, 30 % of them twins: the
+        lowest fifth of ``prob`` holds 0.8 of its expected share overall, 0.15 among the twins);
+        ``vertex_cov`` likewise is the curvature of the reported minimum only (its x, y, z pulls
+        have rms 1.5-2 for such samples; ``r_xy_err`` includes the other minimum).
     n_iter : int32[n]; converged : bool[n]
     m_before, m_after, delta_m : float64[n]
         Pair mass [GeV] from the perigee momenta (IP assumed), from the fitted momenta at

@@ -307,6 +307,19 @@ def test_samples_of_one_process_with_different_mass_windows(tmp_path, capsys):
                        "besiii2017", "-o", str(out)], capsys)
     _one_line_error(rc, err, "'isr_mumu'", "overlapping mass windows [1.5, 2.0] and [1.9, 2.6]")
     _nothing_written(out)
+    # the same configuration and seed twice (the default --seed): the second file repeats the
+    # first one's events, pooling would double the luminosity; refused, nothing written. Other
+    # event counts do not help: the first 1000 events of both runs are the same.
+    assert main(["generate", "--process", "isr_mumu", "--detector", "besiii", "--mll", "1.5", "2.0",
+                 "--events", "1000", "--seed", "1", "--quiet",
+                 "-o", str(tmp_path / "a_again.parquet")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "twice.parquet"
+    rc, _, err = _run(["reconstruct", str(files["a"]), str(files["a2"]),
+                       str(tmp_path / "a_again.parquet"), "--selection", "besiii2017",
+                       "-o", str(out)], capsys)
+    _one_line_error(rc, err, "a.parquet", "a_again.parquet", "same seed (1)", "--seed")
+    _nothing_written(out)
 
 
 @pytest.fixture(scope="module")

@@ -345,3 +345,30 @@ def test_no_failed_toys_with_a_large_normalisation_uncertainty():
     ex = pseudo_experiments(Channel(h, 0.008, norm_unc=0.4, order=2), [2.0], n_toys=200,
                             rng=np.random.default_rng(7))
     assert ex.n_failed == 0 and ex.n_used[0] == 200
+
+
+@pytest.mark.parametrize("per_bin", [1e6, 1e7])
+def test_fits_converge_at_large_counts(per_bin):
+    """The Poisson term nu - n + n ln(n/nu) lost ~1e-9 per bin to cancellation at n ~ 1e7, below
+    the fits' 1e-9 convergence tolerance: 9 % (1e6/bin) and 39 % (1e7/bin) of the limits came
+    back converged = False, mostly those with mu_hat > 0, which pseudo_experiments then left out
+    of the bands (median 25 % low at 1e7) and of the global significance (review 2026-11-22).
+    All must converge; the limit scales like sqrt(B): the median over the toys lies within
+    3 sigma (~0.15 of the 1.6-sigma_S spread / sqrt(40)) of the Asimov background-only limit."""
+    e = np.linspace(1.0, 2.0, 101)
+    b = chebyshev_bin_basis(e, 2, 1.0, 2.0) @ (per_bin * np.array([1.0, -0.25, 0.05]))
+    rng = np.random.default_rng(11)
+    mask = np.ones(100, bool)
+    uls = []
+    def limit(counts):
+        return upper_limit(Channel(Histogram(e, counts, counts.copy(), mask, False, "toy", ()), 0.02,
+                                   order=2), 1.5)
+
+    for _ in range(40):
+        r = limit(rng.poisson(b).astype(float))
+        assert r.converged
+        uls.append(r.upper_limit)
+    asimov = limit(b)
+    assert asimov.converged
+    spread = np.std(uls)
+    assert abs(np.median(uls) - asimov.upper_limit) < 3 * 1.25 * spread / np.sqrt(40)

@@ -57,6 +57,11 @@ def test_projected_limit_inverts_the_yield():
     lim2 = projected_epsilon_limit(s, 1e6, b_err=3e3)
     assert lim2["yield_ul_stat"] == pytest.approx(1.2816 * 1e3, rel=0.01)
     assert lim2["yield_ul"] == pytest.approx(1.2816 * math.sqrt(1e6 + 9e6), rel=0.01)
+    assert "note" not in lim and "note" not in lim2
+    # B -> 0: the asymptotic S_up (0.82) is far below the exact 2.30 (n = 0): flagged
+    lim0 = projected_epsilon_limit(s, 0.01)
+    assert lim0["yield_ul_stat"] < 0.5 * -math.log(0.1)
+    assert "under-covers" in lim0["note"] and "0.01 < 10 events" in lim0["note"]
 
 
 def test_config_errors(tmp_path):

@@ -287,6 +287,23 @@ def _check_windows(proc: str, cfgs: list[Any]) -> None:
                 raise InputFileError(msg)
 
 
+def _check_seeds(key: str, rs: list[dict[str, Any]]) -> None:
+    """Inputs of one sample must come from different seeds: two runs of one configuration and
+    seed share their events (block j of both draws from the same stream), so pooling them would
+    count those events twice and double the sample's luminosity."""
+    seen: dict[int, str] = {}
+    for r in rs:
+        seed = r.get("seed_entropy")
+        if seed is None:
+            continue
+        if seed in seen:
+            msg = (f"inputs {seen[seed]!r} and {r['path']!r} of sample {key!r} were generated with "
+                   f"the same seed ({seed}) and configuration, so they share their events; "
+                   "allowed: one sample's inputs from different seeds (isrsim generate --seed)")
+            raise InputFileError(msg)
+        seen[seed] = r["path"]
+
+
 def _combine_processes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Combine the inputs into samples; sets ``records[i]["sample"]`` to its sample's key.
 
@@ -310,6 +327,7 @@ def _combine_processes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any
             rs = [records[i] for i in idx]
             for r in rs:
                 r["sample"] = key
+            _check_seeds(key, rs)
             kinds = {r["weighted"] for r in rs}
             if len(kinds) > 1:
                 msg = f"sample {key!r} has both weighted and unweighted inputs; allowed: one kind"

@@ -31,6 +31,14 @@ Conventions (labels used in results):
     CLs = CL_{s+b} / CL_b <= 1 - CL with q~_mu and the Asimov data set for sigma
     (arXiv:1007.1727, eqs. 65-66 and section 5).
 
+Validity: all three are asymptotic (Wilks / Asimov) limits, right when the expected background
+under the signal is large. Below ~10 events they under-cover, CLs included (exact Poisson
+coverage of a counting experiment, minimum over the true signal: q~_mu 0.84 at b = 3, 0.75 at
+b = 0.5, 0.59 for b -> 0; CLs 0.86, 0.84, 0.75), and for n = 0, b -> 0 they give 0.82 (q~_mu)
+and 1.35 (CLs) instead of the exact 2.30 (review 2026-11-22); physics.md 7.2 asks for toys there.
+Spectra with ~0.2 or more background events per bin under the signal covered 0.89-0.90 in the
+same review.
+
 Nuisance parameters: theta_n scales every channel's signal by exp(norm_unc_c theta_n)
 (efficiency / ISR-QED normalisation, fully correlated between channels; log-normal, so the
 signal never vanishes or changes sign, :mod:`isrsim.stats._kernels`); theta_r scales
@@ -757,7 +765,8 @@ def counting_upper_limit(n_obs: float, background: float, *, convention: str = "
 
     The background is known exactly; the signal expectation is ``efficiency * s`` with an
     optional Gaussian-constrained relative uncertainty ``efficiency_unc``. Same likelihood
-    machinery as the spectrum fits (physics.md 7.2).
+    machinery as the spectrum fits (physics.md 7.2). Asymptotic: for a background below ~10
+    events the limits under-cover (module docstring, "Validity"); use toys there.
     """
     _check_convention(convention, cl)
     for nm, v, lo in (("n_obs", n_obs, 0.0), ("background", background, 1e-300),

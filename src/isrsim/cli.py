@@ -101,7 +101,8 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--mass", type=float, help="darkphoton: A' mass [GeV], 2 m_l < mass < 10.5 and "
                    "below sqrt(s)")
     p.add_argument("--epsilon", type=float, help="darkphoton: kinetic mixing, 1e-12 <= epsilon < 1")
-    p.add_argument("--decay", help="darkphoton: ee, mumu or ll")
+    p.add_argument("--decay", help="darkphoton: ee, mumu or ll (default ll: e e or mu mu by their "
+                   "branching ratios)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any process parameter (VALUE in TOML syntax), repeatable")
     _add_run_options(p)
@@ -324,7 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", help=".parquet file or dataset directory")
     i.add_argument("--full", action="store_true", help="include the run card")
 
-    d = sub.add_parser("darkphoton", help="A' widths, branching ratios, c tau and cross section")
+    d = sub.add_parser("darkphoton", help="A' widths, branching ratios, c tau and cross section",
+                       description="Prints a JSON summary: R (the hadronic R ratio at sqrt(s) = m), "
+                       "widths [GeV], branching ratios, n_f = Gamma_tot/Gamma_ee, c tau [cm], the "
+                       "CM beta gamma and decay length, and sigma(e+e- -> gamma A') [nb] "
+                       "(isrsim.physics.darkphoton.describe).")
     d.add_argument("--mass", type=float, required=True, help="A' mass [GeV], 2 m_e < mass < 10.5")
     d.add_argument("--epsilon", type=float, required=True, help="kinetic-mixing coupling, "
                    "1e-12 <= epsilon < 1")
@@ -385,8 +390,10 @@ _WORKFLOW_HELP: dict[str, dict[str, str]] = {
         "detector": "besiii or belle2: the bundled projection card of that detector",
         "luminosity": _LUMI + "; a comma list gives one projection each, e.g. 314/fb,1/ab",
         "mass": "MIN MAX: A' mass scan range [GeV]",
-        "events": "MC events of each weighted background sample",
-        "toys": "background-only pseudo-experiments for the expected bands (0: asymptotic)",
+        "events": ("MC events of each weighted background sample (cards with weighted = true "
+                   "backgrounds, e.g. Belle II; the BESIII cards size theirs by mc_luminosity_max)"),
+        "toys": ("background-only pseudo-experiments for the expected bands (0: none for a "
+                 "polynomial background; template cards always give asymptotic bands)"),
         "seed": "random seed",
         "quiet": _QUIET,
     },
@@ -419,8 +426,9 @@ _WORKFLOW_HELP: dict[str, dict[str, str]] = {
         "detector": "must match the card's detector (else use `isrsim project --detector`)",
         "luminosity": _LUMI + "; a comma list gives one projection each",
         "mass": "MIN MAX: A' mass scan range [GeV]",
-        "events": "MC events of each weighted background sample",
-        "toys": "background-only pseudo-experiments for the expected bands",
+        "events": ("MC events of each weighted background sample (only for cards with weighted "
+                   "= true backgrounds; the default card sizes its samples by mc_luminosity_max)"),
+        "toys": "background-only pseudo-experiments for the expected bands (0: none)",
         "seed": "random seed",
         "quiet": _QUIET,
     },

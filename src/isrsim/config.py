@@ -26,7 +26,7 @@ A run card::
     fsr = false                 # final-state radiation (one photon off the X system; isr_*, darkphoton)
 
     [conversions]               # optional (needs run.detector): photon conversions in its material
-    mode = "natural"            # or "forced" (+ forced_layers = ["beam pipe: Au coating", ...])
+    mode = "natural"            # or "forced" (+ forced_layers = ["beam pipe: gold coating", ...])
 """
 
 from __future__ import annotations
@@ -189,11 +189,7 @@ def _check_conversions(conversions: dict[str, Any], detector: Any) -> None:
             raise ConfigError(msg)
         from .detector.conversion import resolve_layers
 
-        try:
-            resolve_layers(detector.material, layers)
-        except ConfigError as exc:
-            msg = f"conversions.forced_layers: {exc}"
-            raise ConfigError(msg) from None
+        resolve_layers(detector.material, layers, field="conversions.forced_layers")
 
 
 def _beam(card: dict[str, Any], detector: Any) -> Any:

@@ -6,10 +6,15 @@ status 2, no traceback and no output left behind; an internal error gives a shor
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+import isrsim
+
 from .conftest import run_cli, run_main
+
+CARDS_DIR = Path(isrsim.__file__).parent / "cards"
 
 GEN = ["generate", "--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1.5", "3.4",
        "--events", "2000", "--quiet"]
@@ -84,7 +89,7 @@ BAD_CLI = {
     "card missing process param": (_gen(mll=None, process=None, card=["no_window.toml"]),
                                    ["process.mass_range", "missing", "isr_ee"]),
     "card forced layer unknown": (_gen(sqrt_s=None, detector=["besiii"], card=["forced.toml"]),
-                                  ["conversions.forced_layers", "'Gold'", "allowed"]),
+                                  ["conversions.forced_layers entry 'Gold' matches no layer", "allowed"]),
 }
 
 CARDS = {
@@ -213,6 +218,9 @@ def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
     # the default card has no weighted background: --events was silently ignored
     (["run", "--events", "1000"], ["--events = 1000", "mc_luminosity_max (here '2.93/fb')"]),
     (["sideband", "--toys=-1"], ["--toys", "0 <= toys"]),
+    # the selection's beam check ran after the output directory was made (an empty one was left)
+    (["project", "--detector", "besiii", "--card", str(CARDS_DIR / "project_belle2.toml")],
+     ["photon_e_cms_min", "use selection besiii2017"]),
     (["project", "--detector", "besiii", "--epsilon", "1e-3"], ["--epsilon", "not used"]),
     (["sideband", "--toys", "5"], ["--toys", "not used"]),
     (["darkphoton", "--mass", "1", "--epsilon", "1e-3", "--sqrt-s", "0"], ["--sqrt-s", "0", "allowed"]),
@@ -334,3 +342,9 @@ def test_config_docstring_card_is_valid(tmp_path, monkeypatch):
     card = tomllib.loads("\n".join(line[4:] for line in text.splitlines()))
     spec = build_spec(card)
     assert spec.detector is not None and spec.detector.name == "besiii"
+    # the forced-conversion example in its comment names a layer of that detector
+    from isrsim.detector.conversion import resolve_layers
+
+    example = text.split("forced_layers = [")[1].split("]")[0]
+    name = example.split(",")[0].strip().strip('"')
+    assert resolve_layers(spec.detector.material, [name]).sum() == 1

@@ -551,6 +551,13 @@ def test_order_choice_of_a_scaled_spectrum_uses_the_mc_fluctuations(tmp_path):
     assert scaled.scaled and not own.scaled
     assert scaled.orders == own.orders
     assert np.all(np.isnan(scaled.z_local)) and np.any(np.isfinite(own.z_local))
+    # the reported fit quality is the MC's (as at its own luminosity), the Poisson one beside it
+    f_own = own.fits["mumu"]
+    text = scaled.summary()["background_fit_chi2_ndf"]["mumu"]
+    assert text.startswith(f"{f_own.chi2:.1f}/{f_own.ndf} (MC errors; ")
+    assert own.summary()["background_fit_chi2_ndf"]["mumu"] == f"{f_own.chi2:.1f}/{f_own.ndf}"
+    poisson = float(text.split("; ")[1].split("/")[0])
+    assert poisson == pytest.approx(30.0 * f_own.chi2, rel=0.05)
 
 
 def test_template_cls_limit_with_a_pulled_background_against_an_independent_profile():

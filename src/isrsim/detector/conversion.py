@@ -444,11 +444,13 @@ def material_arrays(material: Any) -> tuple[np.ndarray, ...]:
     return arrays
 
 
-def resolve_layers(material: Any, layers: Sequence[str | int] | str | None) -> np.ndarray:
+def resolve_layers(material: Any, layers: Sequence[str | int] | str | None, *,
+                   field: str = "conversion_layers") -> np.ndarray:
     """Boolean mask over ``material``'s layers from names or indices (``None``: all layers).
 
     Names match ``material.names`` exactly or as a case-insensitive prefix
-    (``"beam pipe"`` selects every layer whose name starts with it).
+    (``"beam pipe"`` selects every layer whose name starts with it). ``field`` names the
+    option in the error messages.
     """
     n = int(np.asarray(material.r_cm).shape[0])
     names = tuple(getattr(material, "names", ()))
@@ -461,22 +463,22 @@ def resolve_layers(material: Any, layers: Sequence[str | int] | str | None) -> n
     for item in layers:
         if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             if not 0 <= int(item) < n:
-                msg = f"conversion_layers entry {item!r} out of range: allowed 0 <= index < {n}"
+                msg = f"{field} entry {item!r} out of range: allowed 0 <= index < {n}"
                 raise ConfigError(msg)
             mask[int(item)] = True
             continue
         if not isinstance(item, str):
-            msg = f"conversion_layers entry {item!r} must be a layer name or index"
+            msg = f"{field} entry {item!r} must be a layer name or index"
             raise ConfigError(msg)
         hits = [i for i, nm in enumerate(names) if nm == item]
         if not hits:
             hits = [i for i, nm in enumerate(names) if nm.lower().startswith(item.lower())]
         if not hits:
-            msg = f"conversion_layers entry {item!r} matches no layer: allowed {list(names)}"
+            msg = f"{field} entry {item!r} matches no layer: allowed {list(names)}"
             raise ConfigError(msg)
         mask[hits] = True
     if not mask.any():
-        msg = "conversion_layers selects no layer"
+        msg = f"{field} selects no layer"
         raise ConfigError(msg)
     return mask
 

@@ -109,7 +109,8 @@ def check_cuts(selection: str, cuts, beam: Beam):
             msg = (f"cuts.photon_e_cms_min = {cuts.photon_e_cms_min:g} GeV; allowed: < sqrt(s)/2 = "
                    f"{e_max:.6g} GeV, the largest CM energy of an ISR photon at these beams "
                    f"(sqrt(s) = {beam.sqrt_s:.6g} GeV): selection belle2_lowmass is meant for the "
-                   "Belle II beams; give a Belle2LowMassCuts with a lower photon_e_cms_min")
+                   "Belle II beams: use selection besiii2017 here (or, from Python, a "
+                   "Belle2LowMassCuts with a lower photon_e_cms_min)")
             raise ConfigError(msg)
     return cuts
 

@@ -122,11 +122,21 @@ class LimitResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     n_toys_failed: int = 0
+    #: scaled MC: per channel the (chi2, ndf) of the same background fit with the MC's own
+    #: variances (sum w^2), the fit quality the order choice uses
+    fit_chi2_mc: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @property
     def median(self) -> np.ndarray:
         """Median expected epsilon limit (NaN without toys)."""
         return self.bands[2] if self.bands is not None else np.full(self.mass.size, np.nan)
+
+    def _chi2_text(self, c: str, f: Any) -> str:
+        if c not in self.fit_chi2_mc:
+            return f"{f.chi2:.1f}/{f.ndf}"
+        chi2_mc, ndf = self.fit_chi2_mc[c]
+        return (f"{chi2_mc:.1f}/{ndf} (MC errors; {f.chi2:.1f}/{f.ndf} with Poisson errors of the "
+                "target luminosity, to which the MC is scaled)")
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary (ranges of the limits, fit qualities, orders, notes)."""
@@ -148,7 +158,7 @@ class LimitResult:
             "global_p_error": self.global_p_error,
             "n_toys_failed": self.n_toys_failed,
             "orders": dict(self.orders),
-            "background_fit_chi2_ndf": {c: f"{f.chi2:.1f}/{f.ndf}" for c, f in self.fits.items()},
+            "background_fit_chi2_ndf": {c: self._chi2_text(c, f) for c, f in self.fits.items()},
             "resolution": {c: {"source": r.source, "sigma_at_lo_GeV": float(r(self.mass.min())),
                                "sigma_at_hi_GeV": float(r(self.mass.max()))}
                            for c, r in self.resolution.items()},
@@ -364,6 +374,7 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
 
     notes = list(cands.notes)
     hists, fits, orders, res_models, chans = {}, {}, {}, {}, []
+    chi2_mc: dict[str, tuple[float, int]] = {}
     for c in chan_names:
         sel = cands.select(c)
         if not sel.any():
@@ -409,6 +420,12 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                 r = BESIII_RESOLUTION
                 notes.append(f"{c}: no truth-matched candidates; resolution = {r.source}")
         hists[c], fits[c], orders[c], res_models[c] = h, fit, o, r
+        if cands.scaled:
+            from ..stats import fit_background
+
+            f_mc = fit_background(_histogram(m, w, lo=lo, hi=hi, bin_width=bin_width,
+                                             mask_windows=mask_windows, name=c, expectation=False), o)
+            chi2_mc[c] = (float(f_mc.chi2), int(f_mc.ndf))
         chans.append(Channel(h, sigma_m=r, norm_unc=norm_unc, res_unc=res_unc, order=o, name=c))
 
     scan = scan_epsilon(chans, masses, n_f=n_f, bhabha_correction=bhabha_correction,
@@ -465,7 +482,8 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
         converged=scan.limits.converged, orders=orders, fits=fits, hists=hists,
         resolution=res_models, convention=convention, n_toys=int(n_toys),
         luminosity_invnb=cands.luminosity_invnb, scaled=cands.scaled, global_p=gp,
-        global_p_error=gpe, seconds=time.perf_counter() - t0, notes=notes, n_toys_failed=n_failed)
+        global_p_error=gpe, seconds=time.perf_counter() - t0, notes=notes, n_toys_failed=n_failed,
+        fit_chi2_mc=chi2_mc)
 
 
 def write_limit_csv(res: LimitResult, path: str | Path, *, comments: Sequence[str] = ()) -> Path:
@@ -548,7 +566,9 @@ def run_limit(args: Any) -> dict[str, Any]:
                              convention=args.convention or "qtilde_asymptotic", n_toys=toys,
                              seed=args.seed if args.seed is not None else 1)
     if plot:  # the plot first: if it fails, no CSV is left either
-        plot_path = plot_limits(res, plot, overlays=overlays)
+        plot_path = plot_limits(res, plot, overlays=overlays,
+                                observed_label="expected spectrum (scaled MC) 90% CL" if res.scaled
+                                else "observed 90% CL")
     out = write_limit_csv(res, args.output)
     summary = {"output": str(out), **res.summary()}
     if plot:

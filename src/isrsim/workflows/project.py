@@ -551,6 +551,9 @@ def run_projection(card: dict[str, Any], *, output: str | Path, progress: bool =
     cap_invnb = parse_luminosity(cap, field="mc_luminosity_max") if cap is not None else None
     l_mc = max(lumis) if cap_invnb is None else min(max(lumis), cap_invnb)
     lo, hi = (float(x) for x in proj["mass"])
+    from ..reco.selection import check_cuts
+
+    check_cuts(str(proj["selection"]), None, det.beam)  # e.g. belle2_lowmass at BESIII beams
     out = check_output_dir(output)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ passes :func:`borrowed` views of its arrays and generator to inlined helpers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -40,6 +41,23 @@ def source_files(package_dir: Path):
         for name in sorted(files):
             if name.endswith(".py"):
                 yield Path(root, name)
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 (hex) of the contents of isrsim's Python sources.
+
+    Cached results (candidate tables of ``isrsim project``, templates of ``isrsim inject``) are
+    keyed by it as well as by their settings, so that any edit of the code, not only a new
+    version number, gives new samples instead of reusing ones the old code produced; a dataset
+    manifest records it, and ``--resume`` refuses to complete a dataset another build started.
+    """
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in source_files(root):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def _sources_stamp(package_dir: Path) -> str:

@@ -290,8 +290,16 @@ def check_distinct_paths(inputs: Iterable[str | os.PathLike[str]],
             raise ConfigError(msg)
         seen[key] = str(inp)
     for out in outputs:
-        if out is not None and Path(out).resolve() in seen:
+        if out is None:
+            continue
+        key = Path(out).resolve()
+        if key in seen:
             msg = f"output = {str(out)!r} is also an input; allowed: a new path"
+            raise ConfigError(msg)
+        inside = [s for k, s in seen.items() if k.is_dir() and key.is_relative_to(k)]
+        if inside:
+            msg = (f"output = {str(out)!r} lies inside the input dataset {inside[0]!r} (it would "
+                   "replace or add to its parts); allowed: a path outside every input")
             raise ConfigError(msg)
 
 
@@ -499,6 +507,17 @@ def _check_part_list(manifest: Path, info: dict[str, Any]) -> None:
         msg = (f"{str(manifest)!r} is corrupt: its parts hold {sum(n_listed)} events but the dataset's "
                f"n_events = {total!r}; allowed: the manifest isrsim wrote (each part once)")
         raise InputFileError(msg)
+
+
+def read_table(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
+    """A whole Parquet file (or ``columns`` of it) with every page checksum verified;
+    InputFileError naming the file if it is corrupt or truncated."""
+    pf = _open(Path(path))
+    try:
+        return pf.read(columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        msg = f"{str(path)!r} is not a readable Parquet file (corrupt or truncated: {exc})"
+        raise InputFileError(msg) from None
 
 
 def _open(path: Path) -> pq.ParquetFile:

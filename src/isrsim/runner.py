@@ -144,6 +144,11 @@ class RunSpec:
             if not isinstance(v, (bool, np.bool_)):
                 msg = f"{name} = {v!r} is invalid: allowed True or False"
                 raise ConfigError(msg)
+        if self.resume and not self.dataset_mode:
+            msg = (f"resume = True with output = {str(self.output)!r}, one .parquet file, which is "
+                   "written whole or not at all; allowed: --resume with a dataset directory output "
+                   "(a path not ending in .parquet)")
+            raise ConfigError(msg)
         if self.luminosity_invnb is not None and self.weighted:
             msg = "luminosity (Poisson pseudo-data) needs unweighted events: allowed weighted = False"
             raise ConfigError(msg)
@@ -651,17 +656,26 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
         raise
 
 
-def _part_intact(path: Path, n_events: Any) -> bool:
-    """True if the dataset part opens as Parquet and holds the number of events its manifest
-    entry says; a part that does not is removed (``--resume`` writes it again)."""
+def _part_intact(path: Path, n_events: Any, run_card_sha256: str) -> bool:
+    """True if the dataset part is this run's (its metadata's ``run_card_sha256``), holds the
+    number of events its manifest entry says and reads back whole with every page checksum
+    verified (one row group at a time); a part that does not is removed (``--resume`` writes
+    it again)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from .io import METADATA_KEY
 
     if not path.is_file():
         return False
     try:
-        ok = pq.ParquetFile(path).metadata.num_rows == n_events
-    except (OSError, pa.ArrowException):
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        raw = (pf.metadata.metadata or {}).get(METADATA_KEY)
+        ok = (pf.metadata.num_rows == n_events and raw is not None
+              and json.loads(raw).get("run_card_sha256") == run_card_sha256)
+        for i in range(pf.num_row_groups if ok else 0):
+            pf.read_row_group(i)
+    except (OSError, ValueError, AttributeError, pa.ArrowException):
         ok = False
     if not ok:
         path.unlink(missing_ok=True)
@@ -670,6 +684,9 @@ def _part_intact(path: Path, n_events: Any) -> bool:
 
 def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, Any], n_total: int,
                  bar: Any, extra: dict[str, Any]) -> RunResult:
+    from ._numba import source_digest
+    from .io import read_table
+
     out = spec.output
     manifest_path = out / _MANIFEST
     identity = _run_identity(spec)
@@ -686,6 +703,12 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
             msg = (f"--resume: {str(manifest_path)!r} is corrupt (not the JSON object isrsim wrote); "
                    "allowed: remove the directory and run again without --resume")
             raise InputFileError(msg) from None
+        if old.get("source_sha256") != source_digest():
+            msg = (f"--resume: {str(out)!r} was written by another isrsim build (source digest "
+                   f"{str(old.get('source_sha256'))[:12]}, this one {source_digest()[:12]}): its parts "
+                   "and the missing ones would come from different code; allowed: complete it with "
+                   "the build that started it, or run again without --resume into a new path")
+            raise InputFileError(msg)
         if old.get("run_card_sha256") != base["run_card_sha256"] or old.get("n_total") != n_total:
             theirs = old.get("run_identity")
             diff = ([f"{k}: there {_short(theirs.get(k))}, here {_short(v)}" for k, v in identity.items()
@@ -698,13 +721,15 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
                    "output path may be spelled differently; --workers and --compression may differ)")
             raise InputFileError(msg)
         # parts listed and intact are kept; a missing, corrupt or truncated one is redone
-        done = {p["chunk"]: p for p in parts if _part_intact(out / str(p.get("file")), p.get("n_events"))}
+        done = {p["chunk"]: p for p in parts
+                if _part_intact(out / str(p.get("file")), p.get("n_events"), base["run_card_sha256"])}
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob(".part-*.tmp-*"), *out.glob(f".{_MANIFEST}.tmp-*")]:
         stale.unlink(missing_ok=True)
     state = dict(state, part_dir=str(out), part_meta=base)
     todo = chunks.without(done)
-    manifest = {"isrsim_version": __version__, "schema_version": SCHEMA_VERSION,
+    manifest = {"isrsim_version": __version__, "source_sha256": source_digest(),
+                "schema_version": SCHEMA_VERSION,
                 "run_card_sha256": base["run_card_sha256"], "run_identity": identity, "n_total": n_total,
                 "n_parts": len(chunks), "complete": False, "parts": [], "metadata": base}
 
@@ -724,12 +749,10 @@ def _run_dataset(spec: RunSpec, state: dict[str, Any], chunks, base: dict[str, A
     stats = SampleStats(sigma_prop_nb=0.0)
     n = 0
     sum_w = sum_w2 = 0.0
-    import pyarrow.parquet as pq
-
     for i in sorted(done):
         stats += SampleStats.from_dict(done[i]["stats"])
         n += done[i]["n_events"]
-        w = pq.read_table(out / done[i]["file"], columns=["weight"]).column("weight").to_numpy()
+        w = read_table(out / done[i]["file"], columns=["weight"]).column("weight").to_numpy()
         sum_w += float(w.sum())
         sum_w2 += float((w * w).sum())
     meta = _final_metadata(base, n, stats, spec, sum_w, sum_w2, extra)

@@ -261,6 +261,27 @@ def test_resume_redoes_a_corrupt_part_and_refuses_a_corrupt_manifest(tmp_path):
     run(build_spec(card))
     assert _manifest(out)["complete"]
     assert content_hash(out) == intact
+    # a flipped byte inside a data page (footer and row count intact: only the page CRC tells)
+    # and a part of another run of the same size: both were kept, the dataset marked complete
+    # and unreadable or mixed (review 2026-11-22); now both are written again
+    import pyarrow.parquet as pq
+
+    raw = bytearray(part.read_bytes())
+    col = pq.ParquetFile(part).metadata.row_group(0).column(4)
+    raw[col.data_page_offset + col.total_compressed_size // 2] ^= 0xFF
+    part.write_bytes(bytes(raw))
+    other = tmp_path / "other"
+    run(build_spec({**card, "run": {**card["run"], "seed": 8, "output": str(other), "resume": False}}))
+    (out / "part-00002.parquet").write_bytes((other / "part-00002.parquet").read_bytes())
+    kept = _stat_parts(out, {"parts": [{"file": "part-00000.parquet"}]})
+    run(build_spec(card))
+    assert content_hash(out) == intact
+    assert _stat_parts(out, {"parts": [{"file": "part-00000.parquet"}]}) == kept  # intact: kept
+    # parts of another isrsim build: refused (its events and the missing ones would differ)
+    m = _manifest(out)
+    (out / "_manifest.json").write_text(json.dumps({**m, "source_sha256": "0" * 64}))
+    with pytest.raises(InputFileError, match="another isrsim build"):
+        run(build_spec(card))
     (out / "_manifest.json").write_text("{")
     with pytest.raises(InputFileError, match="_manifest.json' is corrupt"):
         run(build_spec(card))

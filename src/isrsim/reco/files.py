@@ -465,6 +465,10 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
                     k_truth = max(_k_of(table, "truth"), 1)
                     truth = table_to_truth(table, k_truth) if "truth" in table.column_names else None
                     eid = table.column("event_id").to_numpy()
+                if not np.issubdtype(eid.dtype, np.integer):
+                    msg = (f"input {path!r}: column event_id has type {eid.dtype}; allowed: int64 "
+                           "event ids (files written by isrsim, unmodified)")
+                    raise InputFileError(msg)
                 t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     cols = reconstruct_chunk(reco, truth, selection=selection, bz=det.bz_T,

@@ -18,7 +18,6 @@ Everything here is stable API for the other workflow modules.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._numba import source_digest  # noqa: F401 - re-exported for the workflows' caches
 from ..exceptions import ConfigError, InputFileError, OutputError
 
 __all__ = [
@@ -70,24 +70,6 @@ def stream_rng(seed: int, label: str, stream: int, block: int = 0) -> np.random.
     key = zlib.crc32(label.encode())
     ss = np.random.SeedSequence([int(seed), key], spawn_key=(int(stream), int(block)))
     return np.random.Generator(np.random.PCG64(ss))
-
-
-@functools.lru_cache(maxsize=1)
-def source_digest() -> str:
-    """SHA-256 (hex) of the contents of isrsim's Python sources.
-
-    Cached results (candidate tables of ``isrsim project``, templates of ``isrsim inject``) are
-    keyed by it as well as by their settings, so that any edit of the code, not only a new
-    version number, gives new samples instead of reusing ones the old code produced.
-    """
-    from .._numba import source_files
-
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in source_files(root):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def card_hash(card: dict[str, Any]) -> str:
@@ -138,8 +120,10 @@ def write_csv_atomic(path: str | os.PathLike[str], header: Sequence[str],
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, p)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C included: no temporary left behind
         tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
         msg = f"output = {str(p)!r} cannot be written ({exc.strerror or exc})"
         raise OutputError(msg) from None
     return p
@@ -161,8 +145,10 @@ def save_figure_atomic(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120
     try:
         fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, p)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C included: no temporary left behind
         tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
         msg = f"plot = {str(p)!r} cannot be written ({exc.strerror or exc})"
         raise OutputError(msg) from None
     return p
@@ -346,9 +332,8 @@ def read_candidate_tables(paths: Sequence[str | os.PathLike[str]], *,
         Missing, unreadable, empty or mismatched tables (different selection, beam energy
         or detector), or tables without the columns ``channel``, ``m_ll``.
     """
-    import pyarrow.parquet as pq
 
-    from ..io import read_metadata
+    from ..io import read_metadata, read_table
 
     if not paths:
         msg = "no candidate tables given"
@@ -366,11 +351,7 @@ def read_candidate_tables(paths: Sequence[str | os.PathLike[str]], *,
             msg = f"candidate table {path!r} does not exist"
             raise InputFileError(msg)
         meta = read_metadata(path)
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001 - any Arrow error means an unreadable file
-            msg = f"candidate table {path!r} is not readable Parquet ({exc})"
-            raise InputFileError(msg) from None
+        table = read_table(path)  # page checksums verified: bit rot is an error, not new physics
         missing = {"channel", "m_ll"} - set(table.column_names)
         if missing:
             msg = (f"{path!r} is not a candidate table: missing column(s) {sorted(missing)} "

@@ -870,12 +870,10 @@ def _check_cuts(ana: dict[str, Any]) -> tuple[dict[str, float], str]:
 
 def _read_selected(path: Path, cuts: dict[str, float], var: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """(mass, weight column, metadata) of the candidates of a table passing ``cuts``."""
-    import pyarrow.parquet as pq
-
-    from ..io import read_metadata
+    from ..io import read_metadata, read_table
 
     meta = read_metadata(path)
-    t = pq.read_table(path)
+    t = read_table(path)
     names = set(t.column_names)
 
     def col(k: str) -> np.ndarray:
@@ -895,10 +893,10 @@ def _read_selected(path: Path, cuts: dict[str, float], var: str) -> tuple[np.nda
 
 def _read_truth(path: Path, cuts: dict[str, float], var: str) -> np.ndarray:
     """Truth pair mass of the candidates selected by :func:`_read_selected` (NaN if absent)."""
-    import pyarrow.parquet as pq
+    from ..io import read_table
 
     m, _, _ = _read_selected(path, cuts, var)
-    t = pq.read_table(path)
+    t = read_table(path)
     if "truth_m" not in t.column_names:
         return np.full(m.size, np.nan)
     tm = t.column("truth_m").to_numpy(zero_copy_only=False).astype(np.float64)

@@ -63,6 +63,9 @@ PDG_GAMMA = 22
 PDG_APRIME = 1023
 
 
+#: Largest CM energy [GeV] the generators and physics functions accept (run card sqrt_s, beams).
+SQRT_S_MAX = 1000.0
+
 def lepton_mass(flavour: str) -> float:
     """Mass [GeV] of the final-state particle named ``"e"``, ``"mu"``, ``"pi"`` or ``"tau"``."""
     masses = {"e": M_E, "mu": M_MU, "pi": M_PI, "tau": M_TAU}

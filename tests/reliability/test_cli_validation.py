@@ -218,6 +218,12 @@ def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
     # the default card has no weighted background: --events was silently ignored
     (["run", "--events", "1000"], ["--events = 1000", "mc_luminosity_max (here '2.93/fb')"]),
     (["sideband", "--toys=-1"], ["--toys", "0 <= toys"]),
+    # s overflowed: exit 0 with NaN and Infinity in the JSON
+    (["darkphoton", "--mass", "0.017", "--epsilon", "1e-3", "--sqrt-s", "1e300"],
+     ["--sqrt-s", "1e+300", "sqrt_s <= 1000 GeV"]),
+    # '' fell back to the default directory and started the projection
+    (["project", "--detector", "besiii", "-o", ""], ["output = ''", "a directory path"]),
+    (["run", "-o", ""], ["output = ''", "a directory path"]),
     # the selection's beam check ran after the output directory was made (an empty one was left)
     (["project", "--detector", "besiii", "--card", str(CARDS_DIR / "project_belle2.toml")],
      ["photon_e_cms_min", "use selection besiii2017"]),
@@ -348,3 +354,22 @@ def test_config_docstring_card_is_valid(tmp_path, monkeypatch):
     example = text.split("forced_layers = [")[1].split("]")[0]
     name = example.split(",")[0].strip().strip('"')
     assert resolve_layers(spec.detector.material, [name]).sum() == 1
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    # 1e-9 for 1e-2: 1.9e9 bins, MemoryError (or the OOM killer) after the whole generation
+    ("bin_width = 0.010", "bin_width = 1e-9", ["analysis.bin_width", "1e-09", "100000 bins"]),
+    # a mask over the whole scan range: refused only after generating 4.6 M events
+    ("mask_windows = [[2.95, 3.20]]", "mask_windows = [[1.0, 4.0]]",
+     ["analysis.mask_windows", "no mass hypotheses"]),
+])
+def test_project_card_errors_before_any_work(old, new, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = (CARDS_DIR / "project_besiii.toml").read_text()
+    assert text.count(old) == 1
+    (tmp_path / "c.toml").write_text(text.replace(old, new))
+    status, _, err = run_main(["project", "--card", "c.toml", "-o", "out"])
+    assert status == 2 and err.count("\n") == 1, err
+    for t in expected:
+        assert t in err, (t, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]

@@ -295,3 +295,104 @@ def test_single_file_commands_refuse_other_outputs_before_any_work(small_file, t
         _assert_cli_error(argv, repr(output), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_dir"]
     assert list((tmp_path / "existing_dir").iterdir()) == []
+
+
+def test_candidate_table_bit_rot_and_float_event_ids(small_file, tmp_path, monkeypatch):
+    """A flipped byte inside the m_ll page of a candidate table: limit read it without the page
+    checksums and gave other limits, exit 0 (review 2026-11-22); now one line, nothing written.
+    A simulated file whose event_id column became float (a null, or an edit): reconstruct wrote
+    INT64_MIN ids; now refused as simulate refuses it."""
+    monkeypatch.chdir(tmp_path)
+    sim = tmp_path / "sim.parquet"
+    assert run_main(["simulate", str(small_file), "--detector", "besiii", "--allow-other-beams",
+                     "-o", str(sim)])[0] == 0
+    cand = tmp_path / "cand.parquet"
+    assert run_main(["reconstruct", str(sim), "--selection", "besiii2017", "-o", str(cand)])[0] == 0
+    pf = pq.ParquetFile(cand)
+    k = pf.schema_arrow.names.index("m_ll")
+    col = pf.metadata.row_group(0).column(k)
+    raw = bytearray(cand.read_bytes())
+    raw[col.data_page_offset + col.total_compressed_size // 2] ^= 0x01
+    rot = tmp_path / "rot.parquet"
+    rot.write_bytes(bytes(raw))
+    _assert_cli_error(["limit", "rot.parquet", "--luminosity", "1/fb", "--toys", "0", "-o", "l.csv"],
+                      "rot.parquet", "corrupt or truncated")
+    assert not (tmp_path / "l.csv").exists()
+    ids = pq.read_table(sim).column("event_id").to_numpy().astype(float)
+    _edited_columns(sim, tmp_path / "fid.parquet", lambda t: _set(t, "event_id", ids))
+    _assert_cli_error(["reconstruct", "fid.parquet", "--selection", "besiii2017", "-o", "c2.parquet"],
+                      "fid.parquet", "event_id has type float64")
+    assert not (tmp_path / "c2.parquet").exists()
+
+
+def test_output_inside_an_input_dataset_is_refused(copy_dataset, tmp_path, monkeypatch):
+    """simulate -o DATASET/part-00001.parquet replaced a part of its own input (the dataset was
+    corrupt afterwards, exit 0; review 2026-11-22)."""
+    monkeypatch.chdir(tmp_path)
+    before = content_hash(copy_dataset)
+    _assert_cli_error(["simulate", str(copy_dataset), "--detector", "besiii", "--allow-other-beams",
+                       "-o", str(copy_dataset / "part-00001.parquet")], "lies inside the input dataset")
+    _assert_cli_error(["simulate", str(copy_dataset), "--detector", "besiii", "--allow-other-beams",
+                       "-o", str(copy_dataset / "new.parquet")], "lies inside the input dataset")
+    assert content_hash(copy_dataset) == before
+    assert not (copy_dataset / "new.parquet").exists()
+
+
+def test_resume_with_a_single_file_output_is_refused(tmp_path, monkeypatch):
+    """--resume with a .parquet output was ignored: the file was silently replaced by another
+    run's events."""
+    monkeypatch.chdir(tmp_path)
+    _assert_cli_error(["generate", "--process", "isr_mumu", "--sqrt-s", "3.773", "--mll", "1.5", "3.4",
+                       "--events", "1000", "--resume", "-o", "f.parquet"],
+                      "resume = True", "f.parquet", "dataset directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_temporary_removed_on_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C while a CSV is written left '.NAME.csv.tmp-PID' behind (only OSError cleaned up)."""
+    import isrsim.workflows._common as common
+
+    def interrupted(v):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(common, "_fmt", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        common.write_csv_atomic(tmp_path / "x.csv", ["a"], [[1.0]])
+    assert list(tmp_path.iterdir()) == []
+
+
+def _nan_d0(table: pa.Table) -> pa.Table:
+    trk = table.column("tracks").combine_chunks()
+    vals = trk.values
+    names = [vals.type.field(i).name for i in range(vals.type.num_fields)]
+    kids = [vals.field(i) for i in range(len(names))]
+    d0 = kids[names.index("d0")].to_numpy().copy()
+    d0[0] = float("nan")
+    kids[names.index("d0")] = pa.array(d0)
+    new = pa.ListArray.from_arrays(trk.offsets, pa.StructArray.from_arrays(kids, names=names))
+    return table.set_column(table.column_names.index("tracks"), "tracks", new)
+
+
+def test_reconstruct_refuses_edited_values(small_file, tmp_path, monkeypatch):
+    """Edited simulated files gave candidates without an error (review 2026-11-22): a NaN d0
+    dropped its event silently, a NaN or negative cross section made every weight_nb NaN or
+    negative, an unknown process name was copied, a negative event weight passed."""
+    monkeypatch.chdir(tmp_path)
+    sim = tmp_path / "sim.parquet"
+    assert run_main(["simulate", str(small_file), "--detector", "besiii", "--allow-other-beams",
+                     "-o", str(sim)])[0] == 0
+    w = pq.read_table(sim).column("weight").to_numpy().copy()
+    w[3] = -1.0
+    _edited_columns(sim, tmp_path / "nan_d0.parquet", _nan_d0)
+    _edited_columns(sim, tmp_path / "neg_w.parquet", lambda t: _set(t, "weight", w))
+    for name, key, value in (("xs_nan.parquet", "cross_section_nb", float("nan")),
+                             ("xs_neg.parquet", "cross_section_nb", -1.0),
+                             ("bogus.parquet", "process", "bogus")):
+        _rewrite_metadata(sim, tmp_path / name, lambda m, k=key, v=value: {**m, k: v})
+    cases = {"nan_d0.parquet": "non-finite", "neg_w.parquet": "column weight",
+             "xs_nan.parquet": "cross_section_nb = nan", "xs_neg.parquet": "cross_section_nb = -1.0",
+             "bogus.parquet": "process = 'bogus'"}
+    for name, needle in cases.items():
+        _assert_cli_error(["reconstruct", name, "--selection", "besiii2017", "-o", "c.parquet"],
+                          name, needle)
+        assert not (tmp_path / "c.parquet").exists()

@@ -24,7 +24,16 @@ import math
 
 import numpy as np
 
-from ..constants import ALPHA, C_CM_PER_NS, HBARC2_GEV2_NB, HBARC_GEV_CM, M_E, M_MU, M_TAU
+from ..constants import (
+    ALPHA,
+    C_CM_PER_NS,
+    HBARC2_GEV2_NB,
+    HBARC_GEV_CM,
+    M_E,
+    M_MU,
+    M_TAU,
+    SQRT_S_MAX,
+)
 from ..exceptions import ConfigError
 from .born import FINAL_STATES, dsigma_dm_isr_nb
 from .radiator import RADIATORS, angular_fraction, w_lo
@@ -242,8 +251,9 @@ def _check_production(m, eps, sqrt_s, cos_theta_range) -> tuple[float, float, fl
         msg = "m and eps must be scalars for the production cross sections"
         raise ConfigError(msg)
     w = float(np.asarray(sqrt_s, dtype=np.float64))
-    if not (math.isfinite(w) and w > float(mm)):
-        msg = f"sqrt_s={w!r} GeV outside the allowed range (m = {float(mm)!r}, inf) GeV"
+    if not (math.isfinite(w) and float(mm) < w <= SQRT_S_MAX):
+        msg = (f"sqrt_s = {w!r} GeV is invalid: allowed m = {float(mm)!r} < sqrt_s <= "
+               f"{SQRT_S_MAX:g} GeV")
         raise ConfigError(msg)
     if cos_theta_range is None:
         c1, c2 = -1.0, 1.0

@@ -244,6 +244,21 @@ def _num(v: Any) -> float | None:
 
 
 def _input_record(path: str, meta: dict[str, Any]) -> dict[str, Any]:
+    from ..processes import PROCESS_NAMES
+
+    proc = meta.get("process")
+    if proc not in PROCESS_NAMES:
+        msg = (f"input {path!r}: metadata process = {proc!r}; allowed one of {', '.join(PROCESS_NAMES)} "
+               "(files written by isrsim, unmodified)")
+        raise InputFileError(msg)
+    for key in ("cross_section_nb", "cross_section_err_nb"):
+        v = meta.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)
+                                  and (v > 0 if key == "cross_section_nb" else v >= 0)):
+            msg = (f"input {path!r}: metadata {key} = {v!r}; allowed a finite number "
+                   f"{'> 0' if key == 'cross_section_nb' else '>= 0'} [nb] (files written by isrsim, "
+                   "unmodified)")
+            raise InputFileError(msg)
     return {
         "path": path,
         "process": str(meta.get("process")),
@@ -381,6 +396,25 @@ def _check_inputs(inputs: list[str | os.PathLike[str]], output: Path):
     return metas, d0, b0
 
 
+def _check_values(path: str, table: pa.Table, reco: RecoChunk) -> None:
+    """Track helices, covariances and photons finite, event weights finite and >= 0: what
+    isrsim writes (an edited file's NaN helix dropped its event silently)."""
+    checks = (("tracks (d0, phi0, omega, z0, tanl)", reco.helix), ("tracks.cov", reco.cov),
+              ("photons (E, theta, phi)", reco.phot))
+    for what, arr in checks:
+        bad = ~np.isfinite(arr).reshape(arr.shape[0], -1).all(axis=1)
+        if bad.any():
+            msg = (f"input {path!r}: {what} of event {int(np.argmax(bad))} (row) contain non-finite "
+                   "values; allowed: finite values (files written by isrsim, unmodified)")
+            raise InputFileError(msg)
+    if "weight" in table.column_names:
+        w = table.column("weight").to_numpy(zero_copy_only=False)
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+            msg = (f"input {path!r}: column weight has non-finite or negative values; allowed: "
+                   "finite weights >= 0 (files written by isrsim, unmodified)")
+            raise InputFileError(msg)
+
+
 def _k_of(table: pa.Table, column: str) -> int:
     if column not in table.column_names:
         return 0
@@ -469,6 +503,7 @@ def reconstruct_files(inputs: list[str | os.PathLike[str]], *, selection: str,
                     msg = (f"input {path!r}: column event_id has type {eid.dtype}; allowed: int64 "
                            "event ids (files written by isrsim, unmodified)")
                     raise InputFileError(msg)
+                _check_values(path, table, reco)
                 t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     cols = reconstruct_chunk(reco, truth, selection=selection, bz=det.bz_T,

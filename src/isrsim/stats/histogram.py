@@ -126,6 +126,10 @@ class Histogram:
                          self.name, self.mask_windows)
 
 
+#: Most bins of a mass histogram (a bin width typed 1e-9 for 1e-2 would need ~10 GB).
+MAX_BINS = 100_000
+
+
 def make_histogram(
     masses: np.ndarray,
     weights: np.ndarray | None = None,
@@ -176,8 +180,9 @@ def make_histogram(
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo and lo >= 0):
         msg = f"histogram range (lo, hi) = ({lo}, {hi}) must satisfy 0 <= lo < hi"
         raise ConfigError(msg)
-    if not (bin_width > 0 and bin_width <= hi - lo):
-        msg = f"bin_width = {bin_width} GeV must be in (0, {hi - lo}]"
+    if not (bin_width >= (hi - lo) / MAX_BINS and bin_width <= hi - lo):
+        msg = (f"bin_width = {bin_width} GeV is invalid: allowed {(hi - lo) / MAX_BINS:.6g} <= "
+               f"bin_width <= {hi - lo:.6g} GeV (at most {MAX_BINS} bins in {lo:g}-{hi:g} GeV)")
         raise ConfigError(msg)
     if weights is None:
         w = None

@@ -145,6 +145,12 @@ def load_config(args: Any) -> dict[str, Any]:
         cfg[k] = check_int(k, cfg[k], 1000, 10**10)
     for k in ("half_window", "bin_width", "generator_margin"):
         cfg[k] = _check_positive(k, cfg[k])
+    from ..stats.histogram import MAX_BINS
+
+    if cfg["bin_width"] * MAX_BINS < 2 * cfg["half_window"]:
+        msg = (f"bin_width = {cfg['bin_width']} GeV is invalid: allowed >= 2 half_window / {MAX_BINS} "
+               f"= {2 * cfg['half_window'] / MAX_BINS:.6g} GeV (at most {MAX_BINS} bins)")
+        raise ConfigError(msg)
     if cfg["bin_width"] * 8 > 2 * cfg["half_window"]:
         msg = (f"bin_width = {cfg['bin_width']} GeV is invalid: allowed <= 2 half_window / 8 = "
                f"{cfg['half_window'] / 4:g} GeV (at least 8 bins)")

@@ -381,9 +381,12 @@ def _check_analysis(ana: dict[str, Any], lo: float, hi: float, method: str,
     from .limit import MAX_HYPOTHESES
 
     span = hi - lo
+    from ..stats.histogram import MAX_BINS
+
     check_float("analysis.bin_width", ana.get("bin_width", 0.010 if method == "polynomial" else 0.001),
-                     lo=0.0, lo_open=True, hi=span / 10,
-                     allowed=f"0 < bin_width <= {span / 10:.6g} GeV (at least 10 bins in project.mass)")
+                lo=span / MAX_BINS, hi=span / 10,
+                allowed=f"{span / MAX_BINS:.6g} <= bin_width <= {span / 10:.6g} GeV (10 to {MAX_BINS} "
+                        "bins in project.mass)")
     if ana.get("step") is not None:
         smallest = span / MAX_HYPOTHESES
         check_float("analysis.step", ana["step"], lo=smallest, hi=span,
@@ -407,6 +410,14 @@ def _check_analysis(ana: dict[str, Any], lo: float, hi: float, method: str,
     check_float("analysis.window_nsigma", ana.get("window_nsigma", 5.0), lo=1.0, hi=100.0)
     if ana.get("mask_windows") is not None:
         check_mass_windows("analysis.mask_windows", ana["mask_windows"])
+        from .limit import mass_hypotheses
+
+        step = ana.get("step") or ana.get("bin_width", 0.010 if method == "polynomial" else 0.001)
+        try:
+            mass_hypotheses(lo, hi, float(step), ana["mask_windows"])
+        except ConfigError as exc:
+            msg = f"analysis.mask_windows = {ana['mask_windows']!r}: {exc}"
+            raise ConfigError(msg) from None
     if ana.get("channels") is not None:
         check_channels("analysis.channels", ana["channels"])
     corr = ana.get("bhabha_correction") or {}
@@ -808,7 +819,7 @@ def main(args: Any) -> dict[str, Any]:
         card = json.loads(json.dumps(card))
         card.setdefault("project", {})["detector"] = args.detector
     card = card_from_args(args, card)
-    output = args.output or f"isrsim_project_{card['project']['detector']}"
+    output = args.output if args.output is not None else f"isrsim_project_{card['project']['detector']}"
     quiet = bool(getattr(args, "quiet", False))
     summary = run_projection(card, output=output, progress=not quiet)
     lines = result_lines(summary)

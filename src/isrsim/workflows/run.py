@@ -37,7 +37,8 @@ def main(args: Any) -> dict[str, Any]:
                f"({card['project'].get('detector')!r}); use 'isrsim project --detector "
                f"{args.detector}' instead")
         raise ConfigError(msg)
-    output = getattr(args, "output", None) or DEFAULT_OUTPUT
+    output = getattr(args, "output", None)
+    output = DEFAULT_OUTPUT if output is None else output
     quiet = bool(getattr(args, "quiet", False))
     summary = run_projection(card, output=output, progress=not quiet)
     if not quiet:

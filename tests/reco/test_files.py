@@ -486,12 +486,14 @@ def test_inputs_twice_or_output_over_input(mumu_run, generator_file, tmp_path, c
     size = generator_file.stat().st_size
     for argv, needle in (
             (["reconstruct", str(ev), str(ev), "--selection", "besiii2017", "-o", str(out)], "twice"),
-            (["limit", str(cand), str(cand), "--luminosity", "1/fb", "-o", str(out)], "twice"),
+            (["limit", str(cand), str(cand), "--luminosity", "1/fb", "-o", str(tmp_path / "l.csv")],
+             "twice"),
             (["simulate", str(generator_file), "--detector", "besiii", "-o", str(generator_file)],
              "also an input")):
         rc, _, err = _run(argv, capsys)
         _one_line_error(rc, err, needle)
         _nothing_written(out)
+        _nothing_written(tmp_path / "l.csv")
     assert generator_file.stat().st_size == size
 
 

@@ -224,6 +224,9 @@ def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
     # '' fell back to the default directory and started the projection
     (["project", "--detector", "besiii", "-o", ""], ["output = ''", "a directory path"]),
     (["run", "-o", ""], ["output = ''", "a directory path"]),
+    # CSV text was written into a .parquet file
+    (["limit", "c.parquet", "-o", "l.parquet"], ["-o/--output = 'l.parquet'", "ending in .csv"]),
+    (["limit", "c.parquet", "-o", "l.csv", "--plot", "l.pdf"], ["--plot = 'l.pdf'", "ending in .png"]),
     # the selection's beam check ran after the output directory was made (an empty one was left)
     (["project", "--detector", "besiii", "--card", str(CARDS_DIR / "project_belle2.toml")],
      ["photon_e_cms_min", "use selection besiii2017"]),

@@ -558,6 +558,11 @@ def test_order_choice_of_a_scaled_spectrum_uses_the_mc_fluctuations(tmp_path):
     assert own.summary()["background_fit_chi2_ndf"]["mumu"] == f"{f_own.chi2:.1f}/{f_own.ndf}"
     poisson = float(text.split("; ")[1].split("/")[0])
     assert poisson == pytest.approx(30.0 * f_own.chi2, rel=0.05)
+    assert not [n for n in own.notes if "epsilon limit >= 1" in n]
+    # scaled down 1e12-fold: limits above eps = 1 everywhere, said in a note (were silent)
+    tiny = analyse_candidates(read_candidate_tables([path], luminosity_invnb=1e-9), **kw)
+    assert np.all(tiny.epsilon_obs >= 1.0)
+    assert [n for n in tiny.notes if f"epsilon limit >= 1 at {tiny.mass.size} of" in n]
 
 
 def test_template_cls_limit_with_a_pulled_background_against_an_independent_profile():

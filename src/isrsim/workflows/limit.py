@@ -469,6 +469,11 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                 notes.append(f"global p-value < {gp:.3g}: no pseudo-experiment reached the observed "
                              f"maximum local Z = {g.z_local:.3g} (global_p is that upper bound)")
     z_local = scan.limits.z_local
+    unphysical = np.isfinite(scan.epsilon_ul) & (scan.epsilon_ul >= 1.0)
+    if unphysical.any():
+        notes.append(f"epsilon limit >= 1 at {int(unphysical.sum())} of {masses.size} masses: outside "
+                     "the kinetic-mixing domain (eps < 1), no constraint there (luminosity too small "
+                     "for this spectrum?)")
     if cands.scaled:
         notes.append("Monte Carlo rescaled to the target luminosity: the 'observed' limit is that of "
                      "the expected spectrum (MC fluctuations scaled), the bands are Poisson toys at "
@@ -548,6 +553,10 @@ def run_limit(args: Any) -> dict[str, Any]:
         msg = f"--order = {args.order} must be in [0, 12]"
         raise ConfigError(msg)
     plot = getattr(args, "plot", None)
+    for flag, path, suffix in (("-o/--output", args.output, ".csv"), ("--plot", plot, ".png")):
+        if path is not None and Path(path).suffix.lower() != suffix:
+            msg = f"{flag} = {str(path)!r} is invalid: allowed a path ending in {suffix}"
+            raise ConfigError(msg)
     overlay_paths = list(getattr(args, "overlay", None) or [])
     # the overlays are inputs too: -o or --plot must not replace a reference curve
     check_distinct_paths(list(args.inputs) + overlay_paths, [args.output, plot])

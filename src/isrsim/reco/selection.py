@@ -280,7 +280,9 @@ def reconstruct_chunk(reco: RecoChunk, truth: TruthChunk | None = None, *, selec
         One entry per candidate: ``m_ll`` is the mass after the fit that defines the
         selection (1C for besiii2017, 4C/EC for belle2_lowmass), ``sigma_m_ll`` its
         standard error from that fit's covariance (linear propagation; pull-tested in
-        ``tests/reco/test_kinfit.py``), ``m_ll_raw`` the mass from the measured perigee
+        ``tests/reco/test_kinfit.py`` at 1 GeV; near threshold, sigma_m/m >~ 0.2, the masses
+        lie above the truth by ~0.3 (prompt) to ~0.6 (displaced) sigma_m: 17 MeV Belle II A',
+        README "Known limitations"), ``m_ll_raw`` the mass from the measured perigee
         momenta.
     """
     cuts = check_cuts(selection, cuts, beam)

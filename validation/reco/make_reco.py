@@ -177,7 +177,7 @@ def main() -> None:
               "contour fractions use vertex_cov, the curvature at the reported minimum; r_xy_err",
               "(hence r_xy_sig and the conversion pulls) adds the other minimum of a twin pair,",
               "weighted by its likelihood exp(-Delta chi2/2). For conversions this over-covers",
-              "(pull half-width 0.69; 1.2 with the reported minimum's curvature alone): their twins",
+              "(the conversions' pull half-widths above are below 1): their twins",
               "lie on both sides of the true vertex, so the moment about the reported one is large.",
               "", "![](vertexfit.png)", ""]
     text = "\n".join(lines)

@@ -118,6 +118,12 @@ def _write(tmp_path, text):
          r"beam\.e_minus_spread_GeV = 0\.00513 is invalid.*sqrt_s_spread_GeV is also given"),
         ("barrel_radius_cm = 125.0", 'barrel_radius_cm = 125.0\nbrems_clusters = "yes"',
          r"calorimeter\.brems_clusters = 'yes' is invalid; allowed: true or false"),
+        # geometry across sections (review 2026-11-22: each was accepted)
+        ("barrel_radius_cm = 125.0", "barrel_radius_cm = 5.0",
+         r"material\[\d+\]\.r_cm = [\d.]+ is invalid; allowed: < calorimeter\.barrel_radius_cm = 5 cm"),
+        ("momentum_measurement_radius_cm = 16.8", "momentum_measurement_radius_cm = 500",
+         r"tracker\.momentum_measurement_radius_cm = 500.*< calorimeter\.barrel_radius_cm = 125 cm"),
+        ('name = "PXD L2', 'name = "PXD L1', r"material\[\d+\]\.name = 'PXD L1.*unique"),
     ],
 )
 def test_malformed_files_name_the_field(tmp_path, old, new, pattern):

@@ -322,6 +322,13 @@ def test_primary_vertex_and_input_validation():
     bad.vtx[7, 0, 2] = -np.inf
     with pytest.raises(ConfigError, match=r"truth\.vtx of event 7 contains non-finite"):
         simulate(bad, det, rng)
+    # unphysical momenta: |p| = 1e300 ended in an internal error, E < 0 was simulated
+    for i, (c, v) in enumerate(((0, 1e300), (3, -1.0), (3, 1e300), (1, 2.0))):
+        odd = single_particles(rng, 10, 13, 1.0)
+        odd.p4[i, 0, c] = v
+        with pytest.raises(ConfigError, match=rf"truth\.p4 of event {i} has a particle with E outside "
+                                              r"0\.\.2000 GeV or a momentum component above"):
+            simulate(odd, det, rng)
     bad.vtx[7, 0, 2] = 0.0
     bad.npart[5] = bad.k + 1
     with pytest.raises(ConfigError, match=r"truth\.npart\[5\] = 2 out of range; allowed 0\.\.k = 1"):

@@ -600,9 +600,34 @@ def load_detector(name_or_path: str | Path) -> DetectorModel:
     sol = rd.table(doc, "solenoid", "solenoid")
     rd.keys(sol, _KEYS["solenoid"], "solenoid")
     bz = rd.number(sol, "bz_T", "solenoid.bz_T", lo=0.0, lo_open=True, hi=10.0)
+    material, tracker = _parse_material(rd, doc), _parse_tracker(rd, doc)
+    calorimeter = _parse_calorimeter(rd, doc)
+    _check_geometry(rd, material, tracker, calorimeter)
     return DetectorModel(
-        name=name, bz_T=bz, beam=_parse_beam(rd, doc), material=_parse_material(rd, doc),
-        tracker=_parse_tracker(rd, doc), calorimeter=_parse_calorimeter(rd, doc),
+        name=name, bz_T=bz, beam=_parse_beam(rd, doc), material=material,
+        tracker=tracker, calorimeter=calorimeter,
         pid=_parse_pid(rd, doc), sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         path=path, meta=dict(meta),
     )
+
+
+def _check_geometry(rd: _Reader, material: Any, tracker: Any, calorimeter: Any) -> None:
+    """Across the sections: material layer names unique (``forced_layers`` selects by name),
+    material, tracker layers and the momentum-measurement radius inside the calorimeter's
+    barrel radius (the simulation takes every layer to be crossed before the calorimeter)."""
+    seen: dict[str, int] = {}
+    for i, nm in enumerate(material.names):
+        if nm in seen:
+            rd.fail(f"material[{i}].name", nm, f"a name unique among the layers (material[{seen[nm]}] "
+                                               "has it)")
+        seen[nm] = i
+    rb = calorimeter.barrel_radius_cm
+    inside = f"< calorimeter.barrel_radius_cm = {rb:g} cm"
+    for i, r in enumerate(material.r_cm):
+        if r >= rb:
+            rd.fail(f"material[{i}].r_cm", float(r), inside)
+    for i, r in enumerate(tracker.layer_radius_cm):
+        if r >= rb:
+            rd.fail(f"tracker.layer_radius_cm[{i}]", float(r), inside)
+    if tracker.momentum_measurement_radius_cm >= rb:
+        rd.fail("tracker.momentum_measurement_radius_cm", tracker.momentum_measurement_radius_cm, inside)

@@ -339,6 +339,19 @@ def _chi2_drop_by_bfgs(r, h1, c1, h2, c2, i):
     return fun(np.zeros(9))[0] - res.fun
 
 
+def _fitted_toys(kind, rng, n):
+    """Fits of n smeared toy pairs of a kind "conversion R=<radius> cm" (1 GeV photons) or
+    "prompt 17 MeV" (2 GeV A'), and their measurements."""
+    if kind.startswith("conversion"):
+        radius = float(kind.split("=")[1].split()[0])
+        em, ep, v, _ = toys.conversion_pair(rng, n, radius=radius, e_gamma=1.0, x_share=None)
+    else:
+        em, ep = toys.two_body_pair(rng, n, 0.017, 2.0, M_E)
+        v = np.zeros((n, 3))
+    meas = _measure(rng, em, ep, v)
+    return fit_vertex(*meas, bz=BZ, mass=M_E), meas
+
+
 @pytest.mark.parametrize("kind", ["conversion R=1 cm", "conversion R=2.2 cm", "prompt 17 MeV"])
 def test_converged_fits_are_at_the_chi2_minimum(kind):
     # 'converged' means at the minimum: an independent minimiser started at the fitted point
@@ -347,16 +360,7 @@ def test_converged_fits_are_at_the_chi2_minimum(kind):
     # tangent conversion helices: 12-13 % of conversions had chi2 > 0.01 above the minimum
     # (up to 9; audit r03/r12); 150 pairs -> ~18 expected, 0 allowed. Prompt pairs must stay
     # at their minimum too.
-    rng = np.random.default_rng(21)
-    n = 150
-    if kind.startswith("conversion"):
-        radius = float(kind.split("=")[1].split()[0])
-        em, ep, v, _ = toys.conversion_pair(rng, n, radius=radius, e_gamma=1.0, x_share=None)
-    else:
-        em, ep = toys.two_body_pair(rng, n, 0.017, 2.0, M_E)
-        v = np.zeros((n, 3))
-    meas = _measure(rng, em, ep, v)
-    r = fit_vertex(*meas, bz=BZ, mass=M_E)
+    r, meas = _fitted_toys(kind, np.random.default_rng(21), 150)
     drop = np.array([_chi2_drop_by_bfgs(r, *meas, i) for i in np.flatnonzero(r.converged)])
     assert drop.min() > -1e-9  # the minimiser never goes up
     assert np.all(drop < 1e-4), (np.sum(drop > 1e-4), drop.max())
@@ -391,19 +395,10 @@ def test_covariance_is_the_inverse_chi2_curvature(kind):
     # energy-constrained fit move Belle II conversion pairs along it, to M_ee of 0.1-2 GeV for
     # 2 % of them (review 2026-11-22). Every eigenvalue of cov H/2 must be 1 to 1e-3 (the
     # difference quotient's error is ~1e-8 relative).
-    rng = np.random.default_rng(23)
-    n = 100
-    if kind.startswith("conversion"):
-        radius = float(kind.split("=")[1].split()[0])
-        em, ep, v, _ = toys.conversion_pair(rng, n, radius=radius, e_gamma=1.0, x_share=None)
-    else:
-        em, ep = toys.two_body_pair(rng, n, 0.017, 2.0, M_E)
-        v = np.zeros((n, 3))
-    meas = _measure(rng, em, ep, v)
-    r = fit_vertex(*meas, bz=BZ, mass=M_E)
+    r, meas = _fitted_toys(kind, np.random.default_rng(23), 100)
     assert r.converged.all()
     worst = 0.0
-    for i in range(n):
+    for i in range(r.chi2.size):
         ev = np.linalg.eigvals(r.cov[i] @ _half_hessian(r, *meas, i)).real
         worst = max(worst, float(np.max(np.abs(ev - 1.0))))
     assert worst < 1e-3, worst

@@ -231,14 +231,23 @@ def test_edited_event_columns_are_input_errors(small_file, tmp_path, monkeypatch
         assert not (tmp_path / "out.parquet").exists()
 
 
-def test_edited_candidate_columns_are_input_errors(small_file, tmp_path, monkeypatch):
-    """Candidate tables with an unknown channel, a non-finite mass or a negative weight."""
-    monkeypatch.chdir(tmp_path)
+def _simulated_and_candidates(small_file, tmp_path, *, reconstruct=True):
+    """The small truth file simulated with BESIII (sim.parquet) and, optionally, its besiii2017
+    candidate table (cand.parquet) in tmp_path."""
     sim = tmp_path / "sim.parquet"
     assert run_main(["simulate", str(small_file), "--detector", "besiii", "--allow-other-beams",
                      "-o", str(sim)])[0] == 0
+    if not reconstruct:
+        return sim, None
     cand = tmp_path / "cand.parquet"
     assert run_main(["reconstruct", str(sim), "--selection", "besiii2017", "-o", str(cand)])[0] == 0
+    return sim, cand
+
+
+def test_edited_candidate_columns_are_input_errors(small_file, tmp_path, monkeypatch):
+    """Candidate tables with an unknown channel, a non-finite mass or a negative weight."""
+    monkeypatch.chdir(tmp_path)
+    sim, cand = _simulated_and_candidates(small_file, tmp_path)
     n = pq.read_metadata(cand).num_rows
     m = pq.read_table(cand).column("m_ll").to_numpy().copy()
     m[0] = float("nan")
@@ -303,11 +312,7 @@ def test_candidate_table_bit_rot_and_float_event_ids(small_file, tmp_path, monke
     A simulated file whose event_id column became float (a null, or an edit): reconstruct wrote
     INT64_MIN ids; now refused as simulate refuses it."""
     monkeypatch.chdir(tmp_path)
-    sim = tmp_path / "sim.parquet"
-    assert run_main(["simulate", str(small_file), "--detector", "besiii", "--allow-other-beams",
-                     "-o", str(sim)])[0] == 0
-    cand = tmp_path / "cand.parquet"
-    assert run_main(["reconstruct", str(sim), "--selection", "besiii2017", "-o", str(cand)])[0] == 0
+    sim, cand = _simulated_and_candidates(small_file, tmp_path)
     pf = pq.ParquetFile(cand)
     k = pf.schema_arrow.names.index("m_ll")
     col = pf.metadata.row_group(0).column(k)
@@ -378,9 +383,7 @@ def test_reconstruct_refuses_edited_values(small_file, tmp_path, monkeypatch):
     dropped its event silently, a NaN or negative cross section made every weight_nb NaN or
     negative, an unknown process name was copied, a negative event weight passed."""
     monkeypatch.chdir(tmp_path)
-    sim = tmp_path / "sim.parquet"
-    assert run_main(["simulate", str(small_file), "--detector", "besiii", "--allow-other-beams",
-                     "-o", str(sim)])[0] == 0
+    sim, _ = _simulated_and_candidates(small_file, tmp_path, reconstruct=False)
     w = pq.read_table(sim).column("weight").to_numpy().copy()
     w[3] = -1.0
     _edited_columns(sim, tmp_path / "nan_d0.parquet", _nan_d0)

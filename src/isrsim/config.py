@@ -212,8 +212,12 @@ def _beam(card: dict[str, Any], detector: Any) -> Any:
             raise ConfigError(msg)
         from .detector import load_detector
 
-        return load_detector(_string("beam.detector", beam_cfg["detector"],
-                                     "a bundled detector name or a .toml path")).beam
+        try:
+            return load_detector(_string("beam.detector", beam_cfg["detector"],
+                                         "a bundled detector name or a .toml path")).beam
+        except ConfigError as exc:
+            msg = f"beam.detector (--beams-from): {exc}"
+            raise ConfigError(msg) from None
     from .processes.base import check_number
 
     # validated here with the card's own field names (Beam's messages name the detector file's)

@@ -224,6 +224,9 @@ def test_internal_error_debug_shows_traceback(tmp_path, monkeypatch):
     # '' fell back to the default directory and started the projection
     (["project", "--detector", "besiii", "-o", ""], ["output = ''", "a directory path"]),
     (["run", "-o", ""], ["output = ''", "a directory path"]),
+    # named 'detector', which the user did not give
+    (["generate", "--process", "isr_mumu", "--beams-from", "bogus", "--mll", "1.5", "3", "--events", "10",
+      "-o", "b.parquet"], ["beam.detector (--beams-from)", "'bogus' is unknown"]),
     # CSV text was written into a .parquet file
     (["limit", "c.parquet", "-o", "l.parquet"], ["-o/--output = 'l.parquet'", "ending in .csv"]),
     (["limit", "c.parquet", "-o", "l.csv", "--plot", "l.pdf"], ["--plot = 'l.pdf'", "ending in .png"]),

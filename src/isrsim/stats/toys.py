@@ -159,7 +159,8 @@ def pseudo_experiments(channels: Channel | Sequence[Channel], masses: Sequence[f
         fit = fit_background(c.hist, c.order)
         if not fit.valid:
             msg = (f"{c.name}: the order-{c.order} background fit (the truth of the toys) did not "
-                   f"converge (chi2 = {fit.chi2:.6g}); choose another Channel.order (0-12)")
+                   f"converge (chi2 = {fit.chi2:.6g}); choose another order (0-12: --order, analysis.order "
+                   "or Channel.order)")
             raise ConfigError(msg)
         bkg.append(fit.expected())
     lim = np.empty((n_toys, masses.size))

@@ -553,16 +553,16 @@ def run_limit(args: Any) -> dict[str, Any]:
         msg = f"--order = {args.order} must be in [0, 12]"
         raise ConfigError(msg)
     plot = getattr(args, "plot", None)
-    for flag, path, suffix in (("-o/--output", args.output, ".csv"), ("--plot", plot, ".png")):
-        if path is not None and Path(path).suffix.lower() != suffix:
-            msg = f"{flag} = {str(path)!r} is invalid: allowed a path ending in {suffix}"
-            raise ConfigError(msg)
     overlay_paths = list(getattr(args, "overlay", None) or [])
     # the overlays are inputs too: -o or --plot must not replace a reference curve
     check_distinct_paths(list(args.inputs) + overlay_paths, [args.output, plot])
     if plot and Path(plot).resolve() == Path(args.output).resolve():
         msg = f"--plot = {str(plot)!r} is also -o/--output; allowed: two different paths"
         raise ConfigError(msg)
+    for flag, path, suffix in (("-o/--output", args.output, ".csv"), ("--plot", plot, ".png")):
+        if path is not None and Path(path).suffix.lower() != suffix:
+            msg = f"{flag} = {str(path)!r} is invalid: allowed a path ending in {suffix}"
+            raise ConfigError(msg)
     check_writable(args.output)
     if plot:  # before any output is written: a failing plot must not leave the CSV behind
         check_writable(plot)

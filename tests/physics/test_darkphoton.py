@@ -218,6 +218,8 @@ def test_describe():
     (lambda: dp.sigma_aprime_gamma_nb(0.017, 1e-13, 3.773), r"eps=1e-13 outside the allowed range"),
     (lambda: dp.gamma_ll(1.0, 1e-3, -0.1), r"m_l=-0\.1 GeV outside the allowed range"),
     (lambda: dp.sigma_aprime_gamma_nb(4.0, 1e-3, 3.773), r"sqrt_s=3\.773 GeV outside the allowed range \(m = 4\.0"),
+    # s overflowed to inf: NaN cross sections (review 2026-11-22)
+    (lambda: dp.sigma_aprime_gamma_nb(0.5, 1e-3, 1e300), r"sqrt_s=1e\+300 GeV outside the allowed range \(m = 0\.5, 1000\]"),
     (lambda: dp.sigma_aprime_gamma_nb(1.0, 1e-3, 3.773, cos_theta_range=(0.5, 0.2)),
      r"cos_theta_range=\(0\.5, 0\.2\) outside the allowed range"),
     (lambda: dp.sigma_aprime_gamma_isr_nb(1.0, 1e-3, 3.773, flavour="tau"), r"flavour='tau' not allowed"),

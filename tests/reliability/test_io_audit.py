@@ -494,7 +494,7 @@ _PROJECT_EDITS = {
     "step string": ("step = 0.010", 'step = "x"', ["analysis.step = 'x'", "allowed"]),
     "norm_unc string": ("norm_unc = 0.05", 'norm_unc = "x"', ["analysis.norm_unc = 'x'", "< 0.5"]),
     "norm_unc nan": ("norm_unc = 0.05", "norm_unc = nan", ["analysis.norm_unc = nan", "< 0.5"]),
-    "bin_width zero": ("bin_width = 0.010", "bin_width = 0", ["analysis.bin_width = 0", "0 < bin_width"]),
+    "bin_width zero": ("bin_width = 0.010", "bin_width = 0", ["analysis.bin_width = 0", "<= bin_width <= 0.19 GeV"]),
     "inverted mask": ("mask_windows = [[2.95, 3.20]]", "mask_windows = [[3.20, 2.95]]",
                       ["analysis.mask_windows[0]", "inverted"]),
     "channels string": ('channels = ["mumu", "ee"]', 'channels = "mumu"',

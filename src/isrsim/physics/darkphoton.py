@@ -252,8 +252,7 @@ def _check_production(m, eps, sqrt_s, cos_theta_range) -> tuple[float, float, fl
         raise ConfigError(msg)
     w = float(np.asarray(sqrt_s, dtype=np.float64))
     if not (math.isfinite(w) and float(mm) < w <= SQRT_S_MAX):
-        msg = (f"sqrt_s = {w!r} GeV is invalid: allowed m = {float(mm)!r} < sqrt_s <= "
-               f"{SQRT_S_MAX:g} GeV")
+        msg = f"sqrt_s={w!r} GeV outside the allowed range (m = {float(mm)!r}, {SQRT_S_MAX:g}] GeV"
         raise ConfigError(msg)
     if cos_theta_range is None:
         c1, c2 = -1.0, 1.0

@@ -273,7 +273,7 @@ def cmd_darkphoton(args: argparse.Namespace) -> int:
                      allowed=f"{M_MIN:.9g} < mass < {M_MAX} GeV (2 m_e < m < 10.5 GeV)")
     eps = check_number("--epsilon", args.epsilon, lo=EPSILON_MIN, hi=1.0, hi_open=True,
                        allowed=EPSILON_ALLOWED)
-    from .physics.darkphoton import SQRT_S_MAX
+    from .constants import SQRT_S_MAX
 
     sqrt_s = check_number("--sqrt-s", args.sqrt_s, lo=m, hi=SQRT_S_MAX, lo_open=True,
                           allowed=f"--mass = {m:g} < sqrt_s <= {SQRT_S_MAX:g} GeV")

@@ -384,14 +384,17 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
         h = _histogram(m, w, lo=lo, hi=hi, bin_width=bin_width, mask_windows=mask_windows,
                        name=c, expectation=cands.scaled)
         _check_coverage(h, c)
-        if order is None:
-            if cands.scaled:
-                # the order test needs the spectrum's real fluctuations, the MC's (variance
-                # sum w^2): with Poisson errors of the target luminosity its chi2 grew by L/L_MC
-                from ..stats import fit_background
+        from ..stats import fit_background
 
-                o, _ = choose_order(_histogram(m, w, lo=lo, hi=hi, bin_width=bin_width,
-                                               mask_windows=mask_windows, name=c, expectation=False))
+        # scaled MC: the order test and the reported fit quality need the spectrum's real
+        # fluctuations, the MC's (variance sum w^2): with Poisson errors of the target luminosity
+        # its chi2 grew by L/L_MC
+        h_mc = (_histogram(m, w, lo=lo, hi=hi, bin_width=bin_width, mask_windows=mask_windows,
+                           name=c, expectation=False) if cands.scaled else None)
+        f_mc = None
+        if order is None:
+            if h_mc is not None:
+                o, f_mc = choose_order(h_mc)
                 fit = fit_background(h, o)
             else:
                 o, fit = choose_order(h)
@@ -401,8 +404,6 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                        f"order (0-12) for each of {chan_names}")
                 raise ConfigError(msg)
             o = int(order[c]) if isinstance(order, Mapping) else int(order)
-            from ..stats import fit_background
-
             fit = fit_background(h, o)
             if not fit.valid:
                 msg = (f"{c}: the order-{o} background fit did not converge (chi2 = {fit.chi2:.6g}): "
@@ -420,11 +421,8 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                 r = BESIII_RESOLUTION
                 notes.append(f"{c}: no truth-matched candidates; resolution = {r.source}")
         hists[c], fits[c], orders[c], res_models[c] = h, fit, o, r
-        if cands.scaled:
-            from ..stats import fit_background
-
-            f_mc = fit_background(_histogram(m, w, lo=lo, hi=hi, bin_width=bin_width,
-                                             mask_windows=mask_windows, name=c, expectation=False), o)
+        if h_mc is not None:
+            f_mc = f_mc if f_mc is not None else fit_background(h_mc, o)
             chi2_mc[c] = (float(f_mc.chi2), int(f_mc.ndf))
         chans.append(Channel(h, sigma_m=r, norm_unc=norm_unc, res_unc=res_unc, order=o, name=c))
 

@@ -8,6 +8,9 @@ What to use when
   or ``"bin"``) or :func:`sliding_scan` (BaBar-style windows) for limits on a yield POI, in
   the conventions of :data:`CONVENTIONS` (physics.md 7.2, 7.3).
 * :func:`scan_epsilon` for eps limits with e e + mu mu combined (BESIII 2017 Eq. 1).
+* :func:`toy_upper_limit` / :func:`counting_toy_upper_limit` for limits from
+  pseudo-experiments (Neyman construction in q~_mu, or CLs) where the background under the
+  signal is below ~10 events and the asymptotic conventions under-cover (physics.md 7.2).
 * :func:`pseudo_experiments` for expected bands and the trials factor;
   :func:`global_significance_toys` / :func:`gross_vitells` for the global significance.
 * :mod:`isrsim.stats.plotting` for plots (imports matplotlib lazily).
@@ -35,6 +38,7 @@ from .limits import (
     threshold,
     upper_limit,
 )
+from .toylimits import TOY_METHODS, ToyUpperLimit, counting_toy_upper_limit, toy_upper_limit
 from .toys import (
     ExpectedLimits,
     GlobalSignificance,
@@ -56,10 +60,13 @@ __all__ = [
     "LimitScan",
     "SignalFit",
     "SpuriousSignal",
+    "TOY_METHODS",
+    "ToyUpperLimit",
     "UpperLimit",
     "bin_containment",
     "chebyshev_bin_basis",
     "count_upcrossings",
+    "counting_toy_upper_limit",
     "counting_upper_limit",
     "epsilon_channels",
     "fit_background",
@@ -75,6 +82,7 @@ __all__ = [
     "sliding_scan",
     "spurious_signal",
     "threshold",
+    "toy_upper_limit",
     "upper_limit",
     "window_mask",
     "yield_per_epsilon2",

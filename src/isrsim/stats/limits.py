@@ -35,7 +35,8 @@ Validity: all three are asymptotic (Wilks / Asimov) limits, right when the expec
 under the signal is large. Below ~10 events they under-cover, CLs included (exact Poisson
 coverage of a counting experiment, minimum over the true signal: q~_mu 0.84 at b = 3, 0.75 at
 b = 0.5, 0.59 for b -> 0; CLs 0.86, 0.84, 0.75), and for n = 0, b -> 0 they give 0.82 (q~_mu)
-and 1.35 (CLs) instead of the exact 2.30 (review 2026-11-22); physics.md 7.2 asks for toys there.
+and 1.35 (CLs) instead of the exact 2.30 (review 2026-11-22); physics.md 7.2 asks for toys there:
+:mod:`isrsim.stats.toylimits` (``toy_upper_limit``, ``counting_toy_upper_limit``).
 Spectra with ~0.2 or more background events per bin under the signal covered 0.89-0.90 in the
 same review.
 
@@ -503,8 +504,10 @@ def _cls_upper(q_of: Callable[[float], float], qa_of: Callable[[float], float], 
     return _solve_upper(g, 0.0, step)
 
 
-def _solve_upper(func: Callable[[float], float], lo: float, step: float) -> tuple[float, bool]:
-    """Find mu > lo with func(mu) = 0, func increasing, func(lo) < 0; bracket by expansion."""
+def _solve_upper(func: Callable[[float], float], lo: float, step: float, *,
+                 xtol_rel: float = 1e-6) -> tuple[float, bool]:
+    """Find mu > lo with func(mu) = 0, func increasing, func(lo) < 0; bracket by expansion, then
+    to ``xtol_rel`` relative accuracy."""
     hi = lo + step
     flo = func(lo)
     if flo >= 0:
@@ -522,7 +525,7 @@ def _solve_upper(func: Callable[[float], float], lo: float, step: float) -> tupl
         hi = lo + step
     else:
         return float("nan"), False
-    xtol = 1e-6 * max(abs(hi), 1e-12)
+    xtol = xtol_rel * max(abs(hi), 1e-12)
     try:
         root = optimize.brentq(func, lo, hi, xtol=xtol, rtol=1e-7)
     except ValueError:
@@ -544,34 +547,53 @@ def _solve_upper(func: Callable[[float], float], lo: float, step: float) -> tupl
     return float(root), True
 
 
-def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
-    f_hat, p_hat, var_mu = prob.fit(None)
-    npb = prob.npb
-    mu_hat = float(p_hat[npb + 2])
-    # reported Hesse error: nan where undefined (never the bracketing scale below)
-    err_hat = float(np.sqrt(var_mu)) if var_mu > 0 else float("nan")
-    sig_hat = err_hat
-    f0, p0, _ = prob.fit(0.0, p_hat)
-    dq0 = max(2.0 * (f0 - f_hat), 0.0)
-    z = float(np.sign(mu_hat) * np.sqrt(dq0))
-    if mu_hat >= 0:
-        f_ref, p_ref, mu_ref = f_hat, p_hat, mu_hat
-    else:
-        f_ref, p_ref, mu_ref = f0, p0, 0.0
-    if not np.isfinite(sig_hat) or sig_hat <= 0:  # scale for bracketing the limit only
-        sig_hat = max(np.sqrt(max(prob.n.sum(), 1.0)), 1.0)
-    cache = {"p": p_ref}
+class _ObservedQ:
+    """q~_mu of a problem's data (arXiv:1007.1727 eq. 16): the free fit, the conditional fit at
+    mu = 0, the reference (best fit with mu_hat clipped at 0) and q~ at any mu, each conditional
+    fit warm-started from the previous one."""
 
-    def q_of(mu: float) -> float:
-        if mu <= mu_ref:
-            return 0.0
-        f, p, _ = prob.fit(mu, cache["p"])
+    def __init__(self, prob: _Problem):
+        self.prob = prob
+        f_hat, p_hat, var_mu = prob.fit(None)
+        npb = prob.npb
+        self.f_hat, self.p_hat = f_hat, p_hat
+        self.mu_hat = float(p_hat[npb + 2])
+        # reported Hesse error: nan where undefined (never the bracketing scale below)
+        self.err_hat = float(np.sqrt(var_mu)) if var_mu > 0 else float("nan")
+        self.f0, self.p0, _ = prob.fit(0.0, p_hat)
+        dq0 = max(2.0 * (self.f0 - f_hat), 0.0)
+        self.z = float(np.sign(self.mu_hat) * np.sqrt(dq0))
+        if self.mu_hat >= 0:
+            self.f_ref, self.p_ref, self.mu_ref = f_hat, p_hat, self.mu_hat
+        else:
+            self.f_ref, self.p_ref, self.mu_ref = self.f0, self.p0, 0.0
+        sig = self.err_hat
+        if not np.isfinite(sig) or sig <= 0:  # scale for bracketing the limit only
+            sig = max(np.sqrt(max(prob.n.sum(), 1.0)), 1.0)
+        self.scale = float(sig)
+        self._last = self.p_ref
+
+    def at(self, mu: float) -> tuple[float, np.ndarray | None]:
+        """(q~_mu, parameters of the conditional fit at mu); (0, None) for mu <= the reference
+        mu, (nan, None) if the conditional fit failed."""
+        if mu <= self.mu_ref:
+            return 0.0, None
+        f, p, _ = self.prob.fit(mu, self._last)
         if not np.isfinite(f):  # restart the profile from the best fit before giving up
-            f, p, _ = prob.fit(mu, p_ref)
+            f, p, _ = self.prob.fit(mu, self.p_ref)
         if not np.isfinite(f):
-            return float("nan")
-        cache["p"] = p
-        return max(2.0 * (f - f_ref), 0.0)
+            return float("nan"), None
+        self._last = p
+        return max(2.0 * (f - self.f_ref), 0.0), p
+
+    def q(self, mu: float) -> float:
+        return self.at(mu)[0]
+
+
+def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
+    obs = _ObservedQ(prob)
+    npb = prob.npb
+    q_of, mu_ref, sig_hat, p0 = obs.q, obs.mu_ref, obs.scale, obs.p0
 
     if convention in ("qtilde_asymptotic", "rolke_chi2"):
         thr = threshold(convention, cl)
@@ -592,7 +614,7 @@ def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
         ok = ok and asimov.ok
     rs = prob.rscale
     return UpperLimit(mass=prob.mass, convention=convention, cl=cl, upper_limit=mu_up / rs,
-                      poi_hat=mu_hat / rs, poi_hat_error=err_hat / rs, z_local=z,
+                      poi_hat=obs.mu_hat / rs, poi_hat_error=obs.err_hat / rs, z_local=obs.z,
                       yield_per_poi=prob.yields, converged=bool(ok and prob.ok))
 
 
@@ -766,9 +788,17 @@ def counting_upper_limit(n_obs: float, background: float, *, convention: str = "
     The background is known exactly; the signal expectation is ``efficiency * s`` with an
     optional Gaussian-constrained relative uncertainty ``efficiency_unc``. Same likelihood
     machinery as the spectrum fits (physics.md 7.2). Asymptotic: for a background below ~10
-    events the limits under-cover (module docstring, "Validity"); use toys there.
+    events the limits under-cover (module docstring, "Validity"); use toys there
+    (:func:`isrsim.stats.counting_toy_upper_limit`).
     """
     _check_convention(convention, cl)
+    return _limit_on_problem(_counting_problem(n_obs, background, efficiency, efficiency_unc),
+                             convention, cl)
+
+
+def _counting_problem(n_obs: float, background: float, efficiency: float,
+                      efficiency_unc: float) -> _Problem:
+    """The single-bin problem of :func:`counting_upper_limit` (arguments validated)."""
     for nm, v, lo in (("n_obs", n_obs, 0.0), ("background", background, 1e-300),
                       ("efficiency", efficiency, 1e-300)):
         if not (np.isfinite(v) and v >= lo):
@@ -782,4 +812,4 @@ def counting_upper_limit(n_obs: float, background: float, *, convention: str = "
                     one * efficiency, one * efficiency_unc, one, np.zeros(1), np.zeros(1),
                     np.zeros(0), 1.0, float("nan"), (float(efficiency),))
     prob.b0 = np.array([float(background)])
-    return _limit_on_problem(prob, convention, cl)
+    return prob

@@ -1,0 +1,254 @@
+"""Upper limits from pseudo-experiments (Neyman construction with q~_mu; CLs), for low counts.
+
+Why: the asymptotic conventions of :mod:`isrsim.stats.limits` assume many background events
+under the signal. Below ~10 they under-cover (exact coverage of a counting experiment, minimum
+over the true signal: q~_mu 0.84 at b = 3, 0.75 at b = 0.5; CLs 0.86 and 0.84), and physics.md
+7.2 asks for toys there. These functions compute the same limits with the distribution of
+q~_mu sampled instead of assumed.
+
+Method (the LHC frequentist recipe, ATL-PHYS-PUB-2011-011 / CMS-NOTE-2011-005 section 2;
+q~_mu of Cowan, Cranmer, Gross, Vitells, arXiv:1007.1727 eq. 16):
+
+* at a tested mu, the nuisance parameters are fixed to their conditional fit to the data,
+  theta^^(mu) (polynomial coefficients, theta_n, theta_r); pseudo-data are drawn from that model
+  (Poisson bins: Poisson counts; weighted bins: Gaussian with the spectrum's sum-of-weights-
+  squared variance) with the global observables of the constrained nuisances drawn from
+  N(theta^^(mu), 1), and each pseudo-experiment is fitted like the data (free fit, mu_hat clipped
+  at 0, fit at mu: q~_mu, :func:`isrsim.stats._kernels.toy_qtilde`);
+* ``"qtilde_toys"``: CL_s+b(mu) = P(q~_mu >= q~_mu,obs | mu, theta^^(mu)); the limit is the mu
+  where it falls to 1 - CL (a Neyman construction in q~_mu: it covers, up to the discreteness of
+  the counts, which makes it over-cover);
+* ``"cls_toys"``: CLs = CL_s+b / CL_b with CL_b(mu) = P(q~_mu >= q~_mu,obs | 0, theta^^(0)) from
+  background-only pseudo-experiments (Read, J. Phys. G 28 (2002) 2693); for n = 0 in a counting
+  experiment CLs = e^-mu whatever the background, i.e. 2.30 events at 90 % CL.
+
+The pseudo-experiments reuse the same uniform random numbers at every tested mu (common random
+numbers: Poisson counts are the quantile function of a fixed u, :func:`~isrsim.stats._kernels.
+poisson_quantile`), so CL(mu) is a step function without toy-to-toy noise between neighbouring
+mu and the root finder converges. A q~ of a pseudo-experiment within ``TIE_TOLERANCE`` of the
+observed one counts as at least as extreme (discrete counts give exact ties). The toy
+statistical uncertainty of the limit, ``toy_error``, is the binomial error of CL at the limit
+divided by the slope of CL(mu) there (from two extra evaluations at +-10 %).
+
+Randomness only through the ``rng`` argument (numpy.random.Generator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from ..exceptions import ConfigError
+from ._kernels import toy_qtilde
+from .limits import (
+    _MAX_ITER,
+    _TOL,
+    Channel,
+    UpperLimit,
+    _build_problems,
+    _check_channels,
+    _check_masses,
+    _check_signal,
+    _counting_problem,
+    _limit_on_problem,
+    _ObservedQ,
+    _Problem,
+    _solve_upper,
+)
+
+__all__ = ["TOY_METHODS", "ToyUpperLimit", "counting_toy_upper_limit", "toy_upper_limit"]
+
+#: Toy-based limit methods and the asymptotic convention each is compared with.
+TOY_METHODS = {"qtilde_toys": "qtilde_asymptotic", "cls_toys": "cls_asymptotic"}
+#: Absolute tolerance on q~ for "at least as extreme as observed" (fits converge to ~1e-9).
+TIE_TOLERANCE = 1e-6
+#: Fewest pseudo-experiments accepted: CL = 0.1 is then resolved to +-0.03.
+MIN_TOYS = 100
+#: Largest (pseudo-experiments x bins) per ensemble: two float64 arrays of that size are kept.
+MAX_TOY_BINS = 20_000_000
+#: Relative accuracy of the root in mu (well below the toy error of any sensible ensemble).
+_XTOL_REL = 1e-3
+
+
+@dataclass(frozen=True)
+class ToyUpperLimit:
+    """Toy-based upper limit at one mass hypothesis.
+
+    Attributes
+    ----------
+    mass : float
+        Hypothesis mass in GeV (nan for counting experiments).
+    method : str
+        ``"qtilde_toys"`` or ``"cls_toys"`` (:data:`TOY_METHODS`).
+    cl : float
+        Confidence level.
+    upper_limit : float
+        Upper limit on the POI.
+    toy_error : float
+        Its statistical uncertainty from the finite number of pseudo-experiments (nan if CL(mu)
+        is flat around the limit).
+    n_toys : int
+        Pseudo-experiments per tested mu (per hypothesis, s+b and b-only each for CLs).
+    n_failed : int
+        Most pseudo-experiments at any tested mu whose fits failed; they are left out of CL.
+    asymptotic : UpperLimit
+        The same limit in the asymptotic convention of :data:`TOY_METHODS` (with ``poi_hat``,
+        ``poi_hat_error``, ``z_local`` of the data and ``yield_per_poi``).
+    converged : bool
+        The data's fits converged, the root was bracketed and at most 1 % of the
+        pseudo-experiments failed at any tested mu.
+    """
+
+    mass: float
+    method: str
+    cl: float
+    upper_limit: float
+    toy_error: float
+    n_toys: int
+    n_failed: int
+    asymptotic: UpperLimit
+    converged: bool
+
+
+def _check_toy_args(method: str, cl: float, n_toys, rng) -> None:
+    if method not in TOY_METHODS:
+        msg = f"method = {method!r} must be one of {', '.join(TOY_METHODS)}"
+        raise ConfigError(msg)
+    if not 0.5 < cl < 1.0:
+        msg = f"cl = {cl} must be in (0.5, 1)"
+        raise ConfigError(msg)
+    if not isinstance(n_toys, (int, np.integer)) or n_toys < MIN_TOYS:
+        msg = f"n_toys = {n_toys!r} must be an integer >= {MIN_TOYS}"
+        raise ConfigError(msg)
+    if not isinstance(rng, np.random.Generator):
+        msg = f"rng = {rng!r} must be a numpy.random.Generator"
+        raise ConfigError(msg)
+
+
+class _Ensemble:
+    """The random numbers of ``n_toys`` pseudo-experiments of one problem, reused at every mu."""
+
+    def __init__(self, prob: _Problem, n_toys: int, rng: np.random.Generator):
+        nb = prob.n.size
+        if n_toys * nb > MAX_TOY_BINS:
+            msg = (f"n_toys = {n_toys} x {nb} bins exceeds {MAX_TOY_BINS} (memory): use fewer "
+                   "pseudo-experiments or a narrower spectrum")
+            raise ConfigError(msg)
+        # u in the open interval (0, 1): Phi^-1(u) finite
+        self.u = (rng.integers(0, 2**53, size=(n_toys, nb)) + 0.5) * 2.0**-53
+        self.z = special.ndtri(self.u)
+        self.z_aux = rng.standard_normal((n_toys, 2))
+
+    def q(self, prob: _Problem, obs: _ObservedQ, mu: float, p_gen: np.ndarray) -> np.ndarray:
+        """q~_mu of the pseudo-experiments drawn at the parameters ``p_gen``."""
+        npb = prob.npb
+        nu = np.maximum(prob.expected_counts(p_gen), 0.0)
+        starts = np.vstack([p_gen, obs.p_hat, obs.p0, prob.p_bkg])
+        q, _ = toy_qtilde(float(mu), nu, prob.var, prob.poisson, self.u, self.z, self.z_aux,
+                          np.ascontiguousarray(p_gen[npb : npb + 2]), starts, prob.design, prob.b0,
+                          prob.r, prob.sn, prob.s0, prob.ds, prob.d2s, _MAX_ITER, _TOL)
+        return q
+
+
+def _fraction_extreme(q: np.ndarray, q_obs: float) -> tuple[float, int, int]:
+    """(fraction of the finite q with q >= q_obs - TIE_TOLERANCE, number finite, number failed)."""
+    ok = np.isfinite(q)
+    n_ok = int(ok.sum())
+    n_bad = q.size - n_ok
+    if n_ok == 0:
+        return float("nan"), 0, n_bad
+    return float(np.count_nonzero(q[ok] >= q_obs - TIE_TOLERANCE)) / n_ok, n_ok, n_bad
+
+
+def _toy_limit_on_problem(prob: _Problem, method: str, cl: float, n_toys: int,
+                          rng: np.random.Generator) -> ToyUpperLimit:
+    alpha = 1.0 - cl
+    asym = _limit_on_problem(prob, TOY_METHODS[method], cl)
+    obs = _ObservedQ(prob)
+    sb = _Ensemble(prob, n_toys, rng)
+    bo = _Ensemble(prob, n_toys, rng) if method == "cls_toys" else None
+    state = {"n_failed": 0}
+
+    def cl_terms(mu: float) -> tuple[float, float, int, int]:
+        """(CL_s+b, CL_b, toys used in each) at mu; CL_b = 1 for "qtilde_toys"."""
+        q_obs, p_mu = obs.at(mu)
+        if p_mu is None:  # mu <= reference: q~_obs = 0, every pseudo-experiment is as extreme
+            return (1.0, 1.0, n_toys, n_toys) if np.isfinite(q_obs) else (np.nan, np.nan, 0, 0)
+        p_sb, n_sb, bad = _fraction_extreme(sb.q(prob, obs, mu, p_mu), q_obs)
+        state["n_failed"] = max(state["n_failed"], bad)
+        if bo is None:
+            return p_sb, 1.0, n_sb, n_toys
+        c_b, n_b, bad = _fraction_extreme(bo.q(prob, obs, mu, obs.p0), q_obs)
+        state["n_failed"] = max(state["n_failed"], bad)
+        return p_sb, c_b, n_sb, n_b
+
+    def cl_value(terms) -> float:
+        p_sb, c_b, _, n_b = terms
+        return p_sb / max(c_b, 1.0 / max(n_b, 1))  # no b-only toy as extreme: c_b < 1/N
+
+    mu_ref = obs.mu_ref
+    step = asym.upper_limit * prob.rscale - mu_ref
+    if not (np.isfinite(step) and step > 0):
+        step = obs.scale
+    mu_up, ok = _solve_upper(lambda m: alpha - cl_value(cl_terms(m)), mu_ref, step,
+                             xtol_rel=_XTOL_REL)
+    err = float("nan")
+    if ok and np.isfinite(mu_up) and mu_up > mu_ref:
+        # toy error: binomial error of CL at the limit over the slope of CL(mu)
+        t0 = cl_terms(mu_up)
+        lo, hi = max(mu_ref, 0.9 * mu_up), 1.1 * mu_up
+        slope = (cl_value(cl_terms(hi)) - cl_value(cl_terms(lo))) / (hi - lo)
+        p_sb, c_b, n_sb, n_b = t0
+        cls = cl_value(t0)
+        rel2 = (1.0 - p_sb) / max(p_sb * n_sb, 1e-300)
+        if bo is not None:
+            rel2 += (1.0 - c_b) / max(c_b * n_b, 1e-300)
+        if slope < 0:
+            err = float(cls * np.sqrt(rel2) / -slope)
+    rs = prob.rscale
+    conv = bool(ok and prob.ok and asym.converged and state["n_failed"] <= 0.01 * n_toys)
+    return ToyUpperLimit(mass=prob.mass, method=method, cl=cl, upper_limit=float(mu_up) / rs,
+                         toy_error=err / rs, n_toys=int(n_toys), n_failed=int(state["n_failed"]),
+                         asymptotic=asym, converged=conv)
+
+
+def toy_upper_limit(channels: Channel | Sequence[Channel], mass: float, *, rng: np.random.Generator,
+                    method: str = "cls_toys", cl: float = 0.90, n_toys: int = 2000,
+                    signal: str = "shape") -> ToyUpperLimit:
+    """Toy-based profile-likelihood upper limit on the POI at one mass (module docstring).
+
+    Parameters
+    ----------
+    channels, mass, cl, signal
+        As for :func:`isrsim.stats.upper_limit`.
+    rng : numpy.random.Generator
+        Source of the pseudo-experiments.
+    method : {"cls_toys", "qtilde_toys"}
+        CLs or the plain Neyman construction in q~_mu (:data:`TOY_METHODS`).
+    n_toys : int
+        Pseudo-experiments per tested mu (>= :data:`MIN_TOYS`; the toy error of the limit falls
+        like 1/sqrt(n_toys): ~3 % of the limit for 2000 at 90 % CL).
+
+    Returns
+    -------
+    ToyUpperLimit
+    """
+    _check_toy_args(method, cl, n_toys, rng)
+    _check_signal(signal)
+    chans = _check_channels(channels)
+    prob = _build_problems(chans, _check_masses([mass]), signal)[0]
+    return _toy_limit_on_problem(prob, method, cl, int(n_toys), rng)
+
+
+def counting_toy_upper_limit(n_obs: float, background: float, *, rng: np.random.Generator,
+                             method: str = "cls_toys", cl: float = 0.90, n_toys: int = 2000,
+                             efficiency: float = 1.0, efficiency_unc: float = 0.0) -> ToyUpperLimit:
+    """Toy-based upper limit on the signal yield of a single-bin counting experiment with a known
+    background (the model of :func:`isrsim.stats.counting_upper_limit`); see
+    :func:`toy_upper_limit` for ``rng``, ``method``, ``n_toys``."""
+    _check_toy_args(method, cl, n_toys, rng)
+    prob = _counting_problem(n_obs, background, efficiency, efficiency_unc)
+    return _toy_limit_on_problem(prob, method, cl, int(n_toys), rng)

@@ -27,8 +27,16 @@ numbers: Poisson counts are the quantile function of a fixed u, :func:`~isrsim.s
 poisson_quantile`), so CL(mu) is a step function without toy-to-toy noise between neighbouring
 mu and the root finder converges. A q~ of a pseudo-experiment within ``TIE_TOLERANCE`` of the
 observed one counts as at least as extreme (discrete counts give exact ties). The toy
-statistical uncertainty of the limit, ``toy_error``, is the binomial error of CL at the limit
-divided by the slope of CL(mu) there (from two extra evaluations at +-10 %).
+statistical uncertainty of the limit, ``toy_error``, is the binomial relative error of CL at the
+limit divided by the logarithmic slope of CL(mu) (a secant over 0.7-1.3 times the limit: CL falls
+roughly exponentially, and a short secant of the step function is noisy).
+
+Enough pseudo-experiments: the limit rests on the ones at least as extreme as the data, about
+(1 - CL) n_toys of the s+b ensemble for "qtilde_toys", and for "cls_toys" CL_b n_toys of the
+b-only ensemble too. With fewer than :data:`MIN_EXTREME` of either at the limit the result is
+flagged (``converged = False``; ``n_extreme`` tells how many): e.g. n = 0 over a background b has
+CL_b = e^-b and needs n_toys >> MIN_EXTREME e^b. Where no b-only pseudo-experiment is as extreme
+as the data, CLs is unknown: the limit is nan.
 
 Randomness only through the ``rng`` argument (numpy.random.Generator).
 """
@@ -69,6 +77,9 @@ TIE_TOLERANCE = 1e-6
 MIN_TOYS = 100
 #: Largest (pseudo-experiments x bins) per ensemble: two float64 arrays of that size are kept.
 MAX_TOY_BINS = 20_000_000
+#: Fewest pseudo-experiments at least as extreme as the data (per ensemble) at the limit for
+#: ``converged`` (the binomial error of CL is then below 1/sqrt(10) = 32 %).
+MIN_EXTREME = 10
 #: Relative accuracy of the root in mu (well below the toy error of any sensible ensemble).
 _XTOL_REL = 1e-3
 
@@ -94,12 +105,15 @@ class ToyUpperLimit:
         Pseudo-experiments per tested mu (per hypothesis, s+b and b-only each for CLs).
     n_failed : int
         Most pseudo-experiments at any tested mu whose fits failed; they are left out of CL.
+    n_extreme : int
+        Pseudo-experiments at least as extreme as the data at the limit (the smaller number of
+        the s+b and b-only ensembles for CLs); 0 if no limit was found.
     asymptotic : UpperLimit
         The same limit in the asymptotic convention of :data:`TOY_METHODS` (with ``poi_hat``,
         ``poi_hat_error``, ``z_local`` of the data and ``yield_per_poi``).
     converged : bool
-        The data's fits converged, the root was bracketed and at most 1 % of the
-        pseudo-experiments failed at any tested mu.
+        The data's fits converged, the root was bracketed, at most 1 % of the
+        pseudo-experiments failed at any tested mu, and ``n_extreme >= MIN_EXTREME``.
     """
 
     mass: float
@@ -109,6 +123,7 @@ class ToyUpperLimit:
     toy_error: float
     n_toys: int
     n_failed: int
+    n_extreme: int
     asymptotic: UpperLimit
     converged: bool
 
@@ -163,6 +178,18 @@ def _fraction_extreme(q: np.ndarray, q_obs: float) -> tuple[float, int, int]:
     return float(np.count_nonzero(q[ok] >= q_obs - TIE_TOLERANCE)) / n_ok, n_ok, n_bad
 
 
+class _NoTail(Exception):
+    """No b-only pseudo-experiment is as extreme as the data: CLs is unknown."""
+
+
+def _cl_value(terms: tuple[float, float, int, int]) -> float:
+    """CL_s+b / CL_b (CL_b = 1 for the Neyman construction)."""
+    p_sb, c_b, _, _ = terms
+    if not c_b > 0:
+        raise _NoTail
+    return p_sb / c_b
+
+
 def _toy_limit_on_problem(prob: _Problem, method: str, cl: float, n_toys: int,
                           rng: np.random.Generator) -> ToyUpperLimit:
     alpha = 1.0 - cl
@@ -185,33 +212,40 @@ def _toy_limit_on_problem(prob: _Problem, method: str, cl: float, n_toys: int,
         state["n_failed"] = max(state["n_failed"], bad)
         return p_sb, c_b, n_sb, n_b
 
-    def cl_value(terms) -> float:
-        p_sb, c_b, _, n_b = terms
-        return p_sb / max(c_b, 1.0 / max(n_b, 1))  # no b-only toy as extreme: c_b < 1/N
-
     mu_ref = obs.mu_ref
     step = asym.upper_limit * prob.rscale - mu_ref
     if not (np.isfinite(step) and step > 0):
         step = obs.scale
-    mu_up, ok = _solve_upper(lambda m: alpha - cl_value(cl_terms(m)), mu_ref, step,
-                             xtol_rel=_XTOL_REL)
+    try:
+        mu_up, ok = _solve_upper(lambda m: alpha - _cl_value(cl_terms(m)), mu_ref, step,
+                                 xtol_rel=_XTOL_REL)
+    except _NoTail:
+        mu_up, ok = float("nan"), False
     err = float("nan")
+    n_extreme = 0
     if ok and np.isfinite(mu_up) and mu_up > mu_ref:
-        # toy error: binomial error of CL at the limit over the slope of CL(mu)
-        t0 = cl_terms(mu_up)
-        lo, hi = max(mu_ref, 0.9 * mu_up), 1.1 * mu_up
-        slope = (cl_value(cl_terms(hi)) - cl_value(cl_terms(lo))) / (hi - lo)
-        p_sb, c_b, n_sb, n_b = t0
-        cls = cl_value(t0)
-        rel2 = (1.0 - p_sb) / max(p_sb * n_sb, 1e-300)
+        p_sb, c_b, n_sb, n_b = cl_terms(mu_up)
+        n_extreme = round(p_sb * n_sb) if bo is None else min(round(p_sb * n_sb), round(c_b * n_b))
+        # toy error: binomial relative error of CL over the logarithmic slope of CL(mu)
+        rel2 = (1.0 - p_sb) / max(p_sb * n_sb, 1.0)
         if bo is not None:
-            rel2 += (1.0 - c_b) / max(c_b * n_b, 1e-300)
-        if slope < 0:
-            err = float(cls * np.sqrt(rel2) / -slope)
+            rel2 += (1.0 - c_b) / max(c_b * n_b, 1.0)
+        lo, hi = max(mu_ref, 0.7 * mu_up), 1.3 * mu_up
+        floor = 0.5 / n_toys
+        try:
+            c_lo = max(_cl_value(cl_terms(lo)), floor)
+            c_hi = max(_cl_value(cl_terms(hi)), floor)
+        except _NoTail:
+            c_lo = c_hi = floor
+        log_slope = (np.log(c_lo) - np.log(c_hi)) / (hi - lo)
+        if log_slope > 0:
+            err = float(np.sqrt(rel2) / log_slope)
     rs = prob.rscale
-    conv = bool(ok and prob.ok and asym.converged and state["n_failed"] <= 0.01 * n_toys)
+    conv = bool(ok and prob.ok and asym.converged and state["n_failed"] <= 0.01 * n_toys
+                and n_extreme >= MIN_EXTREME)
     return ToyUpperLimit(mass=prob.mass, method=method, cl=cl, upper_limit=float(mu_up) / rs,
                          toy_error=err / rs, n_toys=int(n_toys), n_failed=int(state["n_failed"]),
+                         n_extreme=int(n_extreme),
                          asymptotic=asym, converged=conv)
 
 

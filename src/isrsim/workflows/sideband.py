@@ -440,7 +440,7 @@ def projected_epsilon_limit(s_sr_per_eps: dict[float, float], b_pred: float, *,
     if b < SMALL_BACKGROUND:
         res["note"] = (f"background {b:.3g} < {SMALL_BACKGROUND:g} events: the asymptotic limit "
                        "under-covers and underestimates S_up (2.30 events for B -> 0 exactly, "
-                       f"{ul:.3g} here); use toys or exact Poisson limits")
+                       f"{ul:.3g} here); use toys: isrsim.stats.counting_toy_upper_limit")
     if not np.all(k > 0):
         return res
     grid = np.geomspace(1e-6, 0.5, 4001)

@@ -377,6 +377,7 @@ def poisson_quantile(u, nu, z):  # pragma: no cover - jitted
     """Smallest k with P(N <= k | nu) >= u (the Poisson quantile function), ``z = Phi^-1(u)``.
 
     Exact for ``nu <= NU_EXACT``. Above, the Cornish-Fisher expansion of the quantile to
+    (Cornish & Fisher, Rev. Inst. Int. Stat. 5 (1937) 307; Abramowitz & Stegun 26.2.49)
     O(1/nu) (cumulants of the Poisson all nu: skewness nu^-1/2, excess kurtosis 1/nu) with the
     continuity correction, ``k = ceil(nu + sqrt(nu) w - 1/2)``, ``w = z + (z^2 - 1)/(6 sqrt nu)
     + (z^3 - 3z)/(24 nu) - (2z^3 - 5z)/(36 nu)``; against scipy.stats.poisson.ppf it is off by

@@ -107,6 +107,10 @@ def _check_convention(convention: str, cl: float) -> None:
     if convention not in CONVENTIONS:
         msg = f"convention = {convention!r} must be one of {', '.join(CONVENTIONS)}"
         raise ConfigError(msg)
+    _check_cl(cl)
+
+
+def _check_cl(cl: float) -> None:
     if not 0.5 < cl < 1.0:
         msg = f"cl = {cl} must be in (0.5, 1)"
         raise ConfigError(msg)
@@ -590,8 +594,10 @@ class _ObservedQ:
         return self.at(mu)[0]
 
 
-def _limit_on_problem(prob: _Problem, convention: str, cl: float) -> UpperLimit:
-    obs = _ObservedQ(prob)
+def _limit_on_problem(prob: _Problem, convention: str, cl: float,
+                      obs: _ObservedQ | None = None) -> UpperLimit:
+    """The limit in ``convention``; ``obs``: the data's fits if already made."""
+    obs = _ObservedQ(prob) if obs is None else obs
     npb = prob.npb
     q_of, mu_ref, sig_hat, p0 = obs.q, obs.mu_ref, obs.scale, obs.p0
 

@@ -58,6 +58,7 @@ from .limits import (
     UpperLimit,
     _build_problems,
     _check_channels,
+    _check_cl,
     _check_masses,
     _check_signal,
     _counting_problem,
@@ -66,6 +67,7 @@ from .limits import (
     _Problem,
     _solve_upper,
 )
+from .toys import _check_toys
 
 __all__ = ["TOY_METHODS", "ToyUpperLimit", "counting_toy_upper_limit", "toy_upper_limit"]
 
@@ -132,15 +134,8 @@ def _check_toy_args(method: str, cl: float, n_toys, rng) -> None:
     if method not in TOY_METHODS:
         msg = f"method = {method!r} must be one of {', '.join(TOY_METHODS)}"
         raise ConfigError(msg)
-    if not 0.5 < cl < 1.0:
-        msg = f"cl = {cl} must be in (0.5, 1)"
-        raise ConfigError(msg)
-    if not isinstance(n_toys, (int, np.integer)) or n_toys < MIN_TOYS:
-        msg = f"n_toys = {n_toys!r} must be an integer >= {MIN_TOYS}"
-        raise ConfigError(msg)
-    if not isinstance(rng, np.random.Generator):
-        msg = f"rng = {rng!r} must be a numpy.random.Generator"
-        raise ConfigError(msg)
+    _check_cl(cl)
+    _check_toys(n_toys, rng, MIN_TOYS)
 
 
 class _Ensemble:
@@ -193,8 +188,9 @@ def _cl_value(terms: tuple[float, float, int, int]) -> float:
 def _toy_limit_on_problem(prob: _Problem, method: str, cl: float, n_toys: int,
                           rng: np.random.Generator) -> ToyUpperLimit:
     alpha = 1.0 - cl
-    asym = _limit_on_problem(prob, TOY_METHODS[method], cl)
     obs = _ObservedQ(prob)
+    step = obs.scale
+    asym = _limit_on_problem(prob, TOY_METHODS[method], cl, obs)  # also the bracketing scale
     sb = _Ensemble(prob, n_toys, rng)
     bo = _Ensemble(prob, n_toys, rng) if method == "cls_toys" else None
     state = {"n_failed": 0}
@@ -202,8 +198,10 @@ def _toy_limit_on_problem(prob: _Problem, method: str, cl: float, n_toys: int,
     def cl_terms(mu: float) -> tuple[float, float, int, int]:
         """(CL_s+b, CL_b, toys used in each) at mu; CL_b = 1 for "qtilde_toys"."""
         q_obs, p_mu = obs.at(mu)
+        if not np.isfinite(q_obs):  # the data's fit at mu failed: no limit (never "no tail")
+            return np.nan, 1.0, 0, 0
         if p_mu is None:  # mu <= reference: q~_obs = 0, every pseudo-experiment is as extreme
-            return (1.0, 1.0, n_toys, n_toys) if np.isfinite(q_obs) else (np.nan, np.nan, 0, 0)
+            return 1.0, 1.0, n_toys, n_toys
         p_sb, n_sb, bad = _fraction_extreme(sb.q(prob, obs, mu, p_mu), q_obs)
         state["n_failed"] = max(state["n_failed"], bad)
         if bo is None:
@@ -213,9 +211,8 @@ def _toy_limit_on_problem(prob: _Problem, method: str, cl: float, n_toys: int,
         return p_sb, c_b, n_sb, n_b
 
     mu_ref = obs.mu_ref
-    step = asym.upper_limit * prob.rscale - mu_ref
-    if not (np.isfinite(step) and step > 0):
-        step = obs.scale
+    if np.isfinite(asym.upper_limit) and asym.upper_limit * prob.rscale > mu_ref:
+        step = asym.upper_limit * prob.rscale - mu_ref
     try:
         mu_up, ok = _solve_upper(lambda m: alpha - _cl_value(cl_terms(m)), mu_ref, step,
                                  xtol_rel=_XTOL_REL)

@@ -104,6 +104,16 @@ class ExpectedLimits:
         return np.sum(self.converged, axis=0)
 
 
+def _check_toys(n_toys, rng, minimum: int = 1) -> None:
+    """``n_toys`` an integer >= ``minimum`` and ``rng`` a numpy.random.Generator."""
+    if not isinstance(n_toys, (int, np.integer)) or n_toys < minimum:
+        msg = f"n_toys = {n_toys!r} must be an integer >= {minimum}"
+        raise ConfigError(msg)
+    if not isinstance(rng, np.random.Generator):
+        msg = f"rng = {rng!r} must be a numpy.random.Generator"
+        raise ConfigError(msg)
+
+
 def _toy_data(chans: Sequence[Channel], bkg: list[np.ndarray], rng: np.random.Generator):
     ns, vs = [], []
     for ch, b in zip(chans, bkg):
@@ -146,12 +156,7 @@ def pseudo_experiments(channels: Channel | Sequence[Channel], masses: Sequence[f
     _check_signal(signal)
     chans = _check_channels(channels)
     masses = _check_masses(masses)
-    if not isinstance(n_toys, (int, np.integer)) or n_toys < 1:
-        msg = f"n_toys = {n_toys!r} must be an integer >= 1"
-        raise ConfigError(msg)
-    if not isinstance(rng, np.random.Generator):
-        msg = f"rng = {rng!r} must be a numpy.random.Generator"
-        raise ConfigError(msg)
+    _check_toys(n_toys, rng)
     problems = _build_problems(chans, masses, signal, window_nsigma=window_nsigma,
                                window_order=window_order)
     bkg = []

@@ -127,6 +127,19 @@ def test_inject_end_to_end(inject_run):
     assert s2["templates"]["2"]["cached"]
 
 
+def test_too_small_a_luminosity_is_named(inject_run):
+    """A luminosity with almost no expected background failed inside a pseudo-experiment's fit
+    ("histogram is empty") without naming --luminosity; it is now an error naming it and the
+    smallest allowed value (5 expected events per background coefficient, order 3 here)."""
+    out, s = inject_run
+    n_bkg_invnb = s["templates"]["2"]["background_events_expected"] / 2.93e6  # events per nb^-1
+    with pytest.raises(ConfigError, match=r"luminosity = '1e-9/fb' gives .* needs at least 20: "
+                                          r"allowed luminosity >= ") as exc:
+        main(_args(card=str(out.parent / "card.toml"), output=str(out), toys=2, luminosity="1e-9/fb"))
+    l_min = float(str(exc.value).rsplit(">= ", 1)[1].removesuffix("/nb"))
+    assert l_min == pytest.approx(20 / n_bkg_invnb, rel=0.05)
+
+
 def test_inject_recovers_the_signal(inject_run):
     _, s = inject_run
     p0, p1 = s["points"]

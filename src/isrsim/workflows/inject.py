@@ -76,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
 
 _PROCESS_OF_CHANNEL = {"mumu": ("isr_mumu", "mumu", "mu"), "ee": ("isr_ee", "ee", "e")}
 _BLOCK = 10_000
+#: Fewest expected background events per background-polynomial coefficient: below it the
+#: pseudo-experiments' fits are undetermined (a toy with no event at all has probability
+#: e^-N, e^-25 for order 4).
+MIN_EVENTS_PER_PARAMETER = 5
 
 
 # ---------------------------------------------------------------------------------------
@@ -420,6 +424,14 @@ def _expected_background(tpl: dict[str, Any], cfg: dict[str, Any], channel: str)
     b = tpl["bkg"]
     h_mc = make_histogram(b["m_ll"], b["xs_weight_nb"] * lumi, lo=tpl["lo"], hi=tpl["hi"],
                           bin_width=cfg["bin_width"], mask_windows=None, name=channel)
+    n_bkg = float(h_mc.counts.sum())
+    n_min = MIN_EVENTS_PER_PARAMETER * (cfg["order"] + 1)
+    if not n_bkg >= n_min:
+        msg = (f"luminosity = {cfg['luminosity']!r} gives {n_bkg:.3g} expected {channel} background "
+               f"events in {tpl['lo']:g}-{tpl['hi']:g} GeV; the order-{cfg['order']} background fit "
+               f"of the pseudo-experiments needs at least {n_min:g}: allowed luminosity >= "
+               f"{lumi * n_min / n_bkg if n_bkg > 0 else float('inf'):.3g}/nb")
+        raise ConfigError(msg)
     fit = fit_background(h_mc, cfg["order"])
     expected = np.maximum(fit.expected(), 0.0)
     return h_mc, fit, expected
@@ -686,6 +698,7 @@ def main(args: Any) -> dict[str, Any]:
             "signal_efficiency": float(tpl["sig"]["efficiency"]),
             "background_mc_candidates": int(tpl["bkg"]["m_ll"].size),
             "background_cross_section_nb": float(tpl["bkg"]["cross_section_nb"]),
+            "background_events_expected": float(h_mc.counts.sum()),
             "background_fit_chi2_ndf": float(fit.chi2_ndf), "cached": bool(tpl["cached"])}
     header = list(all_rows[0])
     comments = [f"isrsim inject: {cfg['detector']} {cfg['channel']} L = {cfg['luminosity']}",

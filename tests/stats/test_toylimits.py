@@ -23,6 +23,7 @@ from isrsim.stats._kernels import NU_EXACT, poisson_quantiles
 from isrsim.stats.toylimits import (
     MIN_EXTREME,
     MIN_TOYS,
+    counting_exact_upper_limit,
     counting_toy_upper_limit,
     toy_upper_limit,
 )
@@ -135,6 +136,48 @@ def test_counting_limits_match_exact_neyman_construction(method):
         assert np.isfinite(r.toy_error) and 0 < r.toy_error < 0.1 * exact + 0.05
         # 4 sigma over 14 comparisons; + the 1e-3 grid of the reference
         assert abs(r.upper_limit - exact) < 4.0 * r.toy_error + 2e-3, (n_obs, r.upper_limit, exact)
+
+
+#: Classical 90 % CL Poisson upper limits for n = 0..10 observed events without background (PDG
+#: Review of Particle Physics 2024, Statistics, table "Poisson limits ... in the absence of
+#: background"), two decimals as printed.
+PDG_POISSON_UL90 = (2.30, 3.89, 5.32, 6.68, 7.99, 9.27, 10.53, 11.77, 12.99, 14.21, 15.41)
+
+
+@pytest.mark.parametrize("method", ["qtilde_toys", "cls_toys"])
+def test_exact_counting_limit_pdg_table_and_n0(method):
+    for n, ul in enumerate(PDG_POISSON_UL90):
+        assert counting_exact_upper_limit(n, 0.0, method=method) == pytest.approx(ul, abs=0.005)
+    for b in (0.5, 3.0, 8.0):  # n = 0: CLs e^-mu, Neyman e^-(mu + b), both = 0.1
+        expected = math.log(10.0) - (0.0 if method == "cls_toys" else min(b, math.log(10.0)))
+        assert counting_exact_upper_limit(0, b, method=method) == pytest.approx(expected, abs=1e-9)
+    # efficiency: the limit is on the yield before it
+    assert counting_exact_upper_limit(2, 1.0, method=method, efficiency=0.25) == pytest.approx(
+        4.0 * counting_exact_upper_limit(2, 1.0, method=method), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["qtilde_toys", "cls_toys"])
+def test_exact_counting_limit_equals_explicit_q_ordering(method):
+    """The closed form (at least as extreme = N <= n) against the construction above, which
+    orders every count by its own q~_mu without assuming that; the reference is on a 1e-3 grid
+    (the smallest grid mu with CL < alpha)."""
+    cls = method == "cls_toys"
+    for b in (0.3, 1.2, 4.0):
+        for n_obs in (0, 1, 3, 6):
+            exact = counting_exact_upper_limit(n_obs, b, method=method)
+            ref = _limit_exact(n_obs, b, cls)
+            assert ref - 1e-3 - 1e-9 <= exact <= ref + 1e-9, (b, n_obs, exact, ref)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"n_obs": 2.5}, "n_obs"), ({"n_obs": -1}, "n_obs"), ({"n_obs": True}, "n_obs"),
+    ({"background": -0.1}, "background"), ({"background": float("nan")}, "background"),
+    ({"efficiency": 0.0}, "efficiency"), ({"method": "cls"}, "method"), ({"cl": 0.3}, "cl"),
+])
+def test_exact_counting_limit_bad_arguments(kwargs, field):
+    args = {"n_obs": 2, "background": 1.0} | kwargs
+    with pytest.raises(ConfigError, match=field):
+        counting_exact_upper_limit(args.pop("n_obs"), args.pop("background"), **args)
 
 
 def test_toy_limits_cover_where_asymptotic_ones_do_not():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from isrsim.exceptions import ConfigError
-from isrsim.stats import counting_upper_limit
+from isrsim.stats import counting_toy_upper_limit, counting_upper_limit
 from isrsim.workflows.sideband import (
     asimov_significance,
     load_config,
@@ -58,10 +58,31 @@ def test_projected_limit_inverts_the_yield():
     assert lim2["yield_ul_stat"] == pytest.approx(1.2816 * 1e3, rel=0.01)
     assert lim2["yield_ul"] == pytest.approx(1.2816 * math.sqrt(1e6 + 9e6), rel=0.01)
     assert "note" not in lim and "note" not in lim2
-    # B -> 0: the asymptotic S_up (0.82) is far below the exact 2.30 (n = 0): flagged
+    # B -> 0: the asymptotic S_up (0.87) is far below the exact one, ln 10 - B for the median
+    # count n = 0 (Neyman construction in q~_mu; ln 10 for CLs): the exact one is used, noted
     lim0 = projected_epsilon_limit(s, 0.01)
-    assert lim0["yield_ul_stat"] < 0.5 * -math.log(0.1)
+    assert lim0["yield_ul_stat"] == pytest.approx(math.log(10.0) - 0.01, rel=1e-9)
     assert "under-covers" in lim0["note"] and "0.01 < 10 events" in lim0["note"]
+    assert lim0["epsilon_ul_stat"] == pytest.approx(math.sqrt(lim0["yield_ul_stat"] / k), rel=5e-3)
+    cls0 = projected_epsilon_limit(s, 0.01, convention="cls_asymptotic")
+    assert cls0["yield_ul_stat"] == pytest.approx(math.log(10.0), rel=1e-9)
+
+
+def test_small_background_limit_is_the_exact_limit_of_the_median_count():
+    """B = 3: the median count is 3 (P(N <= 2) = 0.42, P(N <= 3) = 0.65); the limit rises with
+    n, so the median expected limit is that of n = 3, here checked against the CLs limit from
+    pseudo-experiments (counting_toy_upper_limit: fits of toys, no closed form) within 4 toy
+    errors; the asymptotic Asimov limit is > 10 % lower."""
+    k = 2.0e8
+    s = {e: k * e * e for e in (6.8e-4, 1e-3, 1.4e-3)}
+    lim = projected_epsilon_limit(s, 3.0, convention="cls_asymptotic")
+    toy = counting_toy_upper_limit(3, 3.0, rng=np.random.default_rng(11), method="cls_toys",
+                                   n_toys=4000)
+    assert toy.converged
+    assert abs(lim["yield_ul_stat"] - toy.upper_limit) < 4.0 * toy.toy_error
+    asym = counting_upper_limit(3.0, 3.0, convention="cls_asymptotic").upper_limit
+    assert lim["yield_ul_stat"] > 1.1 * asym
+    assert "exact CLs limit of the median count n = 3" in lim["note"]
 
 
 def test_config_errors(tmp_path):

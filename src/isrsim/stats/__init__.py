@@ -10,7 +10,8 @@ What to use when
 * :func:`scan_epsilon` for eps limits with e e + mu mu combined (BESIII 2017 Eq. 1).
 * :func:`toy_upper_limit` / :func:`counting_toy_upper_limit` for limits from
   pseudo-experiments (Neyman construction in q~_mu, or CLs) where the background under the
-  signal is below ~10 events and the asymptotic conventions under-cover (physics.md 7.2).
+  signal is below ~10 events and the asymptotic conventions under-cover (physics.md 7.2);
+  :func:`counting_exact_upper_limit` for their closed form with a known background.
 * :func:`pseudo_experiments` for expected bands and the trials factor;
   :func:`global_significance_toys` / :func:`gross_vitells` for the global significance.
 * :mod:`isrsim.stats.plotting` for plots (imports matplotlib lazily).
@@ -38,7 +39,13 @@ from .limits import (
     threshold,
     upper_limit,
 )
-from .toylimits import TOY_METHODS, ToyUpperLimit, counting_toy_upper_limit, toy_upper_limit
+from .toylimits import (
+    TOY_METHODS,
+    ToyUpperLimit,
+    counting_exact_upper_limit,
+    counting_toy_upper_limit,
+    toy_upper_limit,
+)
 from .toys import (
     ExpectedLimits,
     GlobalSignificance,
@@ -66,6 +73,7 @@ __all__ = [
     "bin_containment",
     "chebyshev_bin_basis",
     "count_upcrossings",
+    "counting_exact_upper_limit",
     "counting_toy_upper_limit",
     "counting_upper_limit",
     "epsilon_channels",

@@ -36,7 +36,8 @@ under the signal is large. Below ~10 events they under-cover, CLs included (exac
 coverage of a counting experiment, minimum over the true signal: q~_mu 0.84 at b = 3, 0.75 at
 b = 0.5, 0.59 for b -> 0; CLs 0.86, 0.84, 0.75), and for n = 0, b -> 0 they give 0.82 (q~_mu)
 and 1.35 (CLs) instead of the exact 2.30 (review 2026-11-22); physics.md 7.2 asks for toys there:
-:mod:`isrsim.stats.toylimits` (``toy_upper_limit``, ``counting_toy_upper_limit``).
+:mod:`isrsim.stats.toylimits` (``toy_upper_limit``, ``counting_toy_upper_limit``; the closed
+form ``counting_exact_upper_limit`` for a known background).
 Spectra with ~0.2 or more background events per bin under the signal covered 0.89-0.90 in the
 same review.
 
@@ -795,7 +796,8 @@ def counting_upper_limit(n_obs: float, background: float, *, convention: str = "
     optional Gaussian-constrained relative uncertainty ``efficiency_unc``. Same likelihood
     machinery as the spectrum fits (physics.md 7.2). Asymptotic: for a background below ~10
     events the limits under-cover (module docstring, "Validity"); use toys there
-    (:func:`isrsim.stats.counting_toy_upper_limit`).
+    (:func:`isrsim.stats.counting_toy_upper_limit`), or without an efficiency uncertainty the
+    closed form :func:`isrsim.stats.counting_exact_upper_limit`.
     """
     _check_convention(convention, cl)
     return _limit_on_problem(_counting_problem(n_obs, background, efficiency, efficiency_unc),

@@ -69,7 +69,8 @@ from .limits import (
 )
 from .toys import _check_toys
 
-__all__ = ["TOY_METHODS", "ToyUpperLimit", "counting_toy_upper_limit", "toy_upper_limit"]
+__all__ = ["TOY_METHODS", "ToyUpperLimit", "counting_exact_upper_limit", "counting_toy_upper_limit",
+           "toy_upper_limit"]
 
 #: Toy-based limit methods and the asymptotic convention each is compared with.
 TOY_METHODS = {"qtilde_toys": "qtilde_asymptotic", "cls_toys": "cls_asymptotic"}
@@ -283,3 +284,62 @@ def counting_toy_upper_limit(n_obs: float, background: float, *, rng: np.random.
     _check_toy_args(method, cl, n_toys, rng)
     prob = _counting_problem(n_obs, background, efficiency, efficiency_unc)
     return _toy_limit_on_problem(prob, method, cl, int(n_toys), rng)
+
+
+def counting_exact_upper_limit(n_obs: int, background: float, *, method: str = "cls_toys",
+                               cl: float = 0.90, efficiency: float = 1.0) -> float:
+    """The limit :func:`counting_toy_upper_limit` converges to for infinitely many
+    pseudo-experiments, in closed form: a counting experiment with a known background and
+    efficiency, no nuisance parameter.
+
+    For a known background q~_mu falls strictly with n below mu + b (arXiv:1007.1727 eq. 16 for
+    one Poisson bin), so "at least as extreme as n_obs" is N <= n_obs:
+    CL_s+b(mu) = P(N <= n_obs | eff mu + b) and CL_b = P(N <= n_obs | b). ``"qtilde_toys"`` solves
+    CL_s+b = 1 - CL (the classical Poisson upper limit with background, e.g. 2.30, 3.89, 5.32
+    events for n = 0, 1, 2 and b = 0 at 90 % CL, PDG Review of Particle Physics, "Statistics",
+    table of Poisson limits), ``"cls_toys"`` CL_s+b / CL_b = 1 - CL (Read, J. Phys. G 28 (2002)
+    2693; 2.30 events for n = 0 whatever b). Used where the background under the signal is small
+    (:data:`isrsim.workflows.sideband.SMALL_BACKGROUND`) and as the reference of the toys.
+
+    Parameters
+    ----------
+    n_obs : int
+        Observed events (a non-negative integer).
+    background : float
+        Known expected background, >= 0.
+    method : {"cls_toys", "qtilde_toys"}
+    cl : float
+    efficiency : float
+        Signal efficiency (the limit is on the yield before it).
+
+    Returns
+    -------
+    float
+        Upper limit on the signal yield (0 for the Neyman construction when the observation
+        is so low that even mu = 0 is excluded: CL_s+b(0) < 1 - CL).
+    """
+    from scipy import optimize, stats
+
+    if method not in TOY_METHODS:
+        msg = f"method = {method!r} must be one of {', '.join(TOY_METHODS)}"
+        raise ConfigError(msg)
+    _check_cl(cl)
+    if isinstance(n_obs, (bool, np.bool_)) or not isinstance(n_obs, (int, np.integer)) or n_obs < 0:
+        msg = f"n_obs = {n_obs!r} must be an integer >= 0 (observed events)"
+        raise ConfigError(msg)
+    for nm, v, lo in (("background", background, 0.0), ("efficiency", efficiency, 1e-300)):
+        if not (isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v) and v >= lo):
+            msg = f"{nm} = {v!r} must be finite and {'> 0' if lo > 0 else '>= 0'}"
+            raise ConfigError(msg)
+    n, b, alpha = int(n_obs), float(background), 1.0 - cl
+    cl_b = float(stats.poisson.cdf(n, b)) if method == "cls_toys" else 1.0
+
+    def excess(s: float) -> float:  # CL(s) - (1 - CL), falling in s
+        return float(stats.poisson.cdf(n, s + b)) / cl_b - alpha
+
+    if excess(0.0) <= 0.0:
+        return 0.0
+    hi = n + 10.0 + 10.0 * np.sqrt(n + 1.0)
+    while excess(hi) > 0.0:
+        hi *= 2.0
+    return float(optimize.brentq(excess, 0.0, hi, xtol=1e-12, rtol=1e-12)) / float(efficiency)

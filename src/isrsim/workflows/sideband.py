@@ -424,23 +424,40 @@ def projected_epsilon_limit(s_sr_per_eps: dict[float, float], b_pred: float, *,
     S_up -> z_CL sqrt(B + b_err^2); arXiv:1007.1727). Each S_up is converted to eps by solving
     S_SR(eps) = S_up with S_SR(eps) = eps^2 k(eps), k = S_SR(eps_i)/eps_i^2 interpolated
     log-linearly between the simulated eps_i (the efficiency depends on eps through the decay
-    length) and clamped outside them. Asymptotic: with B < 10 (:data:`SMALL_BACKGROUND`) the
-    result carries a ``note`` (the limits under-cover there and S_up is too small, 0.82 instead
-    of 2.30 events for B -> 0; :mod:`isrsim.stats.limits`, "Validity").
+    length) and clamped outside them. With B < 10 (:data:`SMALL_BACKGROUND`) the asymptotic
+    S_up under-covers and is too small (0.82 instead of 2.30 events for B -> 0;
+    :mod:`isrsim.stats.limits`, "Validity"): for the q~_mu and CLs conventions S_up is then the
+    exact limit of the median count, :func:`isrsim.stats.counting_exact_upper_limit` at
+    n = median of Poisson(B) (the limit rises with n, so this is the median expected limit),
+    and the result carries a ``note`` saying so; for ``rolke_chi2`` it stays asymptotic, with a
+    ``note``.
     """
-    from ..stats import counting_upper_limit
+    from scipy import stats
+
+    from ..stats import counting_exact_upper_limit, counting_upper_limit
 
     b = max(float(b_pred), 1e-9)
-    ul = counting_upper_limit(b, b, convention=convention, cl=cl).upper_limit
+    ul = ul_asym = counting_upper_limit(b, b, convention=convention, cl=cl).upper_limit
+    exact = {"qtilde_asymptotic": "qtilde_toys", "cls_asymptotic": "cls_toys"}.get(convention)
+    note = None
+    if b < SMALL_BACKGROUND:
+        if exact is None:
+            note = (f"background {b:.3g} < {SMALL_BACKGROUND:g} events: the asymptotic "
+                    f"{convention} limit is approximate here; qtilde_asymptotic and "
+                    "cls_asymptotic use the exact counting limit")
+        else:
+            n_med = int(stats.poisson.median(b))
+            ul = counting_exact_upper_limit(n_med, b, method=exact, cl=cl)
+            note = (f"background {b:.3g} < {SMALL_BACKGROUND:g} events: S_up = {ul:.3g} is the "
+                    f"exact {'CLs' if exact == 'cls_toys' else 'Neyman q~_mu'} limit of the median "
+                    f"count n = {n_med} (the asymptotic one, {ul_asym:.3g}, under-covers here)")
     ul_unc = ul * math.sqrt(1.0 + b_err**2 / b)
     eps = np.array(sorted(s_sr_per_eps))
     k = np.array([s_sr_per_eps[e] / e**2 for e in eps])
     res = {"yield_ul_stat": float(ul), "yield_ul": float(ul_unc), "background": b,
            "epsilon_ul_stat": float("nan"), "epsilon_ul": float("nan")}
-    if b < SMALL_BACKGROUND:
-        res["note"] = (f"background {b:.3g} < {SMALL_BACKGROUND:g} events: the asymptotic limit "
-                       "under-covers and underestimates S_up (2.30 events for B -> 0 exactly, "
-                       f"{ul:.3g} here); use toys: isrsim.stats.counting_toy_upper_limit")
+    if note is not None:
+        res["note"] = note
     if not np.all(k > 0):
         return res
     grid = np.geomspace(1e-6, 0.5, 4001)

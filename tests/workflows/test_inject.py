@@ -155,6 +155,14 @@ def test_inject_recovers_the_signal(inject_run):
     # coverage of the 90 % limit within 3 binomial sigma, sqrt(0.09/n) (with 80 toys this
     # cannot tell 0.90 from 0.95: the convention is pinned by the 1600-toy test above)
     assert abs(p1["coverage"] - 0.90) < 3 * math.sqrt(0.09 / n)
+    # epsilon limits: each toy converts its yield limit with its own fitted N_QED (BESIII 2017
+    # Eq. 1, N_sig / eps^2 = N_QED(bin) 3 pi m / (2 N_f alpha delta_m)); N_QED of the toys
+    # scatters by ~1 % around the expected one, so the medians follow the template's
+    # signal_per_epsilon2 (pinned to Eq. 1 in test_inject_end_to_end) within 5 %
+    tpl = s["templates"]["2"]
+    for p in (p0, p1):
+        assert p["median_ul_yield"] / p["median_ul_epsilon"] ** 2 == pytest.approx(
+            tpl["signal_per_epsilon2"], rel=0.05)
     # discovery rate grows with eps; without signal Z >= 3 is rare (p = 1.35e-3 per toy)
     assert p1["discovery_rate_z3"] > p0["discovery_rate_z3"]
     assert p0["discovery_rate_z3"] <= 3 / n
@@ -163,6 +171,26 @@ def test_inject_recovers_the_signal(inject_run):
     sig = s["templates"]["2"]["signal_sigma_GeV"]
     tol = 3 * p1["m_best_rms_GeV"] / math.sqrt(p1["n_mass_scan"]) + sig / 4
     assert abs(p1["m_best_mean_GeV"] - 2.0) < tol
+
+
+def test_candidate_weights_are_cross_section_over_generated_events():
+    """Each candidate stands for sigma / N_generated nb (unweighted sample), so the expected
+    candidates at a luminosity L are L sigma N_cand / N_gen: sigma times the Monte Carlo
+    selection efficiency. Dividing by the number of candidates instead (the expected count would
+    be L sigma whatever the selection) is the error this catches; here ~half the events are
+    selected."""
+    from isrsim.detector import load_detector
+    from isrsim.processes import make_process
+    from isrsim.workflows.inject import candidates_in_memory
+
+    det = load_detector("besiii")
+    proc = make_process("isr_mumu", det.beam, mass_range=[1.8, 2.2],
+                        photon_cut={"mode": "untagged", "theta_max": 0.3})
+    n = 5000
+    cols, info = candidates_in_memory(proc, det, n, seed=1, label="w", selection="besiii2017")
+    n_cand = cols["m_ll"].size
+    assert 0.2 * n < n_cand < 0.9 * n
+    assert cols["xs_weight_nb"].sum() == pytest.approx(info["cross_section_nb"] * n_cand / n, rel=1e-12)
 
 
 def test_background_samples_of_each_mass_have_their_own_streams(tmp_path, monkeypatch):

@@ -357,7 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--step", type=float, help="mass step [GeV] (default: the 0.010 GeV bin width)")
     lim.add_argument("--order", type=int, help="background polynomial order 0-12 (default: per channel "
                      "the smallest order 4-8 whose fit has p >= 0.05, else the highest that converges)")
-    lim.add_argument("--convention", help="qtilde_asymptotic (default) | rolke_chi2 | cls_asymptotic")
+    lim.add_argument("--convention", help="qtilde_asymptotic (default) | rolke_chi2 | cls_asymptotic | "
+                     "qtilde_toys | cls_toys (observed limits from pseudo-experiments, for low counts "
+                     "where the asymptotic formulae under-cover; 10-30 s per mass; the bands stay "
+                     "asymptotic)")
+    lim.add_argument("--limit-toys", type=int, help="pseudo-experiments per tested eps^2 of the "
+                     "qtilde_toys / cls_toys observed limits (default 1000, at least 100)")
     lim.add_argument("--toys", type=int, help="background-only pseudo-experiments for the bands "
                      "(default 50; 0: none)")
     lim.add_argument("--seed", type=int, default=1, help="random seed of the toys (default 1)")

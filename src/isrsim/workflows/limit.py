@@ -84,6 +84,9 @@ class LimitResult:
         Signed local significance (combined fit).
     converged : ndarray of bool
         The observed limit at each mass converged.
+    epsilon_obs_toy_error : ndarray
+        Statistical error of ``epsilon_obs`` from the finite number of pseudo-experiments
+        (toy conventions ``qtilde_toys``, ``cls_toys``; NaN for the asymptotic ones).
     orders : dict
         Polynomial order per channel.
     fits : dict
@@ -122,6 +125,9 @@ class LimitResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     n_toys_failed: int = 0
+    #: pseudo-experiments per tested eps^2 of the observed toy limits (0: asymptotic)
+    limit_toys: int = 0
+    epsilon_obs_toy_error: np.ndarray | None = None
     #: scaled MC: per channel the (chi2, ndf) of the same background fit with the MC's own
     #: variances (sum w^2), the fit quality the order choice uses
     fit_chi2_mc: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -153,6 +159,7 @@ class LimitResult:
             "epsilon_obs_range": rng(self.epsilon_obs),
             "epsilon_exp_median_range": rng(self.median),
             "n_toys": self.n_toys,
+            "limit_toys": self.limit_toys,
             "max_local_z": float(zl.max()) if zl.size else None,
             "global_p_toys": self.global_p,
             "global_p_error": self.global_p_error,
@@ -292,7 +299,7 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                        step: float | None = None, bin_width: float = 0.010,
                        order: int | Mapping[str, int] | None = None,
                        convention: str = "qtilde_asymptotic", n_toys: int = 50, seed: int = 1,
-                       mask_windows: Sequence[Sequence[float]] | None = None,
+                       limit_toys: int = 1000, mask_windows: Sequence[Sequence[float]] | None = None,
                        norm_unc: float = 0.05, res_unc: float = 0.02,
                        bhabha_correction: Mapping[str, float] | None = None, n_f: Any = None,
                        resolution: Mapping[str, Resolution] | None = None,
@@ -314,11 +321,18 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
         Background polynomial order (per channel with a mapping); None chooses per channel
         with :func:`choose_order`.
     convention : str
-        One of :data:`isrsim.stats.CONVENTIONS`.
+        One of :data:`isrsim.stats.CONVENTIONS`, or a toy method of
+        :data:`isrsim.stats.TOY_METHODS` (``qtilde_toys``, ``cls_toys``): the observed limit at
+        each mass is then the toy-based one (:func:`isrsim.stats.toy_upper_limit`, for low
+        counts where the asymptotic formulae under-cover; 10-30 s per mass with 1000
+        pseudo-experiments), while z_local and the expected bands use the asymptotic
+        counterpart (``qtilde_asymptotic``, ``cls_asymptotic``).
     n_toys : int
         Background-only pseudo-experiments for the expected bands (0: none).
     seed : int
         Seed of the toys.
+    limit_toys : int
+        Pseudo-experiments per tested eps^2 of a toy convention (>= ``MIN_TOYS`` = 100).
     mask_windows : sequence of (lo, hi), optional
         Default: the J/psi window 2.95-3.20 GeV if it overlaps the range.
     norm_unc, res_unc : float
@@ -336,15 +350,25 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
     from ..stats import (
         CONVENTIONS,
         JPSI_WINDOW,
+        TOY_METHODS,
         Channel,
+        epsilon_channels,
         global_significance_toys,
         pseudo_experiments,
         scan_epsilon,
     )
+    from ..stats.toylimits import MIN_TOYS
 
     t0 = time.perf_counter()
-    if convention not in CONVENTIONS:
-        msg = f"convention = {convention!r} is invalid: allowed {', '.join(CONVENTIONS)}"
+    if convention not in CONVENTIONS and convention not in TOY_METHODS:
+        msg = (f"convention = {convention!r} is invalid: allowed "
+               f"{', '.join([*CONVENTIONS, *TOY_METHODS])}")
+        raise ConfigError(msg)
+    asym_convention = TOY_METHODS.get(convention, convention)
+    if convention in TOY_METHODS and (isinstance(limit_toys, bool)
+                                      or not isinstance(limit_toys, (int, np.integer))
+                                      or limit_toys < MIN_TOYS):
+        msg = f"limit toys = {limit_toys!r} must be an integer >= {MIN_TOYS}"
         raise ConfigError(msg)
     if not (np.isfinite(bin_width) and bin_width > 0):
         msg = f"bin_width = {bin_width} GeV must be > 0"
@@ -427,8 +451,21 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
         chans.append(Channel(h, sigma_m=r, norm_unc=norm_unc, res_unc=res_unc, order=o, name=c))
 
     scan = scan_epsilon(chans, masses, n_f=n_f, bhabha_correction=bhabha_correction,
-                        convention=convention, luminosity=cands.luminosity_invnb)
+                        convention=asym_convention, luminosity=cands.luminosity_invnb)
     ypp = scan.limits.yield_per_poi  # (n_mass, n_chan): events per unit eps^2
+    echans = epsilon_channels(chans, n_f=n_f, bhabha_correction=bhabha_correction)
+    eps_obs, yield_ul, converged = scan.epsilon_ul, scan.yield_ul, scan.limits.converged
+    eps_err = np.full(masses.size, np.nan)
+    if convention in TOY_METHODS:
+        eps_obs, yield_ul, converged, eps_err = _toy_observed(
+            echans, masses, ypp, method=convention, n_toys=int(limit_toys), seed=int(seed))
+        notes.append(f"observed limits from pseudo-experiments ({convention}, {int(limit_toys)} per "
+                     f"tested eps^2; toy error in eps_obs_toy_error); z_local and the expected bands "
+                     f"are {asym_convention}")
+        if not np.all(converged):
+            notes.append(f"{int(np.sum(~converged))} of {masses.size} toy limits did not converge "
+                         f"(converged = False: typically fewer than 10 pseudo-experiments as extreme "
+                         f"as the data, at a deficit; increase --limit-toys)")
     from ..stats import resolve_n_f, yield_per_epsilon2
 
     nf = resolve_n_f(n_f)
@@ -440,11 +477,9 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
     gp = gpe = None
     n_failed = 0
     if n_toys > 0:
-        from ..stats import epsilon_channels
-
-        echans = epsilon_channels(chans, n_f=n_f, bhabha_correction=bhabha_correction)
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(7,))))
-        exp = pseudo_experiments(echans, masses, n_toys=int(n_toys), rng=rng, convention=convention)
+        exp = pseudo_experiments(echans, masses, n_toys=int(n_toys), rng=rng,
+                                 convention=asym_convention)
         bands = np.sqrt(np.maximum(exp.bands, 0.0))
         n_failed = exp.n_failed
         if n_failed:
@@ -467,7 +502,7 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                 notes.append(f"global p-value < {gp:.3g}: no pseudo-experiment reached the observed "
                              f"maximum local Z = {g.z_local:.3g} (global_p is that upper bound)")
     z_local = scan.limits.z_local
-    unphysical = np.isfinite(scan.epsilon_ul) & (scan.epsilon_ul >= 1.0)
+    unphysical = np.isfinite(eps_obs) & (eps_obs >= 1.0)
     if unphysical.any():
         notes.append(f"epsilon limit >= 1 at {int(unphysical.sum())} of {masses.size} masses: outside "
                      "the kinetic-mixing domain (eps < 1), no constraint there (luminosity too small "
@@ -480,13 +515,35 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
                      "those of data at L, and would inflate Z by that factor")
         z_local = np.full_like(z_local, np.nan)
     return LimitResult(
-        mass=masses, channels=tuple(chan_names), epsilon_obs=scan.epsilon_ul, bands=bands,
-        yield_ul=scan.yield_ul, n_qed_bin=n_qed, sigma_m=sigma_m, z_local=z_local,
-        converged=scan.limits.converged, orders=orders, fits=fits, hists=hists,
+        mass=masses, channels=tuple(chan_names), epsilon_obs=eps_obs, bands=bands,
+        yield_ul=yield_ul, n_qed_bin=n_qed, sigma_m=sigma_m, z_local=z_local,
+        converged=converged, orders=orders, fits=fits, hists=hists,
         resolution=res_models, convention=convention, n_toys=int(n_toys),
         luminosity_invnb=cands.luminosity_invnb, scaled=cands.scaled, global_p=gp,
         global_p_error=gpe, seconds=time.perf_counter() - t0, notes=notes, n_toys_failed=n_failed,
-        fit_chi2_mc=chi2_mc)
+        fit_chi2_mc=chi2_mc, limit_toys=int(limit_toys) if convention in TOY_METHODS else 0,
+        epsilon_obs_toy_error=eps_err)
+
+
+def _toy_observed(echans: Sequence[Any], masses: np.ndarray, ypp: np.ndarray, *, method: str,
+                  n_toys: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Toy-based observed limits at each mass: eps, yield limits per channel, convergence and
+    the toy error of eps. Mass i uses the i-th child of ``SeedSequence(seed, spawn_key=(8,))``,
+    so a limit does not depend on the other masses' pseudo-experiments."""
+    from ..stats import toy_upper_limit
+
+    seeds = np.random.SeedSequence(seed, spawn_key=(8,)).spawn(masses.size)
+    eps2 = np.full(masses.size, np.nan)
+    err2 = np.full(masses.size, np.nan)
+    conv = np.zeros(masses.size, bool)
+    for i, m in enumerate(masses):
+        t = toy_upper_limit(echans, float(m), rng=np.random.Generator(np.random.PCG64(seeds[i])),
+                            method=method, n_toys=n_toys)
+        eps2[i], err2[i], conv[i] = t.upper_limit, t.toy_error, t.converged
+    eps = np.sqrt(eps2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eps_err = np.where(eps > 0, err2 / (2.0 * eps), np.nan)  # d sqrt(x) = dx / (2 sqrt(x))
+    return eps, eps2[:, None] * ypp, conv, eps_err
 
 
 def write_limit_csv(res: LimitResult, path: str | Path, *, comments: Sequence[str] = ()) -> Path:
@@ -496,15 +553,19 @@ def write_limit_csv(res: LimitResult, path: str | Path, *, comments: Sequence[st
     header = (["mass_GeV", "eps_obs", "eps_exp_median", "eps_exp_m2sigma", "eps_exp_m1sigma",
                "eps_exp_p1sigma", "eps_exp_p2sigma"]
               + [f"yield_ul_{c}" for c in chs] + [f"n_qed_bin_{c}" for c in chs]
-              + [f"sigma_m_GeV_{c}" for c in chs] + ["z_local", "converged"])
+              + [f"sigma_m_GeV_{c}" for c in chs] + ["z_local", "converged", "eps_obs_toy_error"])
     b = res.bands if res.bands is not None else np.full((5, res.mass.size), np.nan)
+    err = (res.epsilon_obs_toy_error if res.epsilon_obs_toy_error is not None
+           else np.full(res.mass.size, np.nan))
     rows = []
     for i, m in enumerate(res.mass):
         rows.append([m, res.epsilon_obs[i], b[2, i], b[0, i], b[1, i], b[3, i], b[4, i],
                      *res.yield_ul[i], *res.n_qed_bin[i], *res.sigma_m[i], res.z_local[i],
-                     bool(res.converged[i])])
+                     bool(res.converged[i]), err[i]])
     meta = [f"isrsim limit: convention {res.convention}, CL 90%, channels {'+'.join(chs)} combined "
-            f"at likelihood level, orders {res.orders}, toys {res.n_toys}"]
+            f"at likelihood level, orders {res.orders}, toys {res.n_toys}"
+            + (f", {res.limit_toys} pseudo-experiments per tested eps^2 of the observed limit"
+               if res.limit_toys else "")]
     if res.luminosity_invnb:
         meta.append(f"luminosity {res.luminosity_invnb:.6g}/nb")
     return write_csv_atomic(path, header, rows, comments=[*meta, *res.notes, *comments])
@@ -571,7 +632,9 @@ def run_limit(args: Any) -> dict[str, Any]:
     cands = read_candidate_tables(args.inputs, luminosity_invnb=lumi)
     res = analyse_candidates(cands, mass_range=args.mass, step=args.step, order=args.order,
                              convention=args.convention or "qtilde_asymptotic", n_toys=toys,
-                             seed=args.seed if args.seed is not None else 1)
+                             seed=args.seed if args.seed is not None else 1,
+                             limit_toys=1000 if getattr(args, "limit_toys", None) is None
+                             else args.limit_toys)
     if plot:  # the plot first: if it fails, no CSV is left either
         plot_path = plot_limits(res, plot, overlays=overlays,
                                 observed_label="expected spectrum (scaled MC) 90% CL" if res.scaled

@@ -3,7 +3,9 @@
 Three deliberate physics changes since: a sensitive layer with partial azimuthal coverage
 (a material layer at its radius with ``phi_fraction < 1``) is hit with that probability, drawn
 right after the perigee of every charged particle whose first layer outside the production
-point it is (the layers from the first hit one on count for the lever arm and ``min_layers``);
+point it is (the layers from the first hit one on count for the lever arm and ``min_layers``;
+one beyond the first counts for ``min_layers`` with its coverage, drawn only when the track
+has ``min_layers`` layers within reach but not without the partial ones);
 bremsstrahlung losses at or beyond the first sensitive
 layer outside the production point change the measured curvature only (the track's position
 and direction are measured there before the loss), and a charged particle's calorimeter region
@@ -243,13 +245,21 @@ def _simulate_kernel(rng, npart, pdg, p4, vtx, parent, bz, tp, layer_r, layer_co
             # ---- tracking acceptance and efficiency --------------------------------------
             tracked = theta_min <= theta <= theta_max
             if tracked:
-                nl = 0
+                nl = 0  # layers certainly hit: the first one and the fully covered ones beyond
+                n_part = 0  # partially covered layers beyond the first within reach
                 r_first = -1.0
                 for m in range(m_first, n_layers):
                     if layer_r[m] <= r_max:
-                        nl += 1
+                        if r_first < 0.0 or layer_cov[m] >= 1.0:
+                            nl += 1
+                        else:
+                            n_part += 1
                         if r_first < 0.0:
                             r_first = layer_r[m]
+                if nl < min_layers <= nl + n_part:
+                    for m in range(m_first + 1, n_layers):
+                        if layer_r[m] <= r_max and layer_cov[m] < 1.0 and rng.random() < layer_cov[m]:
+                            nl += 1
                 tracked = nl >= min_layers
             if tracked:
                 eff = 0.0

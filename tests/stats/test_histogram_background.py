@@ -52,6 +52,26 @@ def test_background_fit_recovers_polynomial(rng, edges):
     assert np.std(fit.pulls()[h.mask]) == pytest.approx(1.0, abs=4 / np.sqrt(2 * 165))
 
 
+def test_poisson_pulls_use_the_fitted_expectation_at_low_counts():
+    """Pulls of a Poisson fit are (n - nu) / sqrt(nu) with nu the fit (Pearson), so that their
+    squares sum to ~ndf even at nu ~ 2 per bin: E[(n - nu)^2 / nu] = 1, Var = 2 + 1/nu = 2.5 per
+    bin, sd of the sum 50 for 1000 bins (+ a few for the 3 fitted coefficients). Dividing by the
+    data variance instead (Neyman, 0 for empty bins) gives E ~ 0.53 per bin at nu = 2 (sum
+    ~530), far outside the 4 sd band."""
+    rng = np.random.default_rng(7)
+    edges = np.linspace(1.0, 2.0, 1001)
+    truth = np.array([2.0, -0.3, 0.1])
+    mu = chebyshev_bin_basis(edges, 2, 1.0, 2.0) @ truth
+    n = rng.poisson(mu)
+    h = make_histogram(np.repeat(0.5 * (edges[1:] + edges[:-1]), n), lo=1.0, hi=2.0,
+                       bin_width=0.001, mask_windows=None)
+    fit = fit_background(h, 2)
+    assert fit.valid and h.nbins == 1000
+    s2 = float(np.sum(fit.pulls() ** 2))
+    assert s2 == pytest.approx(fit.ndf, abs=4.0 * np.sqrt(2.5 * 1000))
+    assert np.mean(fit.pulls()) == pytest.approx(0.0, abs=4.0 / np.sqrt(1000))
+
+
 def test_weighted_fit_uses_chi2_and_scales(rng, edges):
     mu = np.full(190, 2000.0)
     n = rng.poisson(mu)

@@ -372,3 +372,33 @@ def test_fits_converge_at_large_counts(per_bin):
     assert asimov.converged
     spread = np.std(uls)
     assert abs(np.median(uls) - asimov.upper_limit) < 3 * 1.25 * spread / np.sqrt(40)
+
+
+def test_pseudo_spectra_are_poisson_or_gaussian_around_the_fit():
+    """The background-only pseudo-spectra of :func:`pseudo_experiments` (``_toy_data``):
+    unweighted counts are Poisson(nu) - at nu = 1 (50 bins x 2000 toys) the frequencies of
+    n = 0..4 and >= 5 pass a chi2 test with 5 dof at p > 1e-3 (a rounded Gaussian of the same
+    mean and variance gives P(0) = 0.24 instead of e^-1 = 0.37, chi2 ~ 1e4); weighted spectra
+    are Gaussian with the observed sum-of-weights-squared variances (weights 2: variance 4 n;
+    mean and sd within 4 standard errors)."""
+    from isrsim.stats.toys import _toy_data
+
+    rng = np.random.default_rng(17)
+    edges = np.linspace(1.0, 1.5, 51)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    h = make_histogram(np.repeat(centres, 3), lo=1.0, hi=1.5, mask_windows=None)
+    ch = Channel(h, 0.01, order=0)
+    counts = np.concatenate([_toy_data([ch], [np.ones(50)], rng)[0] for _ in range(2000)])
+    assert np.all(counts >= 0) and np.all(counts == np.round(counts))
+    obs = np.array([np.sum(counts == k) for k in range(5)] + [np.sum(counts >= 5)], dtype=float)
+    p = np.append(stats.poisson.pmf(np.arange(5), 1.0), stats.poisson.sf(4, 1.0))
+    chi2 = float(np.sum((obs - counts.size * p) ** 2 / (counts.size * p)))
+    assert stats.chi2.sf(chi2, 5) > 1e-3, chi2
+
+    hw = make_histogram(np.repeat(centres, 3), np.full(150, 2.0), lo=1.0, hi=1.5, mask_windows=None)
+    assert np.allclose(hw.variances, 12.0)
+    chw = Channel(hw, 0.01, order=0)
+    draws = np.concatenate([_toy_data([chw], [np.full(50, 6.0)], rng)[0] for _ in range(400)])
+    n = draws.size  # 20000
+    assert draws.mean() == pytest.approx(6.0, abs=4.0 * np.sqrt(12.0 / n))
+    assert draws.std() == pytest.approx(np.sqrt(12.0), abs=4.0 * np.sqrt(12.0 / (2 * n)))

@@ -137,7 +137,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_events(tmp_path, reference)
     metadata; the parts complete before the signal are kept)."""
     out = tmp_path / "run"
     status, err, _ = _interrupt_when_first_part(out, GEN, signal.SIGTERM, tmp_path)
-    assert status == 130, err
+    assert status == 130, (status, err)
     assert "interrupted" in err
     assert "Traceback" not in err
     _check_interrupted_dataset(out)
@@ -159,7 +159,7 @@ def test_sigterm_with_worker_processes_cleans_up(tmp_path, reference):
     out = tmp_path / "run"
     status, err, children = _interrupt_when_first_part(out, [*GEN, "--workers", "2"],
                                                        signal.SIGTERM, tmp_path)
-    assert status == 130, err
+    assert status == 130, (status, err)
     assert "Traceback" not in err
     assert len(children) >= 2  # the two workers (plus multiprocessing's resource tracker)
     deadline = time.monotonic() + 10
@@ -195,7 +195,7 @@ def test_sigint_single_file_leaves_nothing(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (proc.returncode, err)
     assert list(tmp_path.iterdir()) == []
 
 

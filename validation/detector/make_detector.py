@@ -25,6 +25,13 @@ OUT = Path(__file__).resolve().parent
 NAMES = ("d0", "phi0", "omega", "z0", "tanl")
 
 
+def _save(fig, name: str) -> None:
+    """Lay out, write ``OUT/name`` at 90 dpi and close ``fig``."""
+    fig.tight_layout()
+    fig.savefig(OUT / name, dpi=90)
+    plt.close(fig)
+
+
 def true_helices(truth, bz):
     out = np.empty((truth.n, 5))
     for i in range(truth.n):
@@ -127,9 +134,7 @@ def brems_clusters_section() -> list[str]:
     ax.set_ylabel("clusters per bin")
     ax.set_title("2 GeV electrons through 5 % X0 (brems_clusters = true)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(OUT / "brems_clusters.png", dpi=90)
-    plt.close(fig)
+    _save(fig, "brems_clusters.png")
     expected = stats.gamma.sf(-math.log1p(-thr), a)
     full = dataclasses.replace(det, calorimeter=dataclasses.replace(det.calorimeter,
                                                                     brems_clusters=True))
@@ -186,9 +191,7 @@ def tracking_turn_on_section() -> list[str]:
     ax.set_xlabel("muon pT [MeV] (prompt, 90 deg)")
     ax.set_ylabel("tracking efficiency")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(OUT / "tracking_turn_on.png", dpi=90)
-    plt.close(fig)
+    _save(fig, "tracking_turn_on.png")
     return ["", "## Tracking efficiency of soft prompt tracks", "",
             "Muons at 90 deg, 1 MeV steps, no smearing. Model (line): the file's turn-on "
             "plateau (1 - exp(-(pT - pt_min)/pt_turnon)) times the `min_layers` reach: 0 below "
@@ -232,9 +235,7 @@ def main() -> None:
             axes[row, c].plot(x, np.exp(-x * x / 2) / math.sqrt(2 * math.pi), "k:", lw=1)
             axes[row, c].set_title(f"{name}: pull {NAMES[c]}")
         axes[row, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(OUT / "pulls.png", dpi=90)
-    plt.close(fig)
+    _save(fig, "pulls.png")
 
     # ---- BESIII M_mumu resolution ---------------------------------------------------------
     det = load_detector("besiii")
@@ -262,9 +263,7 @@ def main() -> None:
     ax.set_xlabel("M(mu mu) [GeV]")
     ax.set_ylabel("sigma_M [MeV]")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "mmumu_resolution_besiii.png", dpi=90)
-    plt.close(fig)
+    _save(fig, "mmumu_resolution_besiii.png")
 
     # ---- brems tail -------------------------------------------------------------------------
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -278,9 +277,7 @@ def main() -> None:
     ax.set_yscale("log")
     ax.set_xlabel("M [GeV]")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "mee_brems_tail.png", dpi=90)
-    plt.close(fig)
+    _save(fig, "mee_brems_tail.png")
 
     # ---- where a bremsstrahlung loss acts on the measured helix (Belle II) ---------------------
     lines += ["", "## Electron helices at Belle II: kinks before PXD L1, curvature only beyond", "",
@@ -320,16 +317,15 @@ def main() -> None:
     axs[1].set_xlabel("pT_meas / pT_true")
     for ax in axs:
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "electron_helix_belle2.png", dpi=90)
-    plt.close(fig)
+    _save(fig, "electron_helix_belle2.png")
     lines += ["", "Expectation: -ln z ~ Gamma(sum t/ln 2) over every layer inside 16.8 cm with "
               "t = x/X0 / sin(theta) (PXD L2's 17 % coverage as a mixture), averaged over the uniform "
               "cos(theta); the muon's d0 pulls show the Gaussian reference."]
 
     # ---- d0 resolution vs p -------------------------------------------------------------------
     fig, ax = plt.subplots(figsize=(6, 4))
-    lines += ["", "## d0 resolution vs p (muons, 80-100 deg)", "", "| p [GeV] | BESIII [um] | Belle II [um] |",
+    lines += ["", "## d0 resolution vs p (muons, 80-100 deg)", "",
+              "| p [GeV] | BESIII [um] | Belle II [um] |",
               "|---|---|---|"]
     ps = np.array([0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0])
     res = {}
@@ -348,9 +344,7 @@ def main() -> None:
     ax.set_xlabel("p [GeV]")
     ax.set_ylabel("sigma(d0) [um]")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "d0_resolution.png", dpi=90)
-    plt.close(fig)
+    _save(fig, "d0_resolution.png")
 
     # ---- calorimeter reach of soft charged tracks ----------------------------------------------
     d = load_detector("belle2")
@@ -396,9 +390,7 @@ def main() -> None:
     ax.set_xlabel("muon polar angle [deg]")
     ax.set_ylabel("fraction with a calorimeter deposit")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "calorimeter_reach.png", dpi=90)
-    plt.close(fig)
+    _save(fig, "calorimeter_reach.png")
 
     # ---- bremsstrahlung photon clusters (optional calorimeter.brems_clusters) -----------------
     lines += brems_clusters_section()

@@ -167,6 +167,12 @@ class EpsilonScan:
         """Hypothesis masses in GeV."""
         return self.limits.mass
 
+    @classmethod
+    def from_scan(cls, scan: LimitScan) -> EpsilonScan:
+        """The eps view of a scan whose POI is eps^2 (channels from :func:`epsilon_channels`)."""
+        return cls(scan, scan.upper_limit, np.sqrt(scan.upper_limit),
+                   scan.upper_limit[:, None] * scan.yield_per_poi)
+
 
 def scan_epsilon(channels: Channel | Sequence[Channel], masses: Sequence[float] | np.ndarray, *,
                  n_f: FloatFn | None = None, bhabha_correction: Mapping[str, FloatFn] | None = None,
@@ -181,6 +187,4 @@ def scan_epsilon(channels: Channel | Sequence[Channel], masses: Sequence[float] 
         msg = f"luminosity = {luminosity} nb^-1 must be > 0"
         raise ConfigError(msg)
     chans = epsilon_channels(channels, n_f=n_f, bhabha_correction=bhabha_correction)
-    scan = scan_limits(chans, masses, convention=convention, cl=cl, signal=signal)
-    return EpsilonScan(scan, scan.upper_limit, np.sqrt(scan.upper_limit),
-                       scan.upper_limit[:, None] * scan.yield_per_poi)
+    return EpsilonScan.from_scan(scan_limits(chans, masses, convention=convention, cl=cl, signal=signal))

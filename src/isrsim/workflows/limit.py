@@ -352,10 +352,11 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
         JPSI_WINDOW,
         TOY_METHODS,
         Channel,
+        EpsilonScan,
         epsilon_channels,
         global_significance_toys,
         pseudo_experiments,
-        scan_epsilon,
+        scan_limits,
     )
     from ..stats.toylimits import MIN_TOYS
 
@@ -450,10 +451,10 @@ def analyse_candidates(cands: CandidateSet, *, mass_range: Sequence[float] | Non
             chi2_mc[c] = (float(f_mc.chi2), int(f_mc.ndf))
         chans.append(Channel(h, sigma_m=r, norm_unc=norm_unc, res_unc=res_unc, order=o, name=c))
 
-    scan = scan_epsilon(chans, masses, n_f=n_f, bhabha_correction=bhabha_correction,
-                        convention=asym_convention, luminosity=cands.luminosity_invnb)
-    ypp = scan.limits.yield_per_poi  # (n_mass, n_chan): events per unit eps^2
+    # channels with POI eps^2, made once for the scan, the toy limits and the bands
     echans = epsilon_channels(chans, n_f=n_f, bhabha_correction=bhabha_correction)
+    scan = EpsilonScan.from_scan(scan_limits(echans, masses, convention=asym_convention))
+    ypp = scan.limits.yield_per_poi  # (n_mass, n_chan): events per unit eps^2
     eps_obs, yield_ul, converged = scan.epsilon_ul, scan.yield_ul, scan.limits.converged
     eps_err = np.full(masses.size, np.nan)
     if convention in TOY_METHODS:
